@@ -1,0 +1,209 @@
+"""Baseline optimizers: the AdaBelief paper's CIFAR table plus two second-order methods.
+
+``build_baseline(name, params, **cfg)`` returns a configured ``torch.optim.Optimizer``. Defaults
+are the hyperparameters of the AdaBelief paper's CIFAR runs (Zhuang et al. 2020; the official
+``PyTorch_Experiments/classification_cifar10/main.py``) and, where it gives none, the library's;
+``cfg`` overrides them. Each optimizer carries ``step_protocol``, telling the training loop how
+to step it:
+
+* ``"backward"``: ``loss.backward(); opt.step()``.
+* ``"create_graph"``: ``loss.backward(create_graph=True); opt.step()`` (Hutchinson Hessians).
+
+==========  ============================  ================================================
+name        implementation                defaults (weight decay mode)
+==========  ============================  ================================================
+sgd         torch.optim.SGD               lr 0.1, momentum 0.9, wd 5e-4 (L2)
+adam        torch.optim.Adam              lr 1e-3, eps 1e-8, wd 5e-4 (L2)
+adamw       torch.optim.AdamW             lr 1e-3, eps 1e-8, wd 1e-2 (decoupled)
+adabelief   pytorch_optimizer.AdaBelief   lr 1e-3, eps 1e-8 (inside s), wd 5e-4 (L2),
+                                          no rectification, no AMS bound
+radam       pytorch_optimizer.RAdam       lr 1e-3, eps 1e-8, wd 5e-4 (decoupled, scaled
+                                          by lr), SGD steps while n_sma < 5
+yogi        pytorch_optimizer.Yogi        lr 1e-3, eps 1e-3, wd 5e-4 (L2)
+adabound    pytorch_optimizer.AdaBound    lr 1e-3, final_lr 0.1, gamma 1e-3, wd 5e-4 (L2)
+msvag       pytorch_optimizer.MSVAG + L2  lr 0.1, beta 0.9, wd 5e-4 (L2)
+fromage     pytorch_optimizer.Fromage+L2  lr 1e-2, wd 0
+adahessian  pytorch_optimizer.AdaHessian  library defaults (lr 0.1, wd 0)
+sophiah     pytorch_optimizer.SophiaH     library defaults (lr 6e-2, wd 0)
+==========  ============================  ================================================
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytorch_optimizer as po
+import torch
+
+STEP_BACKWARD = "backward"
+STEP_CREATE_GRAPH = "create_graph"
+
+
+class _CoupledL2:
+    """Mixin that adds L2 weight decay, ``g <- g + weight_decay * theta``, before the wrapped step.
+
+    For library optimizers without a weight-decay option (MSVAG, Fromage); the AdaBelief
+    paper's MSVAG took its weight decay this way.
+    """
+
+    def __init__(self, params: Any, *args: Any, weight_decay: float = 0.0, **kwargs: Any) -> None:
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        super().__init__(params, *args, **kwargs)
+        # Stored in defaults too so that groups added later get it.
+        self.defaults["weight_decay"] = weight_decay
+        for group in self.param_groups:
+            group.setdefault("weight_decay", weight_decay)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            # The closure must run before the decay is added, or it would overwrite the gradients.
+            with torch.enable_grad():
+                loss = closure()
+        # The library negates the gradient to maximize; the penalty must still pull towards zero.
+        sign = -1.0 if getattr(self, "maximize", False) else 1.0
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["weight_decay"] != 0.0 and params:
+                grads = [p.grad for p in params]
+                torch._foreach_add_(grads, params, alpha=sign * group["weight_decay"])
+        super().step()
+        return loss
+
+
+class MSVAG(_CoupledL2, po.MSVAG):
+    """M-SVAG (Balles & Hennig, 2018) from pytorch_optimizer, with L2 weight decay.
+
+    With g = grad + weight_decay * theta and one beta for both moving averages::
+
+        m = beta m + (1 - beta) g,   v = beta v + (1 - beta) g^2
+        m_hat = m / (1 - beta^t),    v_hat = v / (1 - beta^t)
+        rho = (1 - beta) (1 + beta^t) / ((1 + beta) (1 - beta^t))
+        s = (v_hat - m_hat^2) / (1 - rho)
+        theta -= lr * m_hat^2 / (m_hat^2 + rho s) * m_hat
+
+    The library caps rho at 0.9999 and clips the factor to [0, 1]; so at t = 1 (rho = 1, s = 0/0)
+    it takes the step lr * g, where the AdaBelief paper's copy took none.
+    """
+
+
+class Fromage(_CoupledL2, po.Fromage):
+    """Fromage (Bernstein et al., 2020) from pytorch_optimizer, with optional L2 weight decay."""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    cls: type[torch.optim.Optimizer]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    step_protocol: str = STEP_BACKWARD
+
+
+_ADAPTIVE = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 5e-4}
+
+_SPECS: dict[str, _Spec] = {
+    "sgd": _Spec(torch.optim.SGD, {"lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4}),
+    "adam": _Spec(torch.optim.Adam, _ADAPTIVE),
+    "adamw": _Spec(torch.optim.AdamW, {**_ADAPTIVE, "weight_decay": 1e-2}),
+    # The seed's Algorithm 2: eps inside s (the library's only form), bias correction, no
+    # rectification, L2 decay added to the gradient as in the paper's CIFAR code (the library
+    # defaults to decoupled).
+    "adabelief": _Spec(
+        po.AdaBelief,
+        {
+            **_ADAPTIVE,
+            "weight_decouple": False,
+            "fixed_decay": False,
+            "rectify": False,
+            "ams_bound": False,
+        },
+    ),
+    # The paper used the original RAdam code: decoupled lr-scaled decay and SGD-with-momentum steps
+    # while the variance is intractable (degenerated_to_sgd, off by default in the library).
+    "radam": _Spec(
+        po.RAdam,
+        {**_ADAPTIVE, "weight_decouple": True, "fixed_decay": False, "degenerated_to_sgd": True},
+    ),
+    "yogi": _Spec(
+        po.Yogi,
+        {**_ADAPTIVE, "eps": 1e-3, "initial_accumulator": 1e-6, "weight_decouple": False},
+    ),
+    "adabound": _Spec(
+        po.AdaBound,
+        {
+            **_ADAPTIVE,
+            "final_lr": 0.1,
+            "gamma": 1e-3,
+            "weight_decouple": False,
+            "ams_bound": False,
+        },
+    ),
+    "msvag": _Spec(MSVAG, {"lr": 0.1, "beta": 0.9, "weight_decay": 5e-4}),
+    # The paper ran Fromage with its learning rate only: no weight decay.
+    "fromage": _Spec(Fromage, {"lr": 1e-2, "weight_decay": 0.0}),
+    "adahessian": _Spec(po.AdaHessian, step_protocol=STEP_CREATE_GRAPH),
+    "sophiah": _Spec(po.SophiaH, step_protocol=STEP_CREATE_GRAPH),
+}
+
+BASELINE_NAMES: tuple[str, ...] = tuple(_SPECS)
+
+# Constructor arguments that are not hyperparameters.
+_NOT_KEYWORDS = {"self", "params", "defaults"}
+
+
+def accepted_keys(name: str) -> frozenset[str]:
+    """Keywords ``build_baseline(name, ...)`` accepts: the constructor's named arguments."""
+    spec = _spec(name)
+    keys: set[str] = set()
+    # The whole MRO, so that the L2 mixin's ``weight_decay`` joins the library class's arguments;
+    # ``**kwargs`` is left out because the library would store unknown keys silently.
+    for klass in spec.cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        for p in inspect.signature(init).parameters.values():
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _NOT_KEYWORDS:
+                keys.add(p.name)
+    return frozenset(keys)
+
+
+def _spec(name: str) -> _Spec:
+    if not isinstance(name, str) or name not in _SPECS:
+        raise ValueError(
+            f"unknown optimizer name={name!r}; accepted values: {', '.join(BASELINE_NAMES)}"
+        )
+    return _SPECS[name]
+
+
+def build_baseline(
+    name: str, params: Iterable[torch.Tensor] | Iterable[dict], **cfg: Any
+) -> torch.optim.Optimizer:
+    """Build baseline ``name`` over ``params``: the paper's defaults, updated by ``cfg``.
+
+    Raises ``ValueError`` for an unknown ``name`` or keyword. Sets ``opt.step_protocol``.
+    """
+    spec = _spec(name)
+    accepted = accepted_keys(name)
+    unknown = sorted(set(cfg) - accepted)
+    if unknown:
+        raise ValueError(
+            f"unknown keyword argument {unknown[0]!r} for optimizer {name!r}; "
+            f"accepted values: {', '.join(sorted(accepted))}"
+        )
+    kwargs = {**spec.defaults, **cfg}
+    if "betas" in kwargs:
+        # Configs deliver lists (or OmegaConf ListConfig); torch and the library expect a tuple.
+        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+    if name == "radam" and not kwargs["weight_decouple"] and kwargs["weight_decay"] != 0.0:
+        # pytorch_optimizer's RAdam only implements decoupled decay; False would drop it silently.
+        raise ValueError(
+            "weight_decouple=False is not supported for optimizer 'radam' (its weight decay "
+            "would be ignored); accepted values: True"
+        )
+    opt = spec.cls(params, **kwargs)
+    opt.step_protocol = spec.step_protocol
+    return opt

@@ -1,0 +1,62 @@
+"""One entry point for every optimizer of the suite: ``build(name, params, **cfg)``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from drsom.optim.baselines import BASELINE_NAMES, STEP_BACKWARD, STEP_CREATE_GRAPH, build_baseline
+
+STEP_CLOSURE = "closure"
+STEP_PROTOCOLS: tuple[str, ...] = (STEP_BACKWARD, STEP_CREATE_GRAPH, STEP_CLOSURE)
+
+OPTIMIZER_NAMES: tuple[str, ...] = ("drsom", *BASELINE_NAMES)
+
+
+def build(
+    name: str, params: Iterable[torch.Tensor] | Iterable[dict], **cfg: Any
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` (one of ``OPTIMIZER_NAMES``) over ``params`` with keywords ``cfg``.
+
+    Raises ``ValueError`` for an unknown name or keyword. ``step_protocol(opt)`` says how to
+    step the result.
+    """
+    if name == "drsom":
+        # Imported here so the baselines work without the DRSOM module and its import cost.
+        import inspect
+
+        from drsom.optim.drsom import DRSOM
+
+        accepted = [p for p in inspect.signature(DRSOM).parameters if p != "params"]
+        unknown = sorted(set(cfg) - {*accepted, "preset"})
+        if unknown:
+            raise ValueError(
+                f"unknown keyword argument {unknown[0]!r} for optimizer 'drsom'; accepted values: "
+                f"preset, {', '.join(accepted)}"
+            )
+        cfg = {k: tuple(v) if k == "betas" else v for k, v in cfg.items()}
+        preset = cfg.pop("preset", None)
+        return DRSOM.preset(preset, params, **cfg) if preset else DRSOM(params, **cfg)
+    if not isinstance(name, str) or name not in OPTIMIZER_NAMES:
+        raise ValueError(
+            f"unknown optimizer name={name!r}; accepted values: {', '.join(OPTIMIZER_NAMES)}"
+        )
+    return build_baseline(name, params, **cfg)
+
+
+def step_protocol(opt: torch.optim.Optimizer) -> str:
+    """How the training loop steps ``opt`` (``"backward"`` where the attribute is absent).
+
+    * ``backward``: ``loss.backward(); opt.step()``.
+    * ``create_graph``: ``loss.backward(create_graph=True); opt.step()``.
+    * ``closure``: ``opt.step(closure)``, the closure returning the loss without calling backward.
+    """
+    protocol = getattr(opt, "step_protocol", STEP_BACKWARD)
+    if protocol not in STEP_PROTOCOLS:
+        raise ValueError(
+            f"{type(opt).__name__}.step_protocol={protocol!r}; accepted values: "
+            f"{', '.join(STEP_PROTOCOLS)}"
+        )
+    return protocol
