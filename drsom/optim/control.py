@@ -1,0 +1,149 @@
+"""Step-size controllers: how the radius (or its radius-free stand-in) follows the ratio test.
+
+Each controller proposes a solution of the reduced model and adapts itself to the ratio
+rho = actual / predicted decrease. Every proposal respects the step bound ``bound`` (the param
+group's ``lr``): it is the trust-region radius cap, and for the radius-free forms a hard cap on
+the step length, so learning-rate schedules act on every subproblem the same way.
+
+After a rejection the next proposal is strictly shorter than the rejected one; otherwise a trial
+could repeat itself (an interior Newton point does not move when only the radius shrinks).
+"""
+
+from __future__ import annotations
+
+from .subproblem import ReducedModel, Solution
+
+__all__ = ["CONTROLLERS", "make_controller"]
+
+_TINY = 1e-30
+
+
+class TrustRegion:
+    """min m(alpha) s.t. |alpha|_G <= radius; shrink on failure, expand on a good boundary step."""
+
+    def __init__(self, radius: float):
+        self.radius = radius
+
+    @property
+    def value(self) -> float:
+        return self.radius
+
+    def propose(self, model: ReducedModel, bound: float, hp: dict, scale: float) -> Solution:
+        self.radius = min(self.radius, bound)
+        return model.trust_region(self.radius)
+
+    def update(self, model, sol: Solution, rho: float, accepted: bool, bound: float, hp, scale):
+        if not accepted or rho < hp["zeta1"]:
+            self.radius = max(hp["shrink"] * min(self.radius, sol.norm), _TINY)
+        elif rho > hp["zeta2"] and sol.boundary:
+            self.radius = min(hp["expand"] * self.radius, bound)
+
+    def state_dict(self):
+        return {"radius": self.radius}
+
+    def load_state_dict(self, s):
+        self.radius = float(s["radius"])
+
+
+class _Shortening:
+    """Shared logic of the radius-free controllers: a smaller parameter p gives longer steps."""
+
+    name = ""
+
+    def __init__(self, value: float | None):
+        self.p = value
+
+    @property
+    def value(self) -> float:
+        return self.p
+
+    def _solve(self, model, p):
+        raise NotImplementedError
+
+    def _floor(self, hp, scale):
+        raise NotImplementedError
+
+    def propose(self, model, bound, hp, scale):
+        sol = self._solve(model, max(self.p, self._floor(hp, scale)))
+        return model.trust_region(bound) if sol.norm > bound else sol
+
+    def _increase(self, p, hp):
+        raise NotImplementedError
+
+    def _decrease(self, p, hp):
+        raise NotImplementedError
+
+    def update(self, model, sol, rho, accepted, bound, hp, scale):
+        if not accepted or rho <= hp["zeta1"]:
+            self.p = self._increase(self.p, hp)
+            if not accepted:
+                for _ in range(100):
+                    if self._solve(model, self.p).norm < sol.norm * (1 - 1e-9) or sol.norm == 0:
+                        break
+                    self.p = self._increase(self.p, hp)
+        elif rho >= hp["zeta2"]:
+            self.p = max(self._floor(hp, scale), self._decrease(self.p, hp))
+
+    def state_dict(self):
+        return {self.name: self.p}
+
+    def load_state_dict(self, s):
+        self.p = float(s[self.name])
+
+
+class Regularized(_Shortening):
+    """Radius-free: lam = lb + gamma * span (the official code's rule), gamma adapted by rho.
+
+    Failure: gamma <- max(gamma * gamma_inc, gamma_fail_min); a very good step:
+    gamma <- max(gamma_min / scale, gamma / gamma_dec), where scale = lr / lr0 lets a
+    learning-rate schedule raise the floor (smaller steps) as it decays lr.
+    """
+
+    name = "gamma"
+
+    def _solve(self, model, p):
+        return model.regularized(p)
+
+    def _floor(self, hp, scale):
+        return hp["gamma_min"] / scale
+
+    def _increase(self, p, hp):
+        return max(p * hp["gamma_inc"], hp["gamma_fail_min"])
+
+    def _decrease(self, p, hp):
+        return p / hp["gamma_dec"]
+
+
+class Cubic(_Shortening):
+    """min m(alpha) + sigma/3 |alpha|_G^3; sigma grows by 1/shrink on failure, falls by expand."""
+
+    name = "sigma"
+
+    def _solve(self, model, p):
+        return model.cubic(p)
+
+    def _floor(self, hp, scale):
+        return hp["sigma_min"] / scale
+
+    def _increase(self, p, hp):
+        return p / hp["shrink"]
+
+    def _decrease(self, p, hp):
+        return p / hp["expand"]
+
+    def initialise(self, model: ReducedModel, radius: float) -> None:
+        # sigma |alpha|^2 = |c| at |alpha| = radius: the cubic term balances the slope there.
+        if self.p is None:
+            cn = float((model.chat**2).sum() ** 0.5)
+            self.p = cn / radius**2 if cn > 0 else 1.0
+
+
+CONTROLLERS = ("trust_region", "regularized", "cubic")
+
+
+def make_controller(name: str, *, radius: float, gamma: float, sigma: float | None):
+    if name == "trust_region":
+        return TrustRegion(radius)
+    if name == "regularized":
+        return Regularized(gamma)
+    return Cubic(sigma)

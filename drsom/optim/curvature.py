@@ -1,0 +1,200 @@
+"""Curvature sources: where DRSOM's k x k matrix Q = V H V^T comes from.
+
+Each source returns Q for the data loss (the closure's loss) on the active directions, as a
+device tensor; the optimizer adds the L2 term ``w G`` itself, so weight decay is treated the same
+way whatever the source. Sources that evaluate the model move the parameters through the
+``Probe`` the optimizer passes in, which counts every closure call and gradient.
+
+======== ============================================================ ==========================
+name     Q_ij                                                          extra cost per step
+======== ============================================================ ==========================
+hvp      v_i^T (H v_j), H v_j by double backward                       k Hessian-vector products
+fd       v_i^T (grad f(x + t_j v_j) - g) / t_j, symmetrised             k gradients
+interp   fitted to f(x + a_i v_i [+ a_j v_j]) - f(x) - c^T alpha         k(k+1)/2 forwards
+adam     v_i^T diag(sqrt(v_hat) + eps) v_j, v = EMA of g^2              none
+adabelief v_i^T diag(sqrt(s_hat) + eps) v_j, s = EMA of (g - m)^2 + eps none
+======== ============================================================ ==========================
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["HESSIANS", "make_curvature"]
+
+
+def _symmetrize(Q: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (Q + Q.T)
+
+
+class Curvature:
+    needs_graph = False  # whether the gradient must keep its graph (double backward)
+    evaluates = False  # whether the source calls the closure (then BatchNorm hygiene matters)
+
+    def observe(self, g: torch.Tensor) -> None:
+        """Called once per step with the flat gradient (L2 term included)."""
+
+    def quadratic(self, probe, R: torch.Tensor, c_data: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class ExactHVP(Curvature):
+    """Hessian-vector products by differentiating <g(x), v> once more."""
+
+    needs_graph = True
+
+    def quadratic(self, probe, R, c_data):
+        cols = [probe.hvp_dots(R, i, last=i == R.shape[0] - 1) for i in range(R.shape[0])]
+        return _symmetrize(torch.stack(cols, dim=1))
+
+
+class FiniteDifference(Curvature):
+    """H v ~ (grad f(x + t v) - grad f(x)) / t, the seed's formula.
+
+    The step ``t |v| = sqrt(eps) (1 + |x|)`` balances truncation against cancellation in the
+    difference of gradients: about 3e-4 (1 + |x|) in float32. A fixed t = 1e-8 (the official code)
+    is below float32 resolution and returns noise.
+    """
+
+    evaluates = True
+
+    def quadratic(self, probe, R, c_data):
+        eps = torch.finfo(R.dtype).eps
+        reach = math.sqrt(eps) * (1.0 + torch.linalg.vector_norm(probe.x))
+        lengths = torch.linalg.vector_norm(R, dim=1)
+        cols = []
+        for i in range(R.shape[0]):
+            t = reach / lengths[i]
+            probe.move(R[i], t)
+            dots = probe.gradient_dots(R)
+            probe.move(R[i], -t)
+            cols.append((dots - c_data) / t)
+        return _symmetrize(torch.stack(cols, dim=1))
+
+
+class Interpolation(Curvature):
+    """Q fitted to forward-only function values, exact for quadratics, any k.
+
+    Points ``a_i v_i`` (k of them) give the diagonal, ``a_i v_i + a_j v_j`` (k(k-1)/2) the
+    off-diagonal; a_i = tau / |v_i| puts every point at distance tau (or tau sqrt(2)) from x.
+    tau is the scale the model must describe: the trust radius (the last step length for the
+    radius-free forms), at least ``cbrt(eps) (1 + |x|)`` so that the second differences of f stay
+    above its round-off, and at most the step bound.
+    """
+
+    evaluates = True
+
+    def __init__(self, step: float | None = None):
+        self.step = step
+
+    def quadratic(self, probe, R, c_data):
+        k = R.shape[0]
+        if self.step is not None:
+            tau = torch.tensor(self.step, dtype=R.dtype, device=R.device)
+        else:
+            eps = torch.finfo(R.dtype).eps
+            floor = eps ** (1 / 3) * (1.0 + torch.linalg.vector_norm(probe.x))
+            tau = torch.clamp(floor, min=probe.model_scale)
+        tau = torch.clamp(tau, max=probe.step_bound)
+        a = tau / torch.linalg.vector_norm(R, dim=1)
+        f0 = probe.loss0
+        diag = [None] * k
+        off = {}
+        for i in range(k):
+            probe.move(R[i], a[i])
+            diag[i] = probe.value()
+            for j in range(i + 1, k):
+                probe.move(R[j], a[j])
+                off[i, j] = probe.value()
+                probe.move(R[j], -a[j])
+            probe.move(R[i], -a[i])
+        # r_i = f(point) - f0 - c^T alpha: the second-order part of the change
+        Q = torch.zeros(k, k, dtype=R.dtype, device=R.device)
+        for i in range(k):
+            Q[i, i] = 2.0 * (diag[i] - f0 - a[i] * c_data[i]) / a[i] ** 2
+        for (i, j), fij in off.items():
+            rest = fij - f0 - a[i] * c_data[i] - a[j] * c_data[j]
+            rest = rest - 0.5 * (a[i] ** 2 * Q[i, i] + a[j] ** 2 * Q[j, j])
+            Q[i, j] = Q[j, i] = rest / (a[i] * a[j])
+        return Q
+
+
+class _Diagonal(Curvature):
+    """H = diag(h): Q = (V * h) V^T, a few reads of V, no model evaluation."""
+
+    def __init__(self, betas=(0.9, 0.999), eps=1e-8):
+        self.betas, self.eps = betas, eps
+        self.t = 0
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def _h(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def quadratic(self, probe, R, c_data):
+        h = self._h()
+        return _symmetrize(torch.mm(R * h, R.T))
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, **self.buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = int(state["t"])
+        for name, buf in self.buffers.items():
+            buf.copy_(state[name])
+
+
+class AdamDiagonal(_Diagonal):
+    """H = diag(sqrt(v_hat) + eps), v <- b2 v + (1 - b2) g^2, v_hat = v / (1 - b2^t)."""
+
+    def observe(self, g):
+        if "exp_avg_sq" not in self.buffers:
+            self.buffers["exp_avg_sq"] = torch.zeros_like(g)
+        self.t += 1
+        b2 = self.betas[1]
+        self.buffers["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1.0 - b2)
+
+    def _h(self):
+        v = self.buffers["exp_avg_sq"]
+        return (v / (1.0 - self.betas[1] ** self.t)).sqrt_().add_(self.eps)
+
+
+class AdaBeliefDiagonal(_Diagonal):
+    """H = diag(sqrt(s_hat) + eps), m <- b1 m + (1 - b1) g, s <- b2 s + (1 - b2)(g - m)^2 + eps."""
+
+    def observe(self, g):
+        if "exp_avg" not in self.buffers:
+            self.buffers["exp_avg"] = torch.zeros_like(g)
+            self.buffers["exp_avg_var"] = torch.zeros_like(g)
+        self.t += 1
+        b1, b2 = self.betas
+        m, s = self.buffers["exp_avg"], self.buffers["exp_avg_var"]
+        m.mul_(b1).add_(g, alpha=1.0 - b1)
+        diff = g - m
+        s.mul_(b2).addcmul_(diff, diff, value=1.0 - b2).add_(self.eps)
+
+    def _h(self):
+        s = self.buffers["exp_avg_var"]
+        return (s / (1.0 - self.betas[1] ** self.t)).sqrt_().add_(self.eps)
+
+
+HESSIANS = ("hvp", "fd", "interp", "adam", "adabelief")
+
+
+def make_curvature(name: str, *, betas, eps, interp_step) -> Curvature:
+    if name == "hvp":
+        return ExactHVP()
+    if name == "fd":
+        return FiniteDifference()
+    if name == "interp":
+        return Interpolation(interp_step)
+    if name == "adam":
+        return AdamDiagonal(betas, eps)
+    return AdaBeliefDiagonal(betas, eps)

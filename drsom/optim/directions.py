@@ -1,0 +1,141 @@
+"""Direction providers: which directions besides the gradient span DRSOM's subspace.
+
+All providers work on the direction matrix ``R`` (k x n, one flat row per direction) owned by the
+optimizer. Row 0 always holds the gradient g; the subspace is span{g, rows 1..k-1}. Signs and
+scales of rows do not matter (the subproblem is posed in the Gram metric), so the paper's
+``-g`` and ``g / |g|`` are the same subspace as ``g``.
+
+A provider is told three things per step: ``prepare`` (fill its rows for this step), ``accept``
+(the step ``s = R^T alpha`` was accepted) and ``reset`` (every trial failed: forget the memory,
+the CG-style restart). ``active`` says how many leading rows carry a direction this step, so rows
+that were never filled cost nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DIRECTIONS", "Directions", "GradientOnly", "History", "Momentum", "RandomDirection"]
+
+
+def _write_step(target: torch.Tensor, R: torch.Tensor, alpha, own: int) -> None:
+    """target <- sum_i alpha_i R_i in place, where ``target`` is row ``own`` of R (no temporary)."""
+    target.mul_(alpha[own])
+    for i, a in enumerate(alpha):
+        if i != own and a != 0.0:
+            target.add_(R[i], alpha=a)
+
+
+class Directions:
+    """Base class; subclasses set ``rows`` (number of rows besides the gradient)."""
+
+    rows = 0
+
+    def __init__(self):
+        self.filled = 0  # rows 1..filled carry a direction
+
+    def active(self) -> int:
+        return 1 + self.filled
+
+    def prepare(self, R: torch.Tensor, generator: torch.Generator | None) -> None:
+        pass
+
+    def accept(self, R: torch.Tensor, alpha) -> None:
+        pass
+
+    def reset(self, R: torch.Tensor) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"filled": self.filled}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled = int(state["filled"])
+
+
+class GradientOnly(Directions):
+    """V = [-g]: steepest descent with the step length chosen by the curvature model."""
+
+
+class Momentum(Directions):
+    """V = [-g, d], d the last accepted step (or an EMA of accepted steps).
+
+    ``ema = b`` keeps d <- b d + (1 - b) s (the official code uses b = 0.3); b = 0 is the plain
+    last step d = x_k - x_{k-1}.
+    """
+
+    rows = 1
+
+    def __init__(self, ema: float = 0.0):
+        super().__init__()
+        self.ema = ema
+
+    def accept(self, R, alpha) -> None:
+        k = self.active()
+        a = [float(v) for v in alpha[:k]] + [0.0] * (2 - k)
+        if self.ema:
+            # b d + (1 - b)(a0 g + a1 d) = (b + (1 - b) a1) d + (1 - b) a0 g
+            a = [(1.0 - self.ema) * a[0], self.ema + (1.0 - self.ema) * a[1]]
+        _write_step(R[1], R, a, own=1)
+        self.filled = 1
+
+    def reset(self, R) -> None:
+        R[1].zero_()
+        self.filled = 0
+
+
+class History(Directions):
+    """V = [-g, d_k, ..., d_{k-m+1}]: the last m accepted steps, kept in a ring of rows.
+
+    Rows are filled in order 1, 2, ..., m after a reset, so the filled rows are always a prefix
+    while the ring warms up; once full, the oldest row is overwritten.
+    """
+
+    def __init__(self, m: int):
+        super().__init__()
+        self.rows = m
+        self.next = 1
+
+    def accept(self, R, alpha) -> None:
+        a = [float(v) for v in alpha] + [0.0] * (1 + self.rows - len(alpha))
+        _write_step(R[self.next], R, a, own=self.next)
+        self.filled = min(self.filled + 1, self.rows)
+        self.next = self.next % self.rows + 1
+
+    def reset(self, R) -> None:
+        R[1:].zero_()
+        self.filled = 0
+        self.next = 1
+
+    def state_dict(self) -> dict:
+        return {"filled": self.filled, "next": self.next}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled, self.next = int(state["filled"]), int(state["next"])
+
+
+class RandomDirection(Directions):
+    """V = [-g/|g|, u], u ~ N(0, I - g g^T/|g|^2): a Gaussian with its g component removed.
+
+    Drawn from the optimizer's own generator, so runs repeat and resume exactly.
+    """
+
+    rows = 1
+
+    def __init__(self):
+        super().__init__()
+        self.filled = 1
+
+    def prepare(self, R, generator) -> None:
+        g, u = R[0], R[1]
+        u.normal_(generator=generator)
+        # u <- u - (u.g / g.g) g, with the coefficient kept on the device (no host sync)
+        gg = torch.dot(g, g)
+        coef = torch.where(gg > 0, torch.dot(u, g) / gg, torch.zeros_like(gg))
+        u.addcmul_(g, coef, value=-1.0)
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled = 1
+
+
+DIRECTIONS = ("gradient", "momentum", "history", "random")

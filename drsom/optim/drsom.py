@@ -1,0 +1,582 @@
+"""DRSOM: the Dimension-Reduced Second-Order Method as a ``torch.optim.Optimizer``."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import torch
+from torch.optim import Optimizer
+
+from .control import CONTROLLERS, Cubic, make_controller
+from .curvature import HESSIANS, make_curvature
+from .directions import DIRECTIONS, GradientOnly, History, Momentum, RandomDirection
+from .subproblem import ReducedModel
+
+__all__ = ["DRSOM", "PRESETS"]
+
+# The official code's constants (COPT-Public/pydrsom, DRSOMF): eta 0.08, zeta 0.25/0.75,
+# gamma x50 on failure (at least 1e-4), /30 on success, gamma0 1e-6, radius (step cap) 10,
+# momentum as an EMA with weight 0.3 on the old direction, 15 trials, exact Hessian products.
+PRESETS = {
+    "clean": {},
+    "official": dict(
+        subproblem="regularized",
+        hessian="hvp",
+        lr=10.0,
+        eta=0.08,
+        zeta1=0.25,
+        zeta2=0.75,
+        gamma=1e-6,
+        gamma_min=1e-8,
+        gamma_inc=50.0,
+        gamma_dec=30.0,
+        gamma_fail_min=1e-4,
+        momentum_ema=0.3,
+        max_trials=15,
+    ),
+}
+
+_COUNTS = ("steps", "accepted", "trials", "forward", "grad", "hvp")
+
+
+def _dense_strides(p: torch.Tensor) -> tuple[int, ...]:
+    """Strides that keep p's memory layout (contiguous or channels-last) in a flat buffer."""
+    if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last):
+        return p.stride()
+    if p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d):
+        return p.stride()
+    return torch.empty(p.shape, device="meta").stride()
+
+
+def _check_loss(loss) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else tuple(loss.shape)
+        raise ValueError(
+            f"DRSOM: closure() must return the mini-batch loss as a scalar tensor, got {got}"
+        )
+    return loss.reshape(())
+
+
+class _Probe:
+    """What curvature sources may do with the model: move x, evaluate, differentiate."""
+
+    def __init__(self, opt: DRSOM, closure, counts: Counter, grads, loss0, bound):
+        self.opt, self.closure, self.counts = opt, closure, counts
+        self.x = opt._flat
+        self.grads = grads
+        self.loss0 = loss0
+        self.step_bound = bound
+        # the length scale the model must describe (used by interpolation)
+        tr = opt.subproblem == "trust_region"
+        self.model_scale = min(opt._ctrl.value, bound) if tr else opt._last_step_norm
+
+    def move(self, row: torch.Tensor, coef) -> None:
+        if isinstance(coef, torch.Tensor):
+            self.x.addcmul_(row, coef)
+        else:
+            self.x.add_(row, alpha=coef)
+
+    def value(self) -> torch.Tensor:
+        with torch.no_grad():
+            loss = _check_loss(self.closure())
+        self.counts["forward"] += 1
+        return loss.detach()
+
+    def _dots(self, pieces, R: torch.Tensor) -> torch.Tensor:
+        scratch = torch.zeros_like(self.x)
+        views = self.opt._views(scratch)
+        keep = [(v, t) for v, t in zip(views, pieces, strict=True) if t is not None]
+        if keep:
+            torch._foreach_copy_([v for v, _ in keep], [t.detach() for _, t in keep])
+        return R @ scratch
+
+    def gradient_dots(self, R: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            loss = _check_loss(self.closure())
+            grads = torch.autograd.grad(loss, self.opt._params, allow_unused=True)
+        self.counts["forward"] += 1
+        self.counts["grad"] += 1
+        return self._dots(grads, R)
+
+    def hvp_dots(self, R: torch.Tensor, i: int, last: bool) -> torch.Tensor:
+        params = self.opt._params
+        live = [j for j, g in enumerate(self.grads) if g is not None and g.requires_grad]
+        out = [None] * len(params)
+        if live:
+            row = self.opt._views(R[i])
+            with torch.enable_grad():
+                hv = torch.autograd.grad(
+                    [self.grads[j] for j in live],
+                    params,
+                    grad_outputs=[row[j] for j in live],
+                    retain_graph=not last,
+                    allow_unused=True,
+                )
+            out = list(hv)
+        self.counts["hvp"] += 1
+        return self._dots(out, R)
+
+
+class DRSOM(Optimizer):
+    r"""Dimension-Reduced Second-Order Method (Zhang, Ge, Jiang, Ye 2022), for mini-batches.
+
+    Every step searches the best update in a k-dimensional subspace of directions ``V``
+    (rows ``v_1 = -g, v_2, ..., v_k``), with a second-order model whose k x k matrices cost a few
+    reductions over the parameters:
+
+    .. math::
+        \begin{aligned}
+        &g = \nabla f(x) + w x,\quad c_i = \langle g, v_i\rangle,\quad
+          G_{ij} = \langle v_i, v_j\rangle,\quad Q_{ij} = v_i^\top H v_j + w G_{ij}\\
+        &m(\alpha) = c^\top\alpha + \tfrac12\alpha^\top Q\alpha \\
+        &\alpha = \arg\min m(\alpha) \ \text{s.t.}\ \|\alpha\|_G \le \Delta
+          \quad(\text{trust\_region}),\\
+        &\alpha = -(Q + \lambda G)^{-1}c,\ \lambda = \lambda_{lb} + \gamma\,\mathrm{span}
+          \quad(\text{regularized}),\qquad
+          \alpha = \arg\min m(\alpha) + \tfrac{\sigma}{3}\|\alpha\|_G^3 \quad(\text{cubic})\\
+        &\rho = \frac{f(x) - f(x + V^\top\alpha)}{-m(\alpha)}\ \text{(same mini-batch)};\quad
+          \text{accept if } \rho > \eta,\ \text{else shrink and retry (at most max\_trials)}\\
+        &\text{if every trial fails: reset the direction memory (restart)}
+        \end{aligned}
+
+    with ``f`` the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike) and
+    ``|alpha|_G = |V^T alpha|`` the true length of the step. The radius follows the ratio test:
+    ``rho < zeta1`` shrinks it to ``shrink * min(radius, |step|)``, ``rho > zeta2`` on the boundary
+    expands it by ``expand``, never beyond the step bound ``lr``.
+
+    **Closure protocol.** ``loss = opt.step(closure)``: ``closure()`` takes no arguments and
+    returns the mini-batch loss as a scalar tensor; it does **not** call ``backward()``. DRSOM
+    differentiates it itself (with ``create_graph`` only for ``hessian="hvp"``) and evaluates
+    trial, interpolation and finite-difference points under ``torch.no_grad``. Build it with
+    :func:`drsom.optim.make_closure`, which keeps BatchNorm statistics and dropout masks
+    consistent across the evaluations of one step.
+
+    Args:
+        params: parameters or param groups. All trainable parameters must share one dtype and
+            device. DRSOM packs them into one flat buffer and rebinds each ``p.data`` to a view of
+            it (the layout, e.g. channels-last, is kept), so the k x k reductions are single
+            matrix products; move the model before building the optimizer.
+        lr: the step bound: the largest step length ``|x+ - x|`` (the maximal trust radius;
+            for the radius-free subproblems a cap on the step length, and their gamma/sigma floor
+            is divided by ``lr / lr0``). A ``torch.optim.lr_scheduler`` scheduler decays it like a
+            learning rate. All param groups must share it (DRSOM takes one step for all).
+        hessian: where ``H v`` comes from: ``"hvp"`` (exact, double backward), ``"fd"`` (finite
+            differences of gradients), ``"interp"`` (forward-only interpolation), ``"adam"``
+            (``diag(sqrt(v_hat) + eps)``) or ``"adabelief"`` (``diag(sqrt(s_hat) + eps)``).
+        directions: ``"gradient"`` (k = 1), ``"momentum"`` (gradient and last accepted step),
+            ``"history"`` (gradient and the last ``history`` accepted steps) or ``"random"``
+            (gradient and a Gaussian direction orthogonal to it, from a generator seeded with
+            ``seed``). Nearly dependent directions are dropped in the solve.
+        subproblem: ``"trust_region"``, ``"regularized"`` (radius-free, official rule) or
+            ``"cubic"``.
+        radius: initial trust radius (default ``lr``).
+        history: number of past steps for ``directions="history"``.
+        momentum_ema: ``d <- b d + (1 - b) s`` instead of ``d = s`` (official: 0.3).
+        max_trials: trial points per step (each costs one forward).
+        eta, zeta1, zeta2, shrink, expand: ratio-test acceptance threshold and radius rules.
+        gamma, gamma_min, gamma_inc, gamma_dec, gamma_fail_min: the radius-free rule.
+        sigma, sigma_min: initial (default: balanced at ``radius``) and least cubic weight.
+        betas, eps: EMA rates and epsilon of the diagonal Hessian sources.
+        weight_decay: L2 coefficient (per param group).
+        interp_step: distance of the interpolation points (default: last step length).
+        seed: seed of the random-direction generator.
+        rank_tol: relative Gram eigenvalue below which directions count as dependent
+            (default ``100 * eps`` of the dtype).
+
+    Presets: the default is the clean form (trust region, eta 0.1, shrink x0.25, expand x2, the
+    radius capped by a scheduled ``lr``). ``DRSOM.preset("official", params)`` (or
+    ``build("drsom", params, preset="official")``) reproduces the official code's constants,
+    see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
+    where the official default measures ``alpha`` in a unit metric.
+
+    After each step ``opt.last_step`` holds ``accepted, rho, radius, alpha`` (coefficients of
+    ``[-g, v_2, ...]``), ``loss, trials, forward, grad, hvp`` and more; ``opt.counts`` holds the
+    cumulative oracle counts.
+    """
+
+    step_protocol = "closure"
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1.0,
+        *,
+        hessian: str = "adam",
+        directions: str = "momentum",
+        subproblem: str = "trust_region",
+        radius: float | None = None,
+        history: int = 3,
+        momentum_ema: float = 0.0,
+        max_trials: int = 5,
+        eta: float = 0.1,
+        zeta1: float = 0.25,
+        zeta2: float = 0.75,
+        shrink: float = 0.25,
+        expand: float = 2.0,
+        gamma: float = 1e-6,
+        gamma_min: float = 1e-8,
+        gamma_inc: float = 50.0,
+        gamma_dec: float = 30.0,
+        gamma_fail_min: float = 1e-4,
+        sigma: float | None = None,
+        sigma_min: float = 1e-12,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        interp_step: float | None = None,
+        seed: int = 0,
+        rank_tol: float | None = None,
+    ):
+        _choice("hessian", hessian, HESSIANS)
+        _choice("directions", directions, DIRECTIONS)
+        _choice("subproblem", subproblem, CONTROLLERS)
+        _positive("lr", lr)
+        if radius is not None:
+            _positive("radius", radius)
+        if not isinstance(history, int) or history < 1:
+            raise ValueError(f"DRSOM: history must be a positive integer, got {history!r}")
+        if not isinstance(max_trials, int) or max_trials < 1:
+            raise ValueError(f"DRSOM: max_trials must be a positive integer, got {max_trials!r}")
+        if not 0.0 <= eta < 1.0:
+            raise ValueError(f"DRSOM: eta must be in [0, 1), got {eta!r}")
+        if not 0.0 < zeta1 <= zeta2 < 1.0:
+            raise ValueError(f"DRSOM: need 0 < zeta1 <= zeta2 < 1, got {zeta1!r}, {zeta2!r}")
+        if not 0.0 < shrink < 1.0:
+            raise ValueError(f"DRSOM: shrink must be in (0, 1), got {shrink!r}")
+        if not expand >= 1.0:
+            raise ValueError(f"DRSOM: expand must be >= 1, got {expand!r}")
+        for name, val in (("gamma", gamma), ("gamma_min", gamma_min), ("sigma_min", sigma_min)):
+            _positive(name, val)
+        if sigma is not None:
+            _positive("sigma", sigma)
+        if gamma_inc <= 1.0 or gamma_dec <= 1.0:
+            raise ValueError("DRSOM: gamma_inc and gamma_dec must be > 1")
+        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
+            raise ValueError(f"DRSOM: betas must be two numbers in [0, 1), got {betas!r}")
+        _positive("eps", eps)
+        if weight_decay < 0:
+            raise ValueError(f"DRSOM: weight_decay must be >= 0, got {weight_decay!r}")
+        if not 0.0 <= momentum_ema < 1.0:
+            raise ValueError(f"DRSOM: momentum_ema must be in [0, 1), got {momentum_ema!r}")
+        if interp_step is not None:
+            _positive("interp_step", interp_step)
+
+        defaults = dict(
+            lr=lr,
+            weight_decay=weight_decay,
+            max_trials=max_trials,
+            eta=eta,
+            zeta1=zeta1,
+            zeta2=zeta2,
+            shrink=shrink,
+            expand=expand,
+            gamma_min=gamma_min,
+            gamma_inc=gamma_inc,
+            gamma_dec=gamma_dec,
+            gamma_fail_min=gamma_fail_min,
+            sigma_min=sigma_min,
+        )
+        super().__init__(params, defaults)
+        if len({g["lr"] for g in self.param_groups}) > 1:
+            raise ValueError("DRSOM: all param groups must share lr (DRSOM takes one step)")
+        self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
+        self._params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+        if not self._params:
+            raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
+        if len({(p.dtype, p.device) for p in self._params}) > 1:
+            raise ValueError("DRSOM: all trainable parameters must share one dtype and device")
+        dtype = self._params[0].dtype
+        if not dtype.is_floating_point:
+            raise ValueError(f"DRSOM: parameters must be floating point, got {dtype}")
+        self.rank_tol = rank_tol if rank_tol is not None else 100 * torch.finfo(dtype).eps
+        self._pack()
+
+        self._dirs = {
+            "gradient": GradientOnly,
+            "momentum": lambda: Momentum(momentum_ema),
+            "history": lambda: History(history),
+            "random": RandomDirection,
+        }[directions]()
+        self._curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step)
+        self._ctrl = make_controller(
+            subproblem, radius=radius if radius is not None else lr, gamma=gamma, sigma=sigma
+        )
+        self._R = torch.zeros(1 + self._dirs.rows, self._numel, dtype=dtype, device=self._device)
+        self._generator = torch.Generator(device=self._device)
+        self._generator.manual_seed(seed)
+        self._lr0 = lr
+        self._radius0 = radius if radius is not None else lr
+        self._last_step_norm = 0.0
+        self.counts = dict.fromkeys(_COUNTS, 0)
+        self.last_step: dict = {}
+
+    @classmethod
+    def preset(cls, name: str, params, **overrides) -> DRSOM:
+        """Build DRSOM from a named preset (:data:`PRESETS`), with overrides on top."""
+        _choice("preset", name, tuple(PRESETS))
+        return cls(params, **{**PRESETS[name], **overrides})
+
+    # ------------------------------------------------------------------ layout
+    def _pack(self) -> None:
+        """Move all trainable parameters into one flat buffer; each p.data becomes a view."""
+        first = self._params[0]
+        self._device, self._numel = first.device, sum(p.numel() for p in self._params)
+        flat = torch.empty(self._numel, dtype=first.dtype, device=first.device)
+        self._layout, offset = [], 0
+        for p in self._params:
+            strides = _dense_strides(p)
+            view = torch.as_strided(flat, p.shape, strides, offset)
+            view.copy_(p.detach())
+            p.data = view
+            self._layout.append((p.shape, strides, offset))
+            offset += p.numel()
+        self._flat = flat
+        self._ptrs = [p.data_ptr() for p in self._params]
+        # weight decay per group as (start, end, w) slices of the flat buffer
+        self._decay, offset = [], 0
+        for g in self.param_groups:
+            n = sum(p.numel() for p in g["params"] if p.requires_grad)
+            self._decay.append((offset, offset + n, g))
+            offset += n
+
+    def _ensure_packed(self) -> None:
+        # Something (model.to(), p.data = ...) may have rebound a parameter: pack again.
+        if any(p.data_ptr() != q for p, q in zip(self._params, self._ptrs, strict=True)):
+            device = self._params[0].device
+            self._pack()
+            if device != self._R.device:
+                self._R = self._R.to(device)
+                buffers = getattr(self._curv, "buffers", {})
+                for name, buf in buffers.items():
+                    buffers[name] = buf.to(device)
+
+    def _views(self, buf: torch.Tensor) -> list[torch.Tensor]:
+        """Parameter-shaped views of a flat buffer (a row of R or a scratch vector)."""
+        base = buf.storage_offset()
+        return [torch.as_strided(buf, s, st, base + o) for s, st, o in self._layout]
+
+    # ------------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure=None):
+        """One DRSOM step on the mini-batch of ``closure``; returns the closure's loss."""
+        if closure is None or not callable(closure):
+            raise ValueError(
+                "DRSOM.step needs a closure: a function of no arguments returning the mini-batch "
+                "loss (without calling backward); see drsom.optim.make_closure"
+            )
+        self._ensure_packed()
+        hp = self.param_groups[0]
+        bound = float(hp["lr"])
+        scale = bound / self._lr0
+        counts: Counter = Counter()
+        loss, m = self._subspace_model(closure, counts, bound)
+        k = len(m["c"])
+        info = dict(accepted=False, rho=math.nan, alpha=[0.0] * k, trials=0, pred=0.0)
+        info.update(actual=0.0, step_norm=0.0, lam=math.nan, loss=m["loss"], k=0)
+        if not (math.isfinite(m["f0"]) and np.isfinite(m["c"]).all()):
+            self._restart_state()  # a non-finite gradient would poison every later Q
+            return self._finish(loss, info, counts)
+        model = ReducedModel(m["c"], m["G"], m["Q"], self.rank_tol)
+        info["k"] = model.rank
+        if isinstance(self._ctrl, Cubic):
+            self._ctrl.initialise(model, min(bound, self._radius0))
+
+        # trials: solve, move, ratio test on the same mini-batch
+        applied = np.zeros(k)
+        eps = torch.finfo(self._flat.dtype).eps
+        Gw, Rxw, Xw = m["Gw"], m["Rxw"], m["Xw"]
+        for _ in range(hp["max_trials"]):
+            sol = self._ctrl.propose(model, bound, hp, scale)
+            if not (sol.pred > 0 and np.isfinite(sol.alpha).all()):
+                break  # nothing to gain in this subspace (e.g. g = 0)
+            self._move(sol.alpha - applied)
+            applied = sol.alpha
+            f_trial = float(_check_loss(closure()))  # one host synchronisation per trial
+            counts["forward"] += 1
+            counts["trials"] += 1
+            f_trial += 0.5 * (Xw + 2 * sol.alpha @ Rxw + sol.alpha @ Gw @ sol.alpha)
+            actual = m["f0"] - f_trial
+            rho = _ratio(actual, sol.pred, m["f0"], eps)
+            accepted = rho > hp["eta"]
+            self._ctrl.update(model, sol, rho, accepted, bound, hp, scale)
+            info.update(rho=rho, pred=sol.pred, actual=actual, lam=sol.lam, trials=counts["trials"])
+            if accepted:
+                info.update(accepted=True, alpha=[float(a) for a in sol.alpha], step_norm=sol.norm)
+                break
+
+        if info["accepted"]:
+            self._dirs.accept(self._R, info["alpha"])
+            self._last_step_norm = info["step_norm"]
+        else:
+            if applied.any():
+                self._move(-applied)
+            self._dirs.reset(self._R)
+            self._last_step_norm = 0.0
+        info["alpha"] = [-info["alpha"][0], *info["alpha"][1:]]  # coefficients of [-g, ...]
+        return self._finish(loss, info, counts)
+
+    def _subspace_model(self, closure, counts: Counter, bound: float):
+        """Loss, gradient and directions at x, and the k x k model on the host (one sync).
+
+        Returns the closure's loss and a dict of float64 arrays: ``c, G, Q`` of the full
+        objective f + w/2 |x|^2, its L2 parts ``Gw, Rxw, Xw`` (to price trial points without
+        another pass) and the values ``loss`` (f) and ``f0`` (f with the L2 term).
+        """
+        x, params = self._flat, self._params
+        with torch.enable_grad():
+            loss = _check_loss(closure())
+            counts["forward"] += 1
+            if not loss.requires_grad:
+                raise ValueError(
+                    "DRSOM: the closure's loss does not depend on the parameters (no grad_fn); "
+                    "closure() must compute it from the model, outside torch.no_grad()"
+                )
+            grads = torch.autograd.grad(
+                loss, params, create_graph=self._curv.needs_graph, allow_unused=True
+            )
+        counts["grad"] += 1
+        missing = [i for i, g in enumerate(grads) if g is None]
+        if len(missing) == len(params):
+            raise ValueError("DRSOM: the closure's loss does not depend on the parameters")
+        loss0 = loss.detach()
+
+        # row 0 is the gradient of f + w/2 |x|^2, the other rows the direction memory
+        k = self._dirs.active()
+        R = self._R[:k]
+        row0 = self._views(self._R[0])
+        torch._foreach_copy_(
+            [row0[i] for i, g in enumerate(grads) if g is not None],
+            [g.detach() for g in grads if g is not None],
+        )
+        for a, b, g in self._decay:
+            if g["weight_decay"]:
+                self._R[0, a:b].add_(x[a:b], alpha=g["weight_decay"])
+        self._dirs.prepare(self._R, self._generator)
+        if missing:  # parameters without a gradient stay where they are
+            for row in range(k):
+                views = self._views(self._R[row])
+                torch._foreach_zero_([views[i] for i in missing])
+        self._curv.observe(self._R[0])
+
+        G = R @ R.T
+        Gw = torch.zeros_like(G)
+        Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
+        Xw = torch.zeros((), dtype=G.dtype, device=G.device)
+        for a, b, g in self._decay:
+            w = g["weight_decay"]
+            if w:
+                Rs, xs = R[:, a:b], x[a:b]
+                Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
+                Rxw += w * (Rs @ xs)
+                Xw += w * torch.dot(xs, xs)
+        probe = _Probe(self, closure, counts, grads, loss0, bound)
+        Q = self._curv.quadratic(probe, R, G[0] - Rxw)
+        del grads, probe  # frees the double-backward graph
+        packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
+        host = packed.to("cpu", torch.float64).numpy()  # the step's one host synchronisation
+        kk = k * k
+        G_h, Q_h, Gw_h = (host[i * kk : (i + 1) * kk].reshape(k, k) for i in range(3))
+        m = dict(G=G_h, Q=Q_h + Gw_h, Gw=Gw_h, Rxw=host[3 * kk : 3 * kk + k], Xw=host[-2])
+        m.update(c=G_h[0].copy(), loss=float(host[-1]), f0=float(host[-1] + 0.5 * host[-2]))
+        return loss, m
+
+    @torch.no_grad()
+    def subspace_model(self, closure) -> dict:
+        """Diagnostics: the current model ``c, G, Q`` (float64) without taking a step.
+
+        Rows are ``[g, v_2, ...]`` (gradient first, with its sign). It evaluates the closure like
+        a step does and advances the diagonal sources' moving averages and the random generator.
+        """
+        self._ensure_packed()
+        return self._subspace_model(closure, Counter(), float(self.param_groups[0]["lr"]))[1]
+
+    def _move(self, delta) -> None:
+        for i, a in enumerate(delta):
+            if a != 0.0:
+                self._flat.add_(self._R[i], alpha=float(a))
+
+    def _restart_state(self) -> None:
+        self._dirs.reset(self._R)
+        self._last_step_norm = 0.0
+        if hasattr(self._curv, "buffers"):
+            for buf in self._curv.buffers.values():
+                buf.zero_()
+            self._curv.t = 0
+
+    def _finish(self, loss, info, counts):
+        counts["steps"] += 1
+        counts["accepted"] += int(info["accepted"])
+        for key in _COUNTS:
+            self.counts[key] += counts[key]
+        info.update({key: counts[key] for key in ("forward", "grad", "hvp")})
+        tr = self.subproblem == "trust_region"
+        info["radius"] = self._ctrl.value if tr else info["step_norm"]
+        info["gamma"] = self._ctrl.value if self.subproblem == "regularized" else None
+        info["sigma"] = self._ctrl.value if self.subproblem == "cubic" else None
+        self.last_step = info
+        return loss
+
+    # ------------------------------------------------------------ state dict
+    def state_dict(self):
+        sd = super().state_dict()
+        sd["state"]["drsom"] = {
+            "R": self._R[1:].clone(),
+            "directions": self._dirs.state_dict(),
+            "curvature": self._curv.state_dict(),
+            "controller": self._ctrl.state_dict(),
+            "generator": self._generator.get_state(),
+            "lr0": self._lr0,
+            "last_step_norm": self._last_step_norm,
+            "counts": dict(self.counts),
+            "kind": (self.hessian, self.directions, self.subproblem),
+        }
+        return sd
+
+    def load_state_dict(self, state_dict):
+        state_dict = dict(state_dict)
+        state = dict(state_dict["state"])
+        own = state.pop("drsom")
+        super().load_state_dict({**state_dict, "state": state})
+        if tuple(own["kind"]) != (self.hessian, self.directions, self.subproblem):
+            raise ValueError(
+                f"DRSOM: state was saved with (hessian, directions, subproblem) = {own['kind']}, "
+                f"this optimizer is {(self.hessian, self.directions, self.subproblem)}"
+            )
+        self._R[1:].copy_(own["R"])
+        self._dirs.load_state_dict(own["directions"])
+        curv = dict(own["curvature"])
+        if hasattr(self._curv, "buffers"):
+            self._curv.t = int(curv.pop("t"))
+            self._curv.buffers = {k: v.to(self._R) for k, v in curv.items()}
+        self._ctrl.load_state_dict(own["controller"])
+        self._generator.set_state(own["generator"].cpu())
+        self._lr0 = float(own["lr0"])
+        self._last_step_norm = float(own["last_step_norm"])
+        self.counts = dict(own["counts"])
+
+
+def _ratio(actual: float, pred: float, f0: float, eps: float) -> float:
+    """rho = actual / predicted decrease, kept sound when both reach round-off.
+
+    Near a solution both decreases fall to the noise level of evaluating f, where their quotient
+    is noise. Both are shifted by that level, delta = 100 eps |f| (the standard safeguard): far
+    above it rho is unchanged, far below it rho -> 1 and the model is trusted.
+    """
+    if not math.isfinite(actual):
+        return -math.inf
+    delta = 100.0 * eps * max(abs(f0), eps)
+    return (actual + delta) / (pred + delta)
+
+
+def _choice(name: str, value, accepted) -> None:
+    if value not in accepted:
+        raise ValueError(
+            f"DRSOM: {name}={value!r} is not one of {', '.join(repr(a) for a in accepted)}"
+        )
+
+
+def _positive(name: str, value) -> None:
+    if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
+        raise ValueError(f"DRSOM: {name} must be a positive number, got {value!r}")

@@ -1,0 +1,409 @@
+"""DRSOM as an optimizer: each test asserts a number that a wrong implementation misses."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from drsom.optim import DRSOM, build, make_closure
+from drsom.optim.curvature import HESSIANS
+from drsom.optim.directions import DIRECTIONS
+
+F64 = torch.float64
+
+
+def _quadratic(n=50, cond=1e3, seed=0):
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = torch.tensor(U @ np.diag(np.logspace(0, math.log10(cond), n)) @ U.T)
+    b = torch.tensor(rng.standard_normal(n))
+    return A, b
+
+
+def _cg_steps(A, b, tol):
+    x = torch.zeros_like(b)
+    r = b - A @ x
+    p, r0 = r.clone(), r.norm()
+    for it in range(10 * len(b)):
+        Ap = A @ p
+        a = (r @ r) / (p @ Ap)
+        x = x + a * p
+        rn = r - a * Ap
+        if rn.norm() / r0 < tol:
+            return it + 1
+        p = rn + (rn @ rn) / (r @ r) * p
+        r = rn
+    raise AssertionError("CG did not converge")
+
+
+# --------------------------------------------------------------------------- curvature sources
+@pytest.mark.parametrize("hessian", ["hvp", "fd", "interp"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_sources_reproduce_VAV_on_a_quadratic(hessian, k):
+    A, b = _quadratic(20, cond=50, seed=k)
+    x = torch.randn(20, dtype=F64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    opt = DRSOM([x], hessian=hessian, directions="history", history=k - 1, lr=10.0)
+    dirs = torch.randn(k - 1, 20, dtype=F64, generator=torch.Generator().manual_seed(2))
+    opt._R[1:k] = dirs
+    opt._dirs.filled = k - 1
+
+    def f():
+        return 0.5 * x @ A @ x + b @ x
+
+    m = opt.subspace_model(f)
+    V = torch.cat([(A @ x.detach() + b)[None], dirs]).numpy()
+    expected = V @ A.numpy() @ V.T
+    tol = 1e-10 if hessian == "hvp" else 1e-6
+    np.testing.assert_allclose(m["Q"], expected, rtol=tol, atol=tol * np.abs(expected).max())
+    np.testing.assert_allclose(m["G"], V @ V.T, rtol=1e-12)
+    np.testing.assert_allclose(m["c"], V @ V[0], rtol=1e-12)
+
+
+@pytest.mark.parametrize("hessian", ["adam", "adabelief"])
+def test_diagonal_sources_equal_V_diag_h_V(hessian):
+    torch.manual_seed(0)
+    x = torch.randn(30, dtype=F64, requires_grad=True)
+    w = torch.randn(30, dtype=F64)
+    opt = DRSOM([x], hessian=hessian, betas=(0.9, 0.99), eps=1e-8)
+    d = torch.randn(30, dtype=F64)
+    opt._R[1] = d
+    opt._dirs.filled = 1
+
+    def f():
+        return (w * x).pow(2).sum() + x.sum()
+
+    m = opt.subspace_model(f)
+    g = (2 * w * w * x + 1).detach()
+    if hessian == "adam":  # t = 1: v_hat = g^2
+        h = g.abs() + 1e-8
+    else:  # m = 0.1 g, s = 0.01 (0.9 g)^2 + eps, s_hat = s / 0.01
+        h = ((0.01 * (0.9 * g) ** 2 + 1e-8) / 0.01).sqrt() + 1e-8
+    V = torch.stack([g, d])
+    np.testing.assert_allclose(m["Q"], (V * h) @ V.T, rtol=1e-12)
+
+
+# --------------------------------------------------------------------------- convex quadratic
+def test_exact_Q_momentum_matches_conjugate_gradients():
+    A, b = _quadratic(50, cond=1e3)
+    tol = 1e-10
+    cg = _cg_steps(A, b, tol)
+    x = torch.zeros(50, dtype=F64, requires_grad=True)
+    opt = DRSOM([x], hessian="hvp", directions="momentum", lr=1e3)
+    g0 = b.norm()
+    rhos = []
+    for step in range(1, 3000):
+        opt.step(lambda: 0.5 * x @ A @ x - b @ x)
+        info = opt.last_step
+        assert info["accepted"], f"step {step} rejected (rho={info['rho']})"
+        if info["pred"] > 1e-9:  # above round-off the model is exact
+            rhos.append(info["rho"])
+        if ((A @ x.detach() - b).norm() / g0) < tol:
+            break
+    assert abs(np.array(rhos) - 1).max() < 1e-4
+    # conjugate gradients' count (about 100 here); gradient descent needs tens of thousands
+    assert step <= 1.3 * cg, (step, cg)
+
+
+def test_gradient_only_is_exact_line_search_steepest_descent():
+    A, b = _quadratic(10, cond=10)
+    x = torch.zeros(10, dtype=F64, requires_grad=True)
+    opt = DRSOM([x], hessian="hvp", directions="gradient", lr=1e3)
+    opt.step(lambda: 0.5 * x @ A @ x - b @ x)
+    g = -b  # gradient at 0
+    t = (g @ g) / (g @ A @ g)  # Cauchy step
+    torch.testing.assert_close(x.detach(), -t * g, rtol=1e-12, atol=1e-14)
+
+
+def test_ratio_test_stays_sound_at_round_off():
+    # at the minimiser every decrease is round-off: steps must keep being accepted
+    A, b = _quadratic(10, cond=10)
+    xstar = torch.linalg.solve(A, b)
+    x = (xstar + 1e-9).clone().requires_grad_()
+    opt = DRSOM([x], hessian="hvp", lr=1.0)
+    for _ in range(20):
+        opt.step(lambda: 0.5 * x @ A @ x - b @ x)
+    assert opt.counts["accepted"] == 20
+    assert (x.detach() - xstar).norm() < 1e-12
+
+
+# --------------------------------------------------------------------------- logistic regression
+def _logistic(seed=0, n=200, d=10):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    w = torch.randn(d, generator=g)
+    y = (X @ w + 0.5 * torch.randn(n, generator=g) > 0).float()
+    return X, y
+
+
+@pytest.mark.parametrize("directions", DIRECTIONS)
+@pytest.mark.parametrize("hessian", HESSIANS)
+def test_every_combination_reduces_logistic_loss(hessian, directions):
+    X, y = _logistic()
+    model = nn.Linear(10, 1)
+    torch.nn.init.zeros_(model.weight)
+    torch.nn.init.zeros_(model.bias)
+    opt = DRSOM(model.parameters(), hessian=hessian, directions=directions, lr=1.0, history=2)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def closure():
+        return loss_fn(model(X).squeeze(1), y)
+
+    first = closure().item()  # log 2
+    for _ in range(25):
+        opt.step(closure)
+    assert closure().item() < 0.55 * first, (hessian, directions, closure().item())
+
+
+@pytest.mark.parametrize("subproblem", ["trust_region", "regularized", "cubic"])
+@pytest.mark.parametrize("hessian", ["hvp", "adam"])
+def test_every_subproblem_reduces_logistic_loss(subproblem, hessian):
+    X, y = _logistic(1)
+    model = nn.Linear(10, 1)
+    opt = DRSOM(model.parameters(), hessian=hessian, subproblem=subproblem, lr=2.0)
+    loss_fn = nn.BCEWithLogitsLoss()
+
+    def closure():
+        return loss_fn(model(X).squeeze(1), y)
+
+    first = closure().item()
+    for _ in range(25):
+        opt.step(closure)
+    assert closure().item() < 0.6 * first
+
+
+# --------------------------------------------------------------------------- weight decay, groups
+@pytest.mark.parametrize("hessian", ["hvp", "fd", "interp"])
+def test_weight_decay_is_consistent_with_an_explicit_L2_term(hessian):
+    X, y = _logistic(2)
+    X, y = X.double(), y.double()
+    w = 0.05
+    runs = []
+    for decay_in_optimizer in (True, False):
+        torch.manual_seed(0)
+        p = torch.randn(10, dtype=F64, requires_grad=True)
+        opt = DRSOM([p], hessian=hessian, lr=1.0, weight_decay=w if decay_in_optimizer else 0.0)
+
+        def closure(p=p, explicit=not decay_in_optimizer):
+            loss = nn.functional.binary_cross_entropy_with_logits(X @ p, y)
+            return loss + 0.5 * w * (p * p).sum() if explicit else loss
+
+        for _ in range(8):
+            opt.step(closure)
+        runs.append(p.detach().clone())
+    torch.testing.assert_close(runs[0], runs[1], rtol=1e-6, atol=1e-8)
+
+
+def test_param_groups_and_parameters_without_gradient():
+    torch.manual_seed(0)
+    used, other, unused = nn.Linear(4, 1), nn.Linear(4, 1), nn.Linear(4, 1)
+    before = [p.detach().clone() for p in unused.parameters()]
+    opt = DRSOM(
+        [
+            {"params": used.parameters(), "weight_decay": 0.1},
+            {"params": list(other.parameters()) + list(unused.parameters())},
+        ],
+        hessian="fd",
+    )
+    X = torch.randn(32, 4)
+    start = None
+    for _ in range(5):
+
+        def closure():
+            return (used(X) + other(X)).pow(2).mean()
+
+        loss = opt.step(closure)
+        start = start if start is not None else loss.item()
+    for p, q in zip(unused.parameters(), before, strict=True):
+        assert torch.equal(p.detach(), q)
+    assert closure().item() < 0.5 * start
+    assert opt.param_groups[0]["weight_decay"] == 0.1
+
+
+def test_float32_and_channels_last_layout_is_kept():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
+    x = torch.randn(8, 3, 6, 6)
+    model(x)
+    model = model.to(memory_format=torch.channels_last)
+    out = model(x)
+    opt = DRSOM(model.parameters())
+    w = model[0].weight
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(model(x), out)
+    # every parameter is a view of the optimizer's flat buffer
+    assert all(
+        p.untyped_storage().data_ptr() == opt._flat.untyped_storage().data_ptr()
+        for p in model.parameters()
+    )
+    opt.step(lambda: model(x).pow(2).mean())
+    assert opt.last_step["accepted"]
+
+
+# --------------------------------------------------------------------------- state, schedule
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(hessian="adam", directions="random"),
+        dict(hessian="adabelief", directions="history", history=2),
+        dict(hessian="interp", directions="momentum", subproblem="regularized"),
+        dict(hessian="fd", directions="momentum", subproblem="cubic"),
+    ],
+)
+def test_state_dict_round_trip_continues_identically(kwargs):
+    X, y = _logistic(3)
+
+    def make():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(10, 8), nn.Tanh(), nn.Linear(8, 1))
+        return model, DRSOM(model.parameters(), lr=0.5, seed=7, **kwargs)
+
+    def run(model, opt, steps):
+        losses = []
+        for _ in range(steps):
+            opt.step(lambda: nn.functional.binary_cross_entropy_with_logits(model(X)[:, 0], y))
+            losses.append(opt.last_step["loss"])
+        return losses
+
+    model, opt = make()
+    run(model, opt, 4)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    import copy
+    import io
+
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    tail = run(model, opt, 6)
+    final = [p.detach().clone() for p in model.parameters()]
+
+    model2, opt2 = make()
+    model2.load_state_dict(saved)
+    buf.seek(0)
+    opt2.load_state_dict(copy.deepcopy(torch.load(buf, weights_only=False)))
+    assert run(model2, opt2, 6) == tail
+    for p, q in zip(model2.parameters(), final, strict=True):
+        assert torch.equal(p.detach(), q)
+    assert opt2.counts == opt.counts
+
+
+def test_lr_scheduler_decays_the_step_bound():
+    X, y = _logistic(4)
+    model = nn.Linear(10, 1)
+    opt = DRSOM(model.parameters(), lr=1.0, radius=1.0)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=3, gamma=0.01)
+
+    def closure():
+        return nn.functional.binary_cross_entropy_with_logits(model(X)[:, 0], y)
+
+    for _ in range(3):
+        opt.step(closure)
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    for _ in range(3):
+        before = torch.cat([p.detach().flatten() for p in model.parameters()])
+        opt.step(closure)
+        after = torch.cat([p.detach().flatten() for p in model.parameters()])
+        assert (after - before).norm() <= 0.01 * (1 + 1e-6)
+        assert opt.last_step["radius"] <= 0.01
+
+
+def test_official_preset_constants():
+    p = torch.zeros(2, requires_grad=True)
+    opt = build("drsom", [p], preset="official")
+    g = opt.param_groups[0]
+    assert (g["eta"], g["zeta1"], g["zeta2"]) == (0.08, 0.25, 0.75)
+    assert (g["gamma_inc"], g["gamma_dec"], g["lr"]) == (50.0, 30.0, 10.0)
+    assert opt._ctrl.value == 1e-6 and opt._dirs.ema == 0.3 and opt.subproblem == "regularized"
+
+
+# --------------------------------------------------------------------------- hygiene
+def test_batchnorm_statistics_updated_once_per_step_and_dropout_fixed():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), nn.BatchNorm1d(16), nn.Dropout(0.5), nn.Linear(16, 3))
+    X, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    reference = nn.Sequential(*[m for m in __import__("copy").deepcopy(model)])
+    torch.manual_seed(1)
+    reference(X)  # one forward: what a first-order step does to the running statistics
+    rng_after_one_forward = torch.get_rng_state()
+
+    opt = DRSOM(model.parameters(), hessian="interp", max_trials=5)
+    torch.manual_seed(1)
+    closure = make_closure(model, nn.functional.cross_entropy, X, y)
+    opt.step(closure)
+    assert closure.calls >= 3  # gradient, an interpolation point, trial(s)
+    bn, ref = model[1], reference[1]
+    torch.testing.assert_close(bn.running_mean, ref.running_mean)
+    torch.testing.assert_close(bn.running_var, ref.running_var)
+    assert bn.num_batches_tracked.item() == 1
+    assert torch.equal(torch.get_rng_state(), rng_after_one_forward)
+    # the same parameters give the same loss in every evaluation (same dropout masks)
+    fresh = make_closure(model, nn.functional.cross_entropy, X, y)
+    first, again = fresh().item(), fresh().item()
+    assert first == again
+    # second step: two directions, so three interpolation points; still one update of the stats
+    closure = make_closure(model, nn.functional.cross_entropy, X, y)
+    opt.step(closure)
+    assert closure.calls >= 5 and opt.last_step["k"] == 2
+    assert bn.num_batches_tracked.item() == 3  # step 1, the fresh closure's first call, step 2
+    assert model(X).sum().item() != model(X).sum().item()  # dropout is live in train mode
+
+
+def test_random_direction_is_orthogonal_to_gradient_and_seeded():
+    X, y = _logistic(5)
+    finals = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = nn.Linear(10, 1)
+        opt = DRSOM(model.parameters(), directions="random", seed=3)
+        for _ in range(3):
+            opt.step(lambda m=model: nn.functional.binary_cross_entropy_with_logits(m(X)[:, 0], y))
+            g, u = opt._R[0], opt._R[1]
+            assert abs(torch.dot(g, u)) <= 1e-6 * g.norm() * u.norm()
+            assert u.norm() > 0.5 * math.sqrt(u.numel() - 1)
+        finals.append(model.weight.detach().clone())
+    assert torch.equal(finals[0], finals[1])
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(hessian="newton"), "hessian"),
+        (dict(directions="conjugate"), "directions"),
+        (dict(subproblem="line_search"), "subproblem"),
+        (dict(radius=-1.0), "radius"),
+        (dict(history=-2), "history"),
+        (dict(lr=0.0), "lr"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        DRSOM([torch.zeros(2, requires_grad=True)], **kwargs)
+
+
+def test_bad_closures():
+    p = torch.zeros(3, requires_grad=True)
+    opt = DRSOM([p])
+    with pytest.raises(ValueError, match="closure"):
+        opt.step()
+    with pytest.raises(ValueError, match="scalar"):
+        opt.step(lambda: p * 2)
+    with pytest.raises(ValueError, match="does not depend on the parameters"):
+        opt.step(lambda: torch.tensor(1.0))
+
+
+def test_non_finite_trial_is_rejected_never_written():
+    p = torch.tensor([1.0, -2.0], requires_grad=True)
+    target = torch.tensor([4.0, 4.0])
+
+    def closure():
+        # the minimiser lies outside a box where the loss is NaN: the Newton step must fail
+        loss = ((p - target) ** 2).sum()
+        return torch.where(p.detach().abs().max() > 2.5, torch.tensor(math.nan), loss)
+
+    opt = DRSOM([p], hessian="hvp", lr=10.0, radius=10.0, max_trials=8)
+    start = closure().item()
+    opt.step(closure)
+    assert torch.isfinite(p).all()
+    assert opt.last_step["trials"] >= 2 and opt.last_step["accepted"]
+    assert closure().item() < start
