@@ -407,3 +407,55 @@ def test_non_finite_trial_is_rejected_never_written():
     assert torch.isfinite(p).all()
     assert opt.last_step["trials"] >= 2 and opt.last_step["accepted"]
     assert closure().item() < start
+
+
+# --------------------------------------------------------------------------- a tiny CNN
+def _images(n, seed):
+    """Four classes of 3x8x8 images: a class colour plus a class-placed bright square, in noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 4, (n,), generator=g)
+    x = 2.0 * torch.randn(n, 3, 8, 8, generator=g)
+    colours = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0]])
+    x += colours[y][:, :, None, None]
+    for i, c in enumerate(y.tolist()):
+        r, s = divmod(c, 2)
+        x[i, :, 4 * r : 4 * r + 3, 4 * s : 4 * s + 3] += 1.0
+    return x, y
+
+
+VARIANTS = [
+    *[dict(hessian=h) for h in HESSIANS],
+    dict(directions="gradient"),
+    dict(directions="history", history=3),
+    dict(directions="random"),
+    dict(subproblem="regularized"),
+    dict(subproblem="cubic"),
+    dict(preset="official", hessian="fd"),
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_tiny_cnn_learns_with_every_variant(variant):
+    torch.manual_seed(0)
+    X, y = _images(384, seed=0)
+    Xt, yt = _images(256, seed=1)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.1),
+        nn.Linear(128, 4),
+    )
+    opt = build("drsom", model.parameters(), **variant)
+    for _epoch in range(2):
+        for i in range(0, len(X), 32):
+            closure = make_closure(model, nn.functional.cross_entropy, X[i : i + 32], y[i : i + 32])
+            opt.step(closure)
+            assert torch.isfinite(closure.loss)
+    assert model[1].num_batches_tracked.item() == opt.counts["steps"]
+    model.eval()
+    with torch.no_grad():
+        acc = (model(Xt).argmax(1) == yt).float().mean().item()
+    assert acc > 0.6, acc  # chance is 0.25

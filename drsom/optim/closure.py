@@ -5,8 +5,11 @@ interpolation or finite-difference points and the trial points of the ratio test
 must not change between those evaluations, or the ratio test compares different functions and
 training statistics drift:
 
-* BatchNorm running statistics (any module buffer) are updated by the first evaluation only,
-  the one at the current parameters, exactly as a first-order step would update them;
+* BatchNorm running statistics are updated by the first evaluation only, the one at the current
+  parameters, exactly as a first-order step would update them. Later evaluations still normalise
+  with the batch statistics (the same function) but run with ``track_running_stats`` switched off
+  for their duration, so nothing is written in place (a restore after the forward would clobber
+  tensors that the backward of a finite-difference gradient still needs);
 * random numbers inside the model (dropout) are the same in every evaluation: each call starts
   from the RNG state of the first call, and the global RNG is left where one forward leaves it,
   so the rest of the program (data augmentation, the next step) sees the same random stream
@@ -63,7 +66,11 @@ class BatchClosure:
         self.calls = 0
         self.outputs: torch.Tensor | None = None
         self.loss: torch.Tensor | None = None
-        self._buffers = [b for b in model.buffers() if b is not None]
+        self._norms = [
+            m
+            for m in model.modules()
+            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats
+        ]
         self._cuda = _rng_devices(model)
         self._rng_before: _RNGState | None = None
         self._rng_after: _RNGState | None = None
@@ -82,13 +89,15 @@ class BatchClosure:
             self._rng_after = _RNGState(self._cuda)
             self.outputs, self.loss = out.detach(), loss.detach()
             return loss
-        saved = [b.clone() for b in self._buffers]
+        tracked = [m for m in self._norms if m.training]
+        for m in tracked:
+            m.track_running_stats = False
         self._rng_before.restore()
         try:
             _, loss = self._forward()
         finally:
-            if saved:
-                torch._foreach_copy_(self._buffers, saved)
+            for m in tracked:
+                m.track_running_stats = True
             self._rng_after.restore()
         return loss
 
