@@ -459,3 +459,57 @@ def test_tiny_cnn_learns_with_every_variant(variant):
     with torch.no_grad():
         acc = (model(Xt).argmax(1) == yt).float().mean().item()
     assert acc > 0.6, acc  # chance is 0.25
+
+
+# --------------------------------------------------------------------------- host synchronisation
+# (numpy() is left out: it only views a host tensor, and raises on a CUDA one)
+_SYNCING = ("item", "tolist", "cpu", "__float__", "__int__", "__bool__", "to")
+
+
+@pytest.mark.parametrize("hessian", HESSIANS)
+def test_one_host_sync_per_step_plus_one_per_trial(hessian, monkeypatch):
+    """Count every tensor->host conversion during a step (on CPU they stand for CUDA syncs)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.LazyLinear(3))
+    X, y = torch.randn(16, 3, 6, 6), torch.randint(0, 3, (16,))
+    model(X)
+    opt = DRSOM(model.parameters(), hessian=hessian, max_trials=4)
+    for _ in range(2):  # warm up: momentum exists, k = 2
+        opt.step(make_closure(model, nn.functional.cross_entropy, X, y))
+    calls = []
+    for name in _SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    opt.step(make_closure(model, nn.functional.cross_entropy, X, y))
+    monkeypatch.undo()
+    assert opt.last_step["k"] == 2
+    assert len(calls) == 1 + opt.last_step["trials"], calls
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("hessian", HESSIANS)
+def test_cuda_step_syncs_only_where_it_must(hessian):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(64, 3))
+    model = model.cuda()
+    X, y = torch.randn(16, 3, 6, 6, device="cuda"), torch.randint(0, 3, (16,), device="cuda")
+    opt = DRSOM(model.parameters(), hessian=hessian, max_trials=1)
+    for _ in range(2):
+        opt.step(make_closure(model, nn.functional.cross_entropy, X, y))
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            opt.step(make_closure(model, nn.functional.cross_entropy, X, y))
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    syncs = [w for w in seen if "synchroniz" in str(w.message)]
+    assert len(syncs) <= 1 + opt.last_step["trials"], [str(w.message) for w in syncs]

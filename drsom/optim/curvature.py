@@ -33,17 +33,15 @@ class Curvature:
     needs_graph = False  # whether the gradient must keep its graph (double backward)
     evaluates = False  # whether the source calls the closure (then BatchNorm hygiene matters)
 
-    def observe(self, g: torch.Tensor) -> None:
-        """Called once per step with the flat gradient (L2 term included)."""
+    def gram(self, R: torch.Tensor) -> torch.Tensor:
+        """G = R R^T, called once per step after row 0 (the gradient, L2 included) is set."""
+        return R @ R.T
 
     def quadratic(self, probe, R: torch.Tensor, c_data: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
         return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
 
 
 class ExactHVP(Curvature):
@@ -98,7 +96,7 @@ class Interpolation(Curvature):
     def quadratic(self, probe, R, c_data):
         k = R.shape[0]
         if self.step is not None:
-            tau = torch.tensor(self.step, dtype=R.dtype, device=R.device)
+            tau = torch.full((), self.step, dtype=R.dtype, device=R.device)  # no host copy
         else:
             eps = torch.finfo(R.dtype).eps
             floor = eps ** (1 / 3) * (1.0 + torch.linalg.vector_norm(probe.x))
@@ -128,61 +126,72 @@ class Interpolation(Curvature):
 
 
 class _Diagonal(Curvature):
-    """H = diag(h): Q = (V * h) V^T, a few reads of V, no model evaluation."""
+    """H = diag(h): Q = (V * h) V^T with no model evaluation.
+
+    The moving averages, G and Q are computed in one pass over the parameters, in chunks that
+    stay in cache: g, the directions and the averages are each read once, as an Adam update
+    reads them, and no parameter-sized temporary is made.
+    """
+
+    chunk = 1 << 18
 
     def __init__(self, betas=(0.9, 0.999), eps=1e-8):
         self.betas, self.eps = betas, eps
         self.t = 0
         self.buffers: dict[str, torch.Tensor] = {}
+        self._Q: torch.Tensor | None = None
 
-    def _h(self) -> torch.Tensor:
+    def _h(self, g: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """Update the averages on elements a:b with gradient chunk g; return h there."""
         raise NotImplementedError
 
+    def gram(self, R):
+        for name in self.names:
+            if name not in self.buffers:
+                self.buffers[name] = torch.zeros_like(R[0])
+        self.t += 1
+        k, n = R.shape
+        G = R.new_zeros(k, k)
+        Q = R.new_zeros(k, k)
+        for a in range(0, n, self.chunk):
+            Rc = R[:, a : a + self.chunk]
+            h = self._h(Rc[0], a, a + Rc.shape[1])
+            G.addmm_(Rc, Rc.T)
+            Q.addmm_(Rc * h, Rc.T)
+        self._Q = _symmetrize(Q)
+        return G
+
     def quadratic(self, probe, R, c_data):
-        h = self._h()
-        return _symmetrize(torch.mm(R * h, R.T))
+        return self._Q
 
     def state_dict(self) -> dict:
         return {"t": self.t, **self.buffers}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.t = int(state["t"])
-        for name, buf in self.buffers.items():
-            buf.copy_(state[name])
 
 
 class AdamDiagonal(_Diagonal):
     """H = diag(sqrt(v_hat) + eps), v <- b2 v + (1 - b2) g^2, v_hat = v / (1 - b2^t)."""
 
-    def observe(self, g):
-        if "exp_avg_sq" not in self.buffers:
-            self.buffers["exp_avg_sq"] = torch.zeros_like(g)
-        self.t += 1
-        b2 = self.betas[1]
-        self.buffers["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1.0 - b2)
+    names = ("exp_avg_sq",)
 
-    def _h(self):
-        v = self.buffers["exp_avg_sq"]
-        return (v / (1.0 - self.betas[1] ** self.t)).sqrt_().add_(self.eps)
+    def _h(self, g, a, b):
+        b2 = self.betas[1]
+        v = self.buffers["exp_avg_sq"][a:b]
+        v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+        return (v / (1.0 - b2**self.t)).sqrt_().add_(self.eps)
 
 
 class AdaBeliefDiagonal(_Diagonal):
     """H = diag(sqrt(s_hat) + eps), m <- b1 m + (1 - b1) g, s <- b2 s + (1 - b2)(g - m)^2 + eps."""
 
-    def observe(self, g):
-        if "exp_avg" not in self.buffers:
-            self.buffers["exp_avg"] = torch.zeros_like(g)
-            self.buffers["exp_avg_var"] = torch.zeros_like(g)
-        self.t += 1
+    names = ("exp_avg", "exp_avg_var")
+
+    def _h(self, g, a, b):
         b1, b2 = self.betas
-        m, s = self.buffers["exp_avg"], self.buffers["exp_avg_var"]
+        m, s = self.buffers["exp_avg"][a:b], self.buffers["exp_avg_var"][a:b]
         m.mul_(b1).add_(g, alpha=1.0 - b1)
         diff = g - m
         s.mul_(b2).addcmul_(diff, diff, value=1.0 - b2).add_(self.eps)
-
-    def _h(self):
-        s = self.buffers["exp_avg_var"]
-        return (s / (1.0 - self.betas[1] ** self.t)).sqrt_().add_(self.eps)
+        return (s / (1.0 - b2**self.t)).sqrt_().add_(self.eps)
 
 
 HESSIANS = ("hvp", "fd", "interp", "adam", "adabelief")

@@ -458,9 +458,11 @@ class DRSOM(Optimizer):
             for row in range(k):
                 views = self._views(self._R[row])
                 torch._foreach_zero_([views[i] for i in missing])
-        self._curv.observe(self._R[0])
+        # row 0 holds the gradient now: keep one copy alive, not two (HVP needs the graph)
+        graph = grads if self._curv.needs_graph else None
+        del grads
 
-        G = R @ R.T
+        G = self._curv.gram(R)
         Gw = torch.zeros_like(G)
         Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
         Xw = torch.zeros((), dtype=G.dtype, device=G.device)
@@ -471,9 +473,9 @@ class DRSOM(Optimizer):
                 Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
                 Rxw += w * (Rs @ xs)
                 Xw += w * torch.dot(xs, xs)
-        probe = _Probe(self, closure, counts, grads, loss0, bound)
+        probe = _Probe(self, closure, counts, graph, loss0, bound)
         Q = self._curv.quadratic(probe, R, G[0] - Rxw)
-        del grads, probe  # frees the double-backward graph
+        del graph, probe  # frees the double-backward graph
         packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
         host = packed.to("cpu", torch.float64).numpy()  # the step's one host synchronisation
         kk = k * k
