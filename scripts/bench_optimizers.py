@@ -105,6 +105,7 @@ def worker(args) -> dict:
     else:
         hvp = {"adahessian": 1.0, "sophiah": 0.1}.get(name, 0.0)  # sophiah: every 10th step
         per = {"forward": 1.0, "grad": 1.0, "hvp": hvp}
+
     def tensors(obj):
         if isinstance(obj, torch.Tensor):
             yield obj
@@ -213,7 +214,8 @@ def main() -> None:
 
     adam = next(r for r in rows if r["optimizer"] == "adam")
     cols = ["optimizer", "median ms", "x Adam", "peak MiB", "peak x Adam", "state (x params)"]
-    cols += ["forward/step", "grad/step", "hvp/step"] + (["trials/step"] if args.trial_epochs else [])
+    cols += ["forward/step", "grad/step", "hvp/step"]
+    cols += ["trials/step"] if args.trial_epochs else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     csv = [",".join(c.replace(" ", "_").replace("/", "_per_") for c in cols)]
     for r in rows:
