@@ -68,9 +68,6 @@ class _Probe:
         self.grads = grads
         self.loss0 = loss0
         self.step_bound = bound
-        # the length scale the model must describe (used by interpolation)
-        tr = opt.subproblem == "trust_region"
-        self.model_scale = min(opt._ctrl.value, bound) if tr else opt._last_step_norm
 
     def move(self, row: torch.Tensor, coef) -> None:
         if isinstance(coef, torch.Tensor):
@@ -180,7 +177,7 @@ class DRSOM(Optimizer):
         sigma, sigma_min: initial (default: balanced at ``radius``) and least cubic weight.
         betas, eps: EMA rates and epsilon of the diagonal Hessian sources.
         weight_decay: L2 coefficient (per param group).
-        interp_step: distance of the interpolation points (default: last step length).
+        interp_step: distance of the interpolation points from x.
         seed: seed of the random-direction generator.
         rank_tol: relative Gram eigenvalue below which directions count as dependent
             (default ``100 * eps`` of the dtype).
@@ -225,7 +222,7 @@ class DRSOM(Optimizer):
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.0,
-        interp_step: float | None = None,
+        interp_step: float = 1e-2,
         seed: int = 0,
         rank_tol: float | None = None,
     ):
@@ -260,8 +257,7 @@ class DRSOM(Optimizer):
             raise ValueError(f"DRSOM: weight_decay must be >= 0, got {weight_decay!r}")
         if not 0.0 <= momentum_ema < 1.0:
             raise ValueError(f"DRSOM: momentum_ema must be in [0, 1), got {momentum_ema!r}")
-        if interp_step is not None:
-            _positive("interp_step", interp_step)
+        _positive("interp_step", interp_step)
 
         defaults = dict(
             lr=lr,
@@ -308,7 +304,6 @@ class DRSOM(Optimizer):
         self._generator.manual_seed(seed)
         self._lr0 = lr
         self._radius0 = radius if radius is not None else lr
-        self._last_step_norm = 0.0
         self.counts = dict.fromkeys(_COUNTS, 0)
         self.last_step: dict = {}
 
@@ -408,12 +403,10 @@ class DRSOM(Optimizer):
 
         if info["accepted"]:
             self._dirs.accept(self._R, info["alpha"])
-            self._last_step_norm = info["step_norm"]
         else:
             if applied.any():
                 self._move(-applied)
             self._dirs.reset(self._R)
-            self._last_step_norm = 0.0
         info["alpha"] = [-info["alpha"][0], *info["alpha"][1:]]  # coefficients of [-g, ...]
         return self._finish(loss, info, counts)
 
@@ -501,7 +494,6 @@ class DRSOM(Optimizer):
 
     def _restart_state(self) -> None:
         self._dirs.reset(self._R)
-        self._last_step_norm = 0.0
         if hasattr(self._curv, "buffers"):
             for buf in self._curv.buffers.values():
                 buf.zero_()
@@ -530,7 +522,6 @@ class DRSOM(Optimizer):
             "controller": self._ctrl.state_dict(),
             "generator": self._generator.get_state(),
             "lr0": self._lr0,
-            "last_step_norm": self._last_step_norm,
             "counts": dict(self.counts),
             "kind": (self.hessian, self.directions, self.subproblem),
         }
@@ -555,7 +546,6 @@ class DRSOM(Optimizer):
         self._ctrl.load_state_dict(own["controller"])
         self._generator.set_state(own["generator"].cpu())
         self._lr0 = float(own["lr0"])
-        self._last_step_norm = float(own["last_step_norm"])
         self.counts = dict(own["counts"])
 
 
