@@ -37,8 +37,10 @@ def optimizer_config(name: str) -> dict:
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=[f"optimizer={name}"])
+    from drsom.config import optimizer_kwargs
+
     opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    return {k: v for k, v in opt.items() if k not in ("label",) and v is not None}
+    return {"name": opt["name"], **optimizer_kwargs(opt)}
 
 
 def all_optimizers() -> list[str]:

@@ -226,7 +226,7 @@ DEFAULTS = {
     },
     "msvag": {"lr": 0.1, "beta": 0.9, "weight_decay": 5e-4},
     "fromage": {"lr": 1e-2, "weight_decay": 0.0},
-    "adahessian": {"lr": 0.1, "weight_decay": 0.0},
+    "adahessian": {"lr": 0.15, "eps": 1e-4, "weight_decay": 5e-4},
     "sophiah": {"lr": 6e-2, "weight_decay": 0.0},
 }
 

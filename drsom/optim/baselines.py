@@ -23,7 +23,7 @@ yogi        pytorch_optimizer.Yogi        lr 1e-3, eps 1e-3, wd 5e-4 (L2)
 adabound    pytorch_optimizer.AdaBound    lr 1e-3, final_lr 0.1, gamma 1e-3, wd 5e-4 (L2)
 msvag       pytorch_optimizer.MSVAG + L2  lr 0.1, beta 0.9, wd 5e-4 (L2)
 fromage     pytorch_optimizer.Fromage+L2  lr 1e-2, wd 0
-adahessian  pytorch_optimizer.AdaHessian  library defaults (lr 0.1, wd 0)
+adahessian  pytorch_optimizer.AdaHessian  the authors' CIFAR values (lr 0.15, eps 1e-4, wd 5e-4)
 sophiah     pytorch_optimizer.SophiaH     library defaults (lr 6e-2, wd 0)
 ==========  ============================  ================================================
 """
@@ -145,7 +145,13 @@ _SPECS: dict[str, _Spec] = {
     "msvag": _Spec(MSVAG, {"lr": 0.1, "beta": 0.9, "weight_decay": 5e-4}),
     # The paper ran Fromage with its learning rate only: no weight decay.
     "fromage": _Spec(Fromage, {"lr": 1e-2, "weight_decay": 0.0}),
-    "adahessian": _Spec(po.AdaHessian, step_protocol=STEP_CREATE_GRAPH),
+    # The AdaHessian authors' CIFAR values: the library's eps 1e-16 turns near-zero curvature
+    # into huge steps (the loss reached 1e20 within two epochs of a small CNN).
+    "adahessian": _Spec(
+        po.AdaHessian,
+        {"lr": 0.15, "eps": 1e-4, "weight_decay": 5e-4},
+        step_protocol=STEP_CREATE_GRAPH,
+    ),
     "sophiah": _Spec(po.SophiaH, step_protocol=STEP_CREATE_GRAPH),
 }
 

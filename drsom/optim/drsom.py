@@ -396,9 +396,11 @@ class DRSOM(Optimizer):
             rho = _ratio(actual, sol.pred, m["f0"], eps)
             accepted = rho > hp["eta"]
             self._ctrl.update(model, sol, rho, accepted, bound, hp, scale)
-            info.update(rho=rho, pred=sol.pred, actual=actual, lam=sol.lam, trials=counts["trials"])
+            info.update(rho=float(rho), pred=float(sol.pred), actual=float(actual))
+            info.update(lam=float(sol.lam), trials=counts["trials"])
             if accepted:
-                info.update(accepted=True, alpha=[float(a) for a in sol.alpha], step_norm=sol.norm)
+                info.update(accepted=True, alpha=[float(a) for a in sol.alpha])
+                info.update(step_norm=float(sol.norm))
                 break
 
         if info["accepted"]:
