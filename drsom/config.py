@@ -1,0 +1,136 @@
+"""Checks of a run's configuration, done before any data, folder or device is touched.
+
+Every problem a user can cause with a value ends here as a ``ConfigError`` whose message is one
+line naming the key, the value and what is accepted; ``run.py`` prints it and exits non-zero.
+(Unknown keys and unknown config options are Hydra's to report, before this code runs.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from drsom.data import DATASET_NAMES
+from drsom.models import MODEL_NAMES
+from drsom.optim import OPTIMIZER_NAMES, build
+
+LR_SCHEDULES = ("step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+
+# Keys of an optimizer config that are not keyword arguments of build().
+OPTIMIZER_META_KEYS = ("name", "label")
+
+
+class ConfigError(Exception):
+    """A configuration value the user can fix; the message is one line."""
+
+
+def validate(cfg: Mapping[str, Any]) -> None:
+    """Raise ConfigError for the first invalid value of the resolved config ``cfg``."""
+    t, d = cfg["trainer"], cfg["data"]
+    _integer("trainer.epochs", t["epochs"], low=1)
+    _integer("trainer.batch_size", t["batch_size"], low=1)
+    _integer("trainer.test_batch_size", t["test_batch_size"], low=1)
+    _integer("trainer.eval_every", t["eval_every"], low=1)
+    _integer("trainer.checkpoint_every", t["checkpoint_every"], low=1)
+    _integer("trainer.log_every_steps", t["log_every_steps"], low=0)
+    if t["stop_after_epochs"] is not None:
+        _integer("trainer.stop_after_epochs", t["stop_after_epochs"], low=1)
+    _number("trainer.weight_decay", t["weight_decay"], low=0.0)
+    _choice("trainer.lr_schedule", t["lr_schedule"], LR_SCHEDULES)
+    if t["lr_schedule"] == "step":
+        milestones = t["lr_milestones"]
+        if not isinstance(milestones, list | tuple):
+            raise ConfigError(f"trainer.lr_milestones must be a list of epochs, got {milestones!r}")
+        for m in milestones:
+            _integer("trainer.lr_milestones entry", m, low=1)
+    _number("trainer.lr_gamma", t["lr_gamma"], low=0.0, strict=True)
+    for key in ("amp", "compile", "channels_last", "progress"):
+        _boolean(f"trainer.{key}", t[key])
+    _boolean("force", cfg["force"])
+    _integer("seed", cfg["seed"], low=0)
+    resolve_device(t["device"])
+
+    _choice("model.name", cfg["model"]["name"], MODEL_NAMES)
+    _choice("data.name", d["name"], DATASET_NAMES)
+    _integer("data.num_classes", d["num_classes"], low=1)
+    if d["train_subset"] is not None:
+        _integer("data.train_subset", d["train_subset"], low=1)
+    _integer("data.num_workers", d["num_workers"], low=0)
+    for key in ("download", "verify", "augment"):
+        _boolean(f"data.{key}", d[key])
+    _check_optimizer(cfg["optimizer"])
+
+
+def optimizer_kwargs(opt_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for ``build(opt_cfg["name"], ...)``: null values mean "the default"."""
+    return {k: v for k, v in opt_cfg.items() if k not in OPTIMIZER_META_KEYS and v is not None}
+
+
+def _check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
+    name = opt_cfg.get("name")
+    _choice("optimizer.name", name, OPTIMIZER_NAMES)
+    if "weight_decay" in opt_cfg and opt_cfg["weight_decay"] is not None:
+        _number("optimizer.weight_decay", opt_cfg["weight_decay"], low=0.0)
+    # Building on a stand-in parameter runs every check of the optimizer's constructor now,
+    # instead of after the dataset has been loaded (or downloaded).
+    probe = torch.zeros(2, requires_grad=True)
+    try:
+        build(name, [probe], **optimizer_kwargs(opt_cfg))
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"optimizer ({opt_cfg.get('label', name)}): {_one_line(exc)}") from None
+
+
+def resolve_device(spec: Any) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` asked for without one -> ConfigError."""
+    text = str(spec).strip().lower()
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if not match:
+        raise ConfigError(f"trainer.device={spec!r} is not one of {', '.join(DEVICES)}")
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"trainer.device={spec} but no CUDA device is available "
+            f"(torch {torch.__version__}, cuda {torch.version.cuda}); "
+            "use trainer.device=cpu or trainer.device=auto"
+        )
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
+    return torch.device("cuda", index)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _integer(key: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        want = "a positive integer" if low == 1 else f"an integer >= {low}"
+        raise ConfigError(f"{key} must be {want}, got {value!r}")
+
+
+def _number(key: str, value: Any, low: float, strict: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low or (strict and value == low):
+        relation = ">" if strict else ">="
+        raise ConfigError(f"{key} must be a number {relation} {low:g}, got {value!r}")
+
+
+def _boolean(key: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+
+
+def _choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ConfigError(f"{key}={value!r} is not one of {', '.join(accepted)}")

@@ -1,0 +1,259 @@
+"""The local results store: one folder per run, named from its config; atomic writes only.
+
+``<results_dir>/<run_id>/`` holds
+
+* ``config.yaml``    the resolved config of the run;
+* ``metrics.csv``    one row per completed epoch (columns: ``drsom.train.METRIC_COLUMNS``);
+* ``steps.csv``      DRSOM diagnostics every ``trainer.log_every_steps`` steps;
+* ``summary.json``   status (running|interrupted|finished|diverged|failed), final and best
+                     accuracies, wall time, git commit, versions;
+* ``checkpoint.pt``  everything needed to continue the run exactly (never committed).
+
+The run id is a function of the config, so the same command always finds the same folder (and
+a requeued or re-launched job resumes instead of starting a second copy). Every write goes to a
+temporary file in the same folder, is fsynced and then renamed over the target: a reader, or a
+process killed at any moment, sees the old file or the new one, never a truncated one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+# Config keys that say where things are or how they are shown, not what is computed: two configs
+# that differ only here are the same run. The seed is kept apart (it is the id's suffix).
+NOT_IDENTITY = (
+    "logger",
+    "results_dir",
+    "force",
+    "seed",
+    "data.root",
+    "data.download",
+    "data.verify",
+    "data.num_workers",
+    "trainer.progress",
+    "trainer.checkpoint_every",
+    "trainer.stop_after_epochs",
+)
+
+# Keys that follow the run's seed by default (``${seed}`` in the YAML): equal to it, they are part
+# of the seed (the id's suffix), so the runs of one config over several seeds share one group.
+SEED_FOLLOWERS = ("optimizer.seed",)
+
+HASH_CHARS = 10
+TERMINAL_STATUSES = ("finished", "diverged")  # results; anything else is resumed when rerun
+
+
+class RunBusy(Exception):
+    """Another process holds the run folder; the message is one line."""
+
+
+class CheckpointError(Exception):
+    """The checkpoint exists but cannot be read; the message names its path."""
+
+
+# ----------------------------------------------------------------------------- identity
+def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the resolved config that decides the results, seed excluded."""
+    ident = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
+    for dotted in (*NOT_IDENTITY, *followers):
+        *parents, leaf = dotted.split(".")
+        _lookup(ident, ".".join(parents)).pop(leaf, None)
+    return ident
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    for key in filter(None, dotted.split(".")):
+        tree = tree.get(key, {}) if isinstance(tree, Mapping) else {}
+    return tree
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+def group_name(cfg: Mapping[str, Any]) -> str:
+    """``<data>-<model>-<optimizer label>-<hash>``: the runs of one config over all seeds."""
+    label = cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
+    return f"{cfg['data']['name']}-{cfg['model']['name']}-{label}-{config_hash(cfg)}"
+
+
+def run_id(cfg: Mapping[str, Any]) -> str:
+    """``<group>-s<seed>``, e.g. ``cifar10-resnet18-drsom-3f9a0c12de-s0``."""
+    return f"{group_name(cfg)}-s{cfg['seed']}"
+
+
+# ------------------------------------------------------------------------ atomic writes
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        newline = {"newline": ""} if "b" not in mode else {}
+        with os.fdopen(fd, mode, **newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(text)
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    write_text(path, json.dumps(_json_safe(data), indent=2) + "\n")
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows as CSV; floats at full precision (repr), missing values and NaN as empty cells."""
+    with atomic_file(path, "w") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(c)) for c in columns])
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, list | tuple):
+        return " ".join(repr(v) for v in value)
+    return repr(value) if isinstance(value, float) else value
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no NaN or infinity; null says "no value" to every reader.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- run folder
+class RunDir:
+    """The files of one run; see the module docstring."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.config = self.path / "config.yaml"
+        self.metrics = self.path / "metrics.csv"
+        self.steps = self.path / "steps.csv"
+        self.summary = self.path / "summary.json"
+        self.checkpoint = self.path / "checkpoint.pt"
+        self._lock_file: io.IOBase | None = None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def read_summary(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.summary.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return None  # unreadable: treated as absent, the run is redone or resumed
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        write_json(self.summary, summary)
+
+    def read_config(self) -> dict[str, Any] | None:
+        try:
+            return OmegaConf.to_container(OmegaConf.load(self.config))
+        except Exception:  # missing or unreadable: nothing to compare against
+            return None
+
+    def write_config(self, cfg: Mapping[str, Any]) -> None:
+        write_text(self.config, OmegaConf.to_yaml(OmegaConf.create(dict(cfg))))
+
+    def write_table(self, which: str, columns: Sequence[str], rows: Sequence[Mapping]) -> None:
+        write_csv(getattr(self, which), columns, rows)
+
+    def save_checkpoint(self, state: Mapping[str, Any]) -> None:
+        with atomic_file(self.checkpoint, "wb") as f:
+            torch.save(dict(state), f)
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        """The saved state, None when there is none; CheckpointError when it cannot be read."""
+        if not self.checkpoint.exists():
+            return None
+        try:
+            # Everything in a checkpoint is tensors and plain Python data: no code is unpickled.
+            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read checkpoint {self.checkpoint} ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split())[:200]})"
+            ) from exc
+
+    def clear(self) -> None:
+        """Remove the run's results (for ``force=true``); the lock file stays."""
+        for path in (self.checkpoint, self.summary, self.metrics, self.steps, self.config):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.path / "wandb", ignore_errors=True)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[RunDir]:
+        """Hold an exclusive lock on the folder: one process per run. Released on exit or death."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / ".lock", "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    f.seek(0)
+                    holder = f.read().strip() or "another process"
+                    raise RunBusy(
+                        f"run {self.name} is being trained by {holder} (lock {f.name}); "
+                        "wait for it to end or stop it, then rerun"
+                    ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            f.flush()
+            yield self
+        finally:
+            f.close()

@@ -1,0 +1,139 @@
+"""What ``summary.json`` says about a run: status, results, cost, and where it came from.
+
+Statuses: ``running`` (or killed while running), ``interrupted`` (stopped at an epoch boundary,
+resumable), ``finished``, ``diverged`` (non-finite training loss; a result, not redone) and
+``failed`` (an exception; rerunning resumes from the last checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import platform
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drsom.store import config_hash, group_name, run_id
+from drsom.train import Trainer
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+VERSIONED = ("drsom", "torch", "torchvision", "numpy", "pytorch_optimizer", "hydra-core", "wandb")
+
+
+def start_summary(
+    cfg: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    trainer: Trainer,
+    *,
+    device: torch.device,
+    wandb_id: str,
+    compiled: bool,
+    compile_note: str | None,
+) -> dict[str, Any]:
+    """The summary of this attempt; ``previous`` is the last attempt's summary ({} if none)."""
+    now = _now()
+    if device.type == "cuda":
+        device_name = torch.cuda.get_device_name(device)
+    else:
+        device_name = platform.processor() or platform.machine()
+    summary = {
+        "run_id": run_id(cfg),
+        "status": "running",
+        "experiment": cfg["experiment"],
+        "data": cfg["data"]["name"],
+        "model": cfg["model"]["name"],
+        "optimizer": cfg["optimizer"]["label"],
+        "seed": cfg["seed"],
+        "config_hash": config_hash(cfg),
+        "group": group_name(cfg),
+        "epochs": trainer.epochs,
+        "attempts": int(previous.get("attempts", 0)) + 1,
+        "resumed_from_epoch": trainer.epoch,
+        "wandb_id": wandb_id,
+        "device": str(device),
+        "device_name": device_name,
+        "amp": cfg["trainer"]["amp"],
+        "compiled": compiled,
+        "compile_note": compile_note,
+        "optimizer_hyperparameters": hyperparameters(trainer.optimizer),
+        **git_state(),
+        "versions": versions(),
+        "started_at": previous.get("started_at", now) if trainer.epoch else now,
+    }
+    record(summary, trainer, "running")
+    return summary
+
+
+def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any) -> None:
+    """Bring ``summary`` up to date with the trainer's rows and counters."""
+    rows = trainer.metrics
+    evaluated = [r for r in rows if r["test_acc"] == r["test_acc"]]  # NaN: not evaluated
+    best = max(evaluated, key=lambda r: r["test_acc"], default=None)
+    last = rows[-1] if rows else {}
+    summary.update(
+        status=status,
+        epoch=trainer.epoch,
+        step=trainer.step,
+        final={k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
+        best_test_acc=best["test_acc"] if best else None,
+        best_epoch=best["epoch"] if best else None,
+        train_seconds=trainer.seconds["train"],
+        total_seconds=trainer.seconds["total"],
+        counts=dict(trainer.counts),
+        updated_at=_now(),
+        **extra,
+    )
+    if status in ("finished", "diverged"):
+        summary["ended_at"] = summary["updated_at"]
+
+
+def hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The effective values of the first param group: defaults and presets filled in."""
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    for attr in ("hessian", "directions", "subproblem"):  # DRSOM's choices
+        if hasattr(optimizer, attr):
+            group[attr] = getattr(optimizer, attr)
+    plain = (bool, int, float, str, type(None))
+    return {
+        k: list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else repr(v)
+        for k, v in group.items()
+    }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the code that ran (this package's checkout) and whether it had edits."""
+
+    def git(*args: str) -> str | None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            out = subprocess.run(
+                ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10
+            )
+            if out.returncode == 0:
+                return out.stdout.strip()
+        return None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_dirty": bool(dirty) if commit else None}
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {
+        "python": platform.python_version(),
+        "torch_cuda": torch.version.cuda,
+    }
+    for pkg in VERSIONED:
+        try:
+            found[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            found[pkg] = None
+    return found
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

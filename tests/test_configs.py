@@ -1,0 +1,142 @@
+"""The Hydra configs: every option composes, builds what it names, and maps to a stable run id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
+from drsom.optim import build
+from drsom.store import config_hash, group_name, run_id
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+GROUPS = ("model", "optimizer", "data", "trainer", "logger")
+
+
+def compose_config(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides))
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+EVERY_OPTION = [(g, o) for g in GROUPS for o in options(g)]
+
+
+def test_every_group_has_its_options():
+    assert set(options("model")) == {"cnn", "resnet18", "resnet34", "vgg11", "densenet121"}
+    assert {"cifar10", "cifar100", "digits"} <= set(options("data"))
+    assert set(options("optimizer")) >= {
+        *("drsom", "drsom_hvp", "drsom_fd", "drsom_interp", "drsom_adam", "drsom_adabelief"),
+        *("drsom_history", "drsom_random", "drsom_official", "sgd", "adam", "adamw"),
+        *("adabelief", "radam", "yogi", "adabound", "msvag", "fromage", "adahessian", "sophiah"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("group", "option"), EVERY_OPTION, ids=[f"{g}={o}" for g, o in EVERY_OPTION]
+)
+def test_every_option_composes_resolves_and_validates(group, option):
+    cfg = compose_config(f"{group}={option}", "trainer.device=cpu")
+    validate(cfg)  # also builds the optimizer on a stand-in parameter
+    if group == "optimizer":
+        assert cfg["optimizer"]["label"] == option  # run ids and wandb tags name the variant
+
+
+def test_drsom_fields_are_overridable_from_the_command_line():
+    cfg = compose_config("optimizer=drsom", "optimizer.hessian=fd", "optimizer.history=4")
+    assert (cfg["optimizer"]["hessian"], cfg["optimizer"]["history"]) == ("fd", 4)
+    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **optimizer_kwargs(cfg["optimizer"]))
+    assert opt.hessian == "fd"
+
+
+def test_drsom_variants_differ_from_the_default_in_what_their_name_says():
+    base = compose_config("optimizer=drsom")["optimizer"]
+    expected = {
+        "drsom_hvp": {"hessian": "hvp"},
+        "drsom_fd": {"hessian": "fd"},
+        "drsom_interp": {"hessian": "interp"},
+        "drsom_adabelief": {"hessian": "adabelief"},
+        "drsom_random": {"directions": "random"},
+        "drsom_history": {"directions": "history"},
+    }
+    for variant, change in expected.items():
+        cfg = compose_config(f"optimizer={variant}")["optimizer"]
+        diff = {k: v for k, v in cfg.items() if base.get(k) != v and k != "label"}
+        assert diff == change, variant
+
+
+def test_official_preset_values_apply_where_the_config_leaves_them_null():
+    cfg = compose_config("optimizer=drsom_official")
+    kwargs = optimizer_kwargs(cfg["optimizer"])
+    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **kwargs)
+    assert (opt.hessian, opt.subproblem) == ("hvp", "regularized")
+    assert opt.param_groups[0]["lr"] == 10.0 and opt.param_groups[0]["eta"] == 0.08
+    cfg = compose_config("optimizer=drsom_official", "optimizer.lr=5")
+    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **optimizer_kwargs(cfg["optimizer"]))
+    assert opt.param_groups[0]["lr"] == 5.0 and opt.param_groups[0]["eta"] == 0.08
+
+
+def test_weight_decay_follows_the_trainer_except_where_the_paper_differs():
+    for option in options("optimizer"):
+        cfg = compose_config(f"optimizer={option}", "trainer.weight_decay=0.00123")
+        wd = cfg["optimizer"]["weight_decay"]
+        assert wd == {"adamw": 1e-2, "fromage": 0.0}.get(option, 0.00123), option
+
+
+def test_run_id_is_stable_and_ignores_where_and_how_things_are_shown():
+    base = compose_config()
+    assert run_id(base) == run_id(compose_config())
+    assert run_id(base).startswith("cifar10-resnet18-drsom-") and run_id(base).endswith("-s0")
+    same = [
+        "logger.mode=disabled",
+        "results_dir=/elsewhere",
+        "force=true",
+        "data.root=/mnt/cifar",
+        "data.download=false",
+        "data.verify=false",
+        "trainer.progress=false",
+        "trainer.checkpoint_every=5",
+        "trainer.stop_after_epochs=3",
+    ]
+    for override in same:
+        assert run_id(compose_config(override)) == run_id(base), override
+    reseeded = compose_config("seed=3")
+    assert group_name(reseeded) == group_name(base) and run_id(reseeded).endswith("-s3")
+    for override in ("optimizer.lr=0.5", "trainer.epochs=100", "trainer.amp=true", "experiment=x"):
+        assert config_hash(compose_config(override)) != config_hash(base), override
+
+
+BAD_VALUES = [
+    ("trainer.epochs=0", "trainer.epochs must be a positive integer, got 0"),
+    ("trainer.batch_size=-4", "trainer.batch_size must be a positive integer, got -4"),
+    ("trainer.weight_decay=-0.1", "trainer.weight_decay must be a number >= 0, got -0.1"),
+    ("trainer.device=tpu", "trainer.device='tpu' is not one of auto, cpu, cuda, cuda:N"),
+    ("trainer.lr_schedule=linear", "trainer.lr_schedule='linear' is not one of"),
+    ("trainer.eval_every=0", "trainer.eval_every must be a positive integer"),
+    ("optimizer.hessian=exact", "optimizer (drsom): DRSOM: hessian='exact' is not one of"),
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a number >= 0"),
+    ("data.train_subset=0", "data.train_subset must be a positive integer, got 0"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
+def test_invalid_values_are_rejected_with_one_line(override, message):
+    with pytest.raises(ConfigError) as err:
+        validate(compose_config(override))
+    text = str(err.value)
+    assert text.startswith(message) and "\n" not in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_for_without_a_gpu_is_rejected():
+    with pytest.raises(ConfigError, match="no CUDA device is available.*trainer.device=cpu"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == torch.device("cpu")
