@@ -188,6 +188,10 @@ class DRSOM(Optimizer):
     see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
     where the official default measures ``alpha`` in a unit metric.
 
+    After a step ``p.grad`` holds the gradient at the step's starting point (L2 term included),
+    as a view of DRSOM's direction buffer (backward accumulates into it, so no second copy of
+    the gradient is made); parameters the loss did not reach have ``p.grad = None``.
+
     After each step ``opt.last_step`` holds ``accepted, rho, radius, alpha`` (coefficients of
     ``[-g, v_2, ...]``), ``loss, trials, forward, grad, hvp`` and more; ``opt.counts`` holds the
     cumulative oracle counts.
@@ -288,6 +292,10 @@ class DRSOM(Optimizer):
             raise ValueError(f"DRSOM: parameters must be floating point, got {dtype}")
         self.rank_tol = rank_tol if rank_tol is not None else 100 * torch.finfo(dtype).eps
         self._pack()
+        # which parameters the last backward reached (the rest had no gradient)
+        self._reached: set[int] = set()
+        for i, p in enumerate(self._params):
+            p.register_post_accumulate_grad_hook(lambda _p, i=i, seen=self._reached: seen.add(i))
 
         self._dirs = {
             "gradient": GradientOnly,
@@ -420,6 +428,8 @@ class DRSOM(Optimizer):
         another pass) and the values ``loss`` (f) and ``f0`` (f with the L2 term).
         """
         x, params = self._flat, self._params
+        row0 = self._views(self._R[0])
+        graph = None
         with torch.enable_grad():
             loss = _check_loss(closure())
             counts["forward"] += 1
@@ -428,23 +438,34 @@ class DRSOM(Optimizer):
                     "DRSOM: the closure's loss does not depend on the parameters (no grad_fn); "
                     "closure() must compute it from the model, outside torch.no_grad()"
                 )
-            grads = torch.autograd.grad(
-                loss, params, create_graph=self._curv.needs_graph, allow_unused=True
-            )
+            if self._curv.needs_graph:  # HVPs differentiate the gradient again: keep its graph
+                graph = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                reached = [g is not None for g in graph]
+                self._R[0].zero_()
+                torch._foreach_copy_(
+                    [v for v, g in zip(row0, graph, strict=True) if g is not None],
+                    [g.detach() for g in graph if g is not None],
+                )
+            else:
+                # backward accumulates in place into p.grad, here views of row 0: the gradient
+                # lands in the flat buffer without a second parameter-sized copy
+                self._R[0].zero_()
+                for p, v in zip(params, row0, strict=True):
+                    p.grad = v
+                self._reached.clear()
+                loss.backward(inputs=params)
+                reached = [i in self._reached for i in range(len(params))]
         counts["grad"] += 1
-        missing = [i for i, g in enumerate(grads) if g is None]
+        missing = [i for i, r in enumerate(reached) if not r]
         if len(missing) == len(params):
             raise ValueError("DRSOM: the closure's loss does not depend on the parameters")
+        for i in missing:
+            params[i].grad = None
         loss0 = loss.detach()
 
         # row 0 is the gradient of f + w/2 |x|^2, the other rows the direction memory
         k = self._dirs.active()
         R = self._R[:k]
-        row0 = self._views(self._R[0])
-        torch._foreach_copy_(
-            [row0[i] for i, g in enumerate(grads) if g is not None],
-            [g.detach() for g in grads if g is not None],
-        )
         for a, b, g in self._decay:
             if g["weight_decay"]:
                 self._R[0, a:b].add_(x[a:b], alpha=g["weight_decay"])
@@ -453,9 +474,6 @@ class DRSOM(Optimizer):
             for row in range(k):
                 views = self._views(self._R[row])
                 torch._foreach_zero_([views[i] for i in missing])
-        # row 0 holds the gradient now: keep one copy alive, not two (HVP needs the graph)
-        graph = grads if self._curv.needs_graph else None
-        del grads
 
         G = self._curv.gram(R)
         Gw = torch.zeros_like(G)
