@@ -3,12 +3,13 @@
     python scripts/bench_optimizers.py --model resnet18 --batch-size 32 --threads 2
     python scripts/bench_optimizers.py --device cuda --batch-size 128 --optimizers adam drsom
 
-Each optimizer runs in its own subprocess (so peak RSS is its own on CPU), on one fixed
-CIFAR-shaped batch, with ``max_trials=1`` for DRSOM (one trial: the cost structure; rejected
-trials add forwards on top, see --trial-epochs). After warm-up steps the median of the timed
-steps is reported, with peak memory (CUDA: max allocated; CPU: peak RSS of the subprocess), the
-optimizer's state in parameter-sized units, and the oracle counts per step. Ratios are to Adam
-measured in the same invocation. The table is printed and written to ``--out`` as Markdown and CSV.
+Each optimizer is timed in its own subprocess, on one fixed CIFAR-shaped batch, step by step
+alternately with an Adam reference (same model, same batch), so both see the same machine load;
+DRSOM runs with ``max_trials=1`` (one trial: the cost structure; rejected trials add forwards on
+top, see --trial-epochs). After warm-up steps the medians are reported with their ratio, peak
+memory from a second subprocess holding that optimizer alone (CUDA: max allocated; CPU: peak
+RSS), the optimizer's state in parameter-sized units, and the oracle counts per step. The table
+is printed and written to ``--out`` as Markdown and CSV.
 
 ``--trial-epochs N`` also trains every DRSOM config N epochs on the digits data (cnn, batch 64,
 its configured max_trials) and reports the mean trials per step that real training needs.
@@ -48,64 +49,88 @@ def all_optimizers() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- worker
+class Stepper:
+    """A model, its optimizer and one fixed batch: ``step()`` is one training step."""
+
+    def __init__(self, name: str, args, device):
+        import torch
+        from torch import nn
+
+        from drsom.models import build_model
+        from drsom.optim import build, make_closure, step_protocol
+
+        torch.manual_seed(0)
+        model = build_model(args.model, 10).to(device)
+        fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+        model = model.to(memory_format=fmt)
+        x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
+        y = torch.randint(0, 10, (args.batch_size,), device=device)
+        cfg = optimizer_config(name)
+        self.kind = cfg.pop("name")
+        if self.kind == "drsom":
+            cfg["max_trials"] = 1
+        self.opt = opt = build(self.kind, model.parameters(), **cfg)
+        self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        protocol = step_protocol(opt)
+        autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if args.amp else None
+
+        def step():
+            closure = make_closure(model, nn.functional.cross_entropy, x, y, autocast=autocast)
+            if protocol == "closure":
+                opt.step(closure)
+            else:
+                opt.zero_grad(set_to_none=True)
+                closure().backward(create_graph=protocol == "create_graph")
+                opt.step()
+
+        self.step = step
+
+
 def worker(args) -> dict:
+    """Time ``args.worker`` and Adam alternately, step by step, in one process.
+
+    Alternating makes the ratio robust to whatever else the machine is doing: both see the same
+    load. Peak memory comes from a separate ``--memory`` process holding one optimizer only.
+    """
     import resource
 
     import torch
-    from torch import nn
-
-    from drsom.models import build_model
-    from drsom.optim import build, make_closure, step_protocol
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    torch.manual_seed(0)
-    model = build_model(args.model, 10).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (args.batch_size,), device=device)
-    if args.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    cfg = optimizer_config(args.worker)
-    name = cfg.pop("name")
-    if name == "drsom":
-        cfg["max_trials"] = 1
-    opt = build(name, model.parameters(), **cfg)
-    protocol = step_protocol(opt)
-    autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if args.amp else None
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if args.memory:
+        run = Stepper(args.worker, args, device)
+        for _ in range(args.warmup + 2):
+            run.step()
+        if device.type == "cuda":
+            return {"peak_mib": torch.cuda.max_memory_allocated() / 2**20}
+        return {"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
-    def step():
-        closure = make_closure(model, nn.functional.cross_entropy, x, y, autocast=autocast)
-        if protocol == "closure":
-            opt.step(closure)
-        else:
-            opt.zero_grad(set_to_none=True)
-            closure().backward(create_graph=protocol == "create_graph")
-            opt.step()
+    run, adam = Stepper(args.worker, args, device), Stepper("adam", args, device)
 
-    def sync():
+    def timed(fn) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
 
     for _ in range(args.warmup):
-        step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        run.step()
+        adam.step()
+    opt = run.opt
     counts0 = dict(getattr(opt, "counts", {}))
-    times = []
+    times, adam_times = [], []
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - t)
+        times.append(timed(run.step))
+        adam_times.append(timed(adam.step))
     counts = getattr(opt, "counts", None)
     if counts:
         per = {k: (counts[k] - counts0[k]) / args.repeats for k in ("forward", "grad", "hvp")}
     else:
-        hvp = {"adahessian": 1.0, "sophiah": 0.1}.get(name, 0.0)  # sophiah: every 10th step
+        hvp = {"adahessian": 1.0, "sophiah": 0.1}.get(run.kind, 0.0)  # sophiah: every 10th step
         per = {"forward": 1.0, "grad": 1.0, "hvp": hvp}
 
     def tensors(obj):
@@ -117,18 +142,13 @@ def worker(args) -> dict:
 
     # parameter-sized state only (RNG states and counters are not optimizer memory)
     state = sum(t.numel() for t in tensors(opt.state_dict()["state"]) if t.is_floating_point())
-    if name == "drsom":  # the direction matrix (gradient row included) lives outside state_dict
-        state += opt._R.numel() - opt._R[1:].numel()
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if run.kind == "drsom":  # the gradient row of the direction matrix (p.grad is a view of it)
+        state += opt._R[0].numel()
     return dict(
         optimizer=args.worker,
         median_ms=1e3 * statistics.median(times),
-        min_ms=1e3 * min(times),
-        peak_mib=peak,
-        state_buffers=state / n_params,
+        adam_ms=1e3 * statistics.median(adam_times),
+        state_buffers=state / run.params,
         **per,
     )
 
@@ -188,6 +208,7 @@ def main() -> None:
     ap.add_argument("--trial-epochs", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
     ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args)))
@@ -203,20 +224,26 @@ def main() -> None:
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--amp"] * args.amp + ["--channels-last"] * args.channels_last
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if done.returncode:
-            tail = done.stderr.strip().splitlines()[-1:] or ["?"]
-            print(f"{name}: failed: {tail[0]}", file=sys.stderr)
+        results = []
+        for extra in ([], ["--memory"]):
+            done = subprocess.run(cmd + extra, capture_output=True, text=True, env=env)
+            if done.returncode:
+                tail = done.stderr.strip().splitlines()[-1:] or ["?"]
+                print(f"{name}: failed: {tail[0]}", file=sys.stderr)
+                break
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        if len(results) < 2:
             continue
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = {**results[0], **results[1]}
         if args.trial_epochs and optimizer_config(name)["name"] == "drsom":
             row["trials_per_step"] = trial_statistics(name, args.trial_epochs)
         rows.append(row)
-        print(f"{name}: {row['median_ms']:.1f} ms", file=sys.stderr, flush=True)
+        ratio = row["median_ms"] / row["adam_ms"]
+        print(f"{name}: {row['median_ms']:.1f} ms, {ratio:.2f}x Adam", file=sys.stderr, flush=True)
 
-    adam = next(r for r in rows if r["optimizer"] == "adam")
-    cols = ["optimizer", "median ms", "x Adam", "peak MiB", "peak x Adam", "state (x params)"]
-    cols += ["forward/step", "grad/step", "hvp/step"]
+    adam_peak = next(r["peak_mib"] for r in rows if r["optimizer"] == "adam")
+    cols = ["optimizer", "median ms", "Adam ms", "x Adam", "peak MiB", "peak x Adam"]
+    cols += ["state (x params)", "forward/step", "grad/step", "hvp/step"]
     cols += ["trials/step"] if args.trial_epochs else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     csv = [",".join(c.replace(" ", "_").replace("/", "_per_") for c in cols)]
@@ -224,9 +251,10 @@ def main() -> None:
         cells = [
             r["optimizer"],
             f"{r['median_ms']:.1f}",
-            f"{r['median_ms'] / adam['median_ms']:.2f}",
+            f"{r['adam_ms']:.1f}",
+            f"{r['median_ms'] / r['adam_ms']:.2f}",
             f"{r['peak_mib']:.0f}",
-            f"{r['peak_mib'] / adam['peak_mib']:.2f}",
+            f"{r['peak_mib'] / adam_peak:.2f}",
             f"{r['state_buffers']:.2f}",
             f"{r['forward']:.2g}",
             f"{r['grad']:.2g}",
@@ -241,7 +269,9 @@ def main() -> None:
     head = (
         f"{args.model}, batch {args.batch_size}, {args.device}"
         f"{', bf16' if args.amp else ''}{', channels_last' if args.channels_last else ''}; "
-        f"median of {args.repeats} steps after {args.warmup} warm-up; DRSOM max_trials=1"
+        f"median of {args.repeats} steps after {args.warmup} warm-up, each optimizer timed "
+        f"alternately with Adam in one process (x Adam = the ratio of those medians); "
+        f"DRSOM max_trials=1"
     )
     text = f"# Optimizer step cost\n\n{head}\n\nMachine: {where}\n\n" + "\n".join(lines) + "\n"
     print(text)
