@@ -2,7 +2,13 @@
 
 ``run(cfg)`` is what ``run.py`` calls inside the Hydra job (and what tests call in-process). A
 finished or diverged run is reported and skipped; any other existing run continues from its
-checkpoint; a user's mistake raises one of ``USER_ERRORS``, whose message is one line.
+checkpoint (the newest readable one); a user's mistake raises one of ``USER_ERRORS``, whose message
+is one line.
+
+Checkpoints are written every ``trainer.checkpoint_every`` epochs, at the end, and when the job's
+preemption signal arrives (``drsom.preemption``): then after the current step, with the position
+inside the epoch, after which the signal is handed back (submitit requeues the job, which resumes
+here in the same folder).
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
 from drsom.data import DataBundle, DatasetUnavailable, build_data
 from drsom.models import build_model
 from drsom.optim import build, step_protocol
+from drsom.preemption import PreemptionGuard
 from drsom.store import TERMINAL_STATUSES, CheckpointError, RunBusy, RunDir, group_name, run_id
 from drsom.summary import record, start_summary
 from drsom.tracking import Tracker, new_wandb_id, tracking
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Trainer
+from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
 
 log = logging.getLogger("drsom")
 
@@ -48,10 +55,14 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     if _already_done(run_dir, c["force"]):
         return run_dir.read_summary()["status"]
     data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
-    with run_dir.locked():
+    with PreemptionGuard() as preemption, run_dir.locked():
         if _already_done(run_dir, c["force"]):  # finished by another process meanwhile
             return run_dir.read_summary()["status"]
-        return _train(c, run_dir, device, data)
+        status = _train(c, run_dir, device, data, preemption)
+    if preemption.requested and status == "interrupted":
+        # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
+        preemption.hand_over()
+    return status
 
 
 def _already_done(run_dir: RunDir, force: bool) -> bool:
@@ -69,8 +80,11 @@ def _already_done(run_dir: RunDir, force: bool) -> bool:
     return True
 
 
-def _train(c: dict, run_dir: RunDir, device: torch.device, data: DataBundle) -> str:
+def _train(
+    c: dict, run_dir: RunDir, device: torch.device, data: DataBundle, preemption: PreemptionGuard
+) -> str:
     t = c["trainer"]
+    run_dir.remove_temporaries()  # of writes cut short by a kill; we hold the lock
     if c["force"]:
         run_dir.clear()
     seed_everything(c["seed"])
@@ -88,6 +102,7 @@ def _train(c: dict, run_dir: RunDir, device: torch.device, data: DataBundle) -> 
         net=net,
         autocast=amp,
         progress=t["progress"],
+        should_stop=lambda: preemption.requested,
     )
 
     previous = run_dir.read_summary() or {}
@@ -95,7 +110,10 @@ def _train(c: dict, run_dir: RunDir, device: torch.device, data: DataBundle) -> 
     if checkpoint is not None:
         trainer.load_state_dict(checkpoint["trainer"])
         wandb_id = checkpoint["wandb_id"]
-        log.info(f"run {run_dir.name}: resuming after epoch {trainer.epoch}/{trainer.epochs}")
+        # The tables may hold rows past the checkpoint (checkpoint_every > 1, a fallback to the
+        # previous checkpoint): they are redone, so they go now and the files match the state.
+        _write_tables(run_dir, trainer)
+        log.info(f"run {run_dir.name}: resuming {_position(trainer)}")
     else:
         for path in (run_dir.metrics, run_dir.steps):  # rows of an attempt that saved no state
             path.unlink(missing_ok=True)
@@ -133,39 +151,55 @@ def _train(c: dict, run_dir: RunDir, device: torch.device, data: DataBundle) -> 
         run_dir=run_dir.path,
     ) as tracker:
         trainer.on_log_step = lambda row: tracker.log(_step_log(row), step=row["step"])
-        status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id)
+        status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id, preemption)
         tracker.summary({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
     return status
 
 
 def _epochs(
-    c: dict, trainer: Trainer, run_dir: RunDir, summary: dict, tracker: Tracker, wandb_id: str
+    c: dict,
+    trainer: Trainer,
+    run_dir: RunDir,
+    summary: dict,
+    tracker: Tracker,
+    wandb_id: str,
+    preemption: PreemptionGuard,
 ) -> str:
     """Per epoch: tables, checkpoint when due, summary, wandb, one log line."""
     stop_after, done_here = c["trainer"]["stop_after_epochs"], 0
+    checkpoint = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
     try:
         for row in trainer.run_epochs():
             done_here += 1
             last = trainer.epoch == trainer.epochs
             stopping = stop_after is not None and done_here >= stop_after and not last
-            run_dir.write_table("metrics", METRIC_COLUMNS, trainer.metrics)
-            if trainer.steps:
-                run_dir.write_table("steps", STEP_COLUMNS, trainer.steps)
-            if last or stopping or trainer.epoch % c["trainer"]["checkpoint_every"] == 0:
-                state = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
-                run_dir.save_checkpoint({**state, "trainer": trainer.state_dict()})
+            _write_tables(run_dir, trainer)
+            preempted = preemption.requested and not last  # a signal during the epoch's end
+            due = trainer.epoch % c["trainer"]["checkpoint_every"] == 0
+            if last or stopping or preempted or due:
+                run_dir.save_checkpoint({**checkpoint, "trainer": trainer.state_dict()})
             record(summary, trainer, "running")
             run_dir.write_summary(summary)
             tracker.log(row, step=row["step"])
             log.info(_epoch_line(row, trainer.epochs))
-            if stopping:
+            if stopping or preempted:
                 break
+    except Paused as exc:  # preempted inside an epoch: save the position, resume there
+        _write_tables(run_dir, trainer)
+        run_dir.save_checkpoint({**checkpoint, "trainer": trainer.state_dict()})
+        record(summary, trainer, "interrupted", stopped_by=preemption.name)
+        run_dir.write_summary(summary)
+        log.info(
+            f"run {run_dir.name} {exc} (step {trainer.step}) on {preemption.name}: checkpoint "
+            f"saved in {run_dir.checkpoint}; the same command (or the requeued job) resumes there"
+        )
+        return "interrupted"
     except Diverged as exc:
         record(summary, trainer, "diverged", diverged_epoch=exc.epoch, diverged_step=exc.step)
         run_dir.write_summary(summary)
         log.warning(f"run {run_dir.name} diverged: {exc}; recorded in {run_dir.summary}")
         return "diverged"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):  # SystemExit: a launcher's handler ending the job
         record(summary, trainer, "interrupted")
         run_dir.write_summary(summary)
         raise
@@ -175,7 +209,8 @@ def _epochs(
         raise
 
     status = "finished" if trainer.epoch >= trainer.epochs else "interrupted"
-    record(summary, trainer, status)
+    extra = {"stopped_by": preemption.name} if status != "finished" and preemption.requested else {}
+    record(summary, trainer, status, **extra)
     run_dir.write_summary(summary)
     if status == "finished":
         log.info(
@@ -184,11 +219,28 @@ def _epochs(
             f"{summary['total_seconds']:.0f} s"
         )
     else:
+        why = preemption.name if extra else "trainer.stop_after_epochs"
         log.info(
             f"run {run_dir.name} stopped after epoch {trainer.epoch}/{trainer.epochs} "
-            "(trainer.stop_after_epochs); rerun the same command to continue"
+            f"({why}); rerun the same command to continue"
         )
     return status
+
+
+def _write_tables(run_dir: RunDir, trainer: Trainer) -> None:
+    run_dir.write_table("metrics", METRIC_COLUMNS, trainer.metrics)
+    if trainer.steps:
+        run_dir.write_table("steps", STEP_COLUMNS, trainer.steps)
+    else:
+        run_dir.steps.unlink(missing_ok=True)
+
+
+def _position(trainer: Trainer) -> str:
+    where = f"after epoch {trainer.epoch}/{trainer.epochs}"
+    if trainer.partial:
+        done, total = trainer.partial["batches"], len(trainer.data.train)
+        where = f"in epoch {trainer.epoch + 1}/{trainer.epochs} after batch {done}/{total}"
+    return f"{where} (step {trainer.step})"
 
 
 # ------------------------------------------------------------------------------- building
@@ -256,13 +308,26 @@ def _maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wan
 
 
 def _load_checkpoint(run_dir: RunDir) -> dict | None:
-    try:
-        return run_dir.load_checkpoint()
-    except CheckpointError as exc:
-        aside = run_dir.checkpoint.with_name("checkpoint.corrupt.pt")
-        run_dir.checkpoint.replace(aside)
-        log.warning(f"{exc}; moved to {aside.name}, starting from scratch")
-        return None
+    """The newest readable checkpoint; an unreadable one is reported and moved aside."""
+    bad = []
+    for path in (run_dir.checkpoint, run_dir.previous_checkpoint):
+        try:
+            state = run_dir.load_checkpoint(path)
+        except CheckpointError as exc:
+            aside = path.with_name(path.name.replace(".pt", ".corrupt.pt"))
+            path.replace(aside)  # kept for a post-mortem; never read again
+            log.warning(f"{exc}; moved to {aside.name}")
+            bad.append(path.name)
+            continue
+        if state is None:
+            continue
+        if bad:
+            epoch = state["trainer"]["epoch"]
+            log.warning(f"resuming from the previous checkpoint {path} (epoch {epoch})")
+        return state
+    if bad:
+        log.warning(f"no readable checkpoint left in {run_dir.path}: starting from scratch")
+    return None
 
 
 def _absolute(base: Path, path: str) -> Path:

@@ -7,12 +7,16 @@
 * ``steps.csv``      DRSOM diagnostics every ``trainer.log_every_steps`` steps;
 * ``summary.json``   status (running|interrupted|finished|diverged|failed), final and best
                      accuracies, wall time, git commit, versions;
-* ``checkpoint.pt``  everything needed to continue the run exactly (never committed).
+* ``checkpoint.pt``  everything needed to continue the run exactly (never committed), and
+  ``checkpoint.prev.pt`` the one before it, the fallback when the newest cannot be read;
+* ``.lock``          held (flock) by the one process training the run; it names that process.
 
 The run id is a function of the config, so the same command always finds the same folder (and
 a requeued or re-launched job resumes instead of starting a second copy). Every write goes to a
 temporary file in the same folder, is fsynced and then renamed over the target: a reader, or a
-process killed at any moment, sees the old file or the new one, never a truncated one.
+process killed at any moment, sees the old file or the new one, never a truncated one. Saving a
+checkpoint first makes ``checkpoint.prev.pt`` a hard link to the current one, then renames the new
+one over ``checkpoint.pt``, so both names always hold complete files.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,8 +65,17 @@ NOT_IDENTITY = (
 # of the seed (the id's suffix), so the runs of one config over several seeds share one group.
 SEED_FOLLOWERS = ("optimizer.seed",)
 
+log = logging.getLogger("drsom")
+
 HASH_CHARS = 10
 TERMINAL_STATUSES = ("finished", "diverged")  # results; anything else is resumed when rerun
+# What a sweep sees of a run (``RunDir.state``): the summary's status, except that a live lock
+# holder means "running" and "running" without one "interrupted"; no summary is "missing".
+RUN_STATES = ("finished", "running", "interrupted", "diverged", "failed", "missing")
+
+# How long ``RunDir.locked`` retries: long enough that a status probe (which holds the lock for
+# microseconds) never makes a job give up, short enough to report a real second process at once.
+LOCK_RETRY_S = 1.0
 
 
 class RunBusy(Exception):
@@ -105,6 +120,13 @@ def run_id(cfg: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------ atomic writes
+# mkstemp creates files readable by their owner only; results on a shared cluster filesystem
+# should get the permissions any other new file gets (0666 less the umask), so read it once.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         fd = os.open(folder, os.O_RDONLY)
@@ -114,18 +136,57 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _temporary_name(target: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _preserve(path: Path, keep: Path) -> None:
+    """Make ``keep`` a complete copy of ``path`` (if it exists), atomically.
+
+    A hard link costs nothing and shares the bytes until ``path`` is renamed over; filesystems
+    without hard links get a copy, fsynced before it takes the name.
+    """
+    if not path.exists():
+        return
+    tmp = _temporary_name(keep)
+    try:
+        tmp.unlink()
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+        os.replace(tmp, keep)
+        # Already the same file (a save killed between the two renames): rename did nothing.
+        tmp.unlink(missing_ok=True)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
 @contextlib.contextmanager
-def atomic_file(path: Path, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``."""
+def atomic_file(path: Path, mode: str = "wb", keep: Path | None = None) -> Iterator[io.IOBase]:
+    """Open a temporary sibling of ``path`` for writing; on success it replaces ``path``.
+
+    With ``keep``, the file being replaced is kept under that name (see ``_preserve``).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
+            os.fchmod(fd, FILE_MODE)
         newline = {"newline": ""} if "b" not in mode else {}
         with os.fdopen(fd, mode, **newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        if keep is not None:
+            _preserve(path, keep)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -182,7 +243,8 @@ class RunDir:
         self.steps = self.path / "steps.csv"
         self.summary = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.pt"
-        self._lock_file: io.IOBase | None = None
+        self.previous_checkpoint = self.path / "checkpoint.prev.pt"
+        self.lock_path = self.path / ".lock"
 
     @property
     def name(self) -> str:
@@ -212,44 +274,50 @@ class RunDir:
         write_csv(getattr(self, which), columns, rows)
 
     def save_checkpoint(self, state: Mapping[str, Any]) -> None:
-        with atomic_file(self.checkpoint, "wb") as f:
+        """Write ``checkpoint.pt`` atomically; the one it replaces becomes checkpoint.prev.pt."""
+        with atomic_file(self.checkpoint, "wb", keep=self.previous_checkpoint) as f:
             torch.save(dict(state), f)
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        """The saved state, None when there is none; CheckpointError when it cannot be read."""
-        if not self.checkpoint.exists():
+    def load_checkpoint(self, path: Path | None = None) -> dict[str, Any] | None:
+        """The saved state (of ``path``, default ``checkpoint.pt``), None when there is none.
+
+        CheckpointError (naming the file) when it exists but cannot be read.
+        """
+        path = self.checkpoint if path is None else path
+        if not path.exists():
             return None
         try:
             # Everything in a checkpoint is tensors and plain Python data: no code is unpickled.
-            return torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(
-                f"cannot read checkpoint {self.checkpoint} ({type(exc).__name__}: "
+                f"cannot read checkpoint {path} ({type(exc).__name__}: "
                 f"{' '.join(str(exc).split())[:200]})"
             ) from exc
+        if not isinstance(state, dict) or "trainer" not in state:
+            raise CheckpointError(f"cannot read checkpoint {path} (not a checkpoint of this suite)")
+        return state
+
+    def remove_temporaries(self) -> None:
+        """Delete the temporaries of writes cut short by a kill (call while holding the lock)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def clear(self) -> None:
         """Remove the run's results (for ``force=true``); the lock file stays."""
-        for path in (self.checkpoint, self.summary, self.metrics, self.steps, self.config):
+        checkpoints = (self.checkpoint, self.previous_checkpoint, *self.path.glob("*.corrupt.pt"))
+        for path in (*checkpoints, self.summary, self.metrics, self.steps, self.config):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.path / "wandb", ignore_errors=True)
 
+    # ------------------------------------------------------------------------- locking
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
         """Hold an exclusive lock on the folder: one process per run. Released on exit or death."""
         self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.path / ".lock", "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        f = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
         try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    f.seek(0)
-                    holder = f.read().strip() or "another process"
-                    raise RunBusy(
-                        f"run {self.name} is being trained by {holder} (lock {f.name}); "
-                        "wait for it to end or stop it, then rerun"
-                    ) from None
+            self._acquire(f)
             f.seek(0)
             f.truncate()
             f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -257,3 +325,67 @@ class RunDir:
             yield self
         finally:
             f.close()
+
+    def _acquire(self, f: io.IOBase) -> None:
+        if fcntl is None:
+            return
+        deadline = time.monotonic() + LOCK_RETRY_S
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise RunBusy(
+                    f"run {self.name} is being trained by {holder} (lock {f.name}); "
+                    "wait for it to end or stop it, then rerun"
+                ) from None
+            except OSError as exc:  # e.g. Lustre mounted without -o flock: ENOSYS
+                log.warning(
+                    f"no file locks on the filesystem of {self.path} ({exc.strerror}): "
+                    "two launches of the same run would not be kept apart"
+                )
+                return
+
+    def is_locked(self) -> bool | None:
+        """Whether a live process holds the run's lock; None when the filesystem cannot tell."""
+        if fcntl is None:
+            return None
+        try:
+            f = open(self.lock_path)  # noqa: SIM115
+        except FileNotFoundError:
+            return False
+        with f:
+            try:
+                # Shared and non-blocking: it never waits, and a trainer retries for
+                # LOCK_RETRY_S, so this probe cannot make a job give up.
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return None
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    def state(self) -> tuple[str, dict[str, Any]]:
+        """(one of RUN_STATES, the summary or {}).
+
+        The summary's status, except while a process holds the lock (a job training it, maybe a
+        requeued one that has not written its summary yet): "running". A summary saying
+        "running" outlives a process killed without warning (SIGKILL, a node failure); the lock
+        does not, so "running" without a lock holder is "interrupted".
+        """
+        summary = self.read_summary() or {}
+        status = summary.get("status", "missing")
+        if status in TERMINAL_STATUSES:
+            return status, summary
+        locked = self.is_locked()
+        if locked:
+            return "running", summary
+        if status == "running" and locked is False:
+            return "interrupted", summary
+        return status, summary

@@ -10,11 +10,16 @@ are the first forward at the current parameters, so losses and accuracies mean t
 scheduler states, the global RNG states (dropout, Hutchinson probes), the counters and the rows so
 far. Batches are a function of (seed, epoch) (``EpochLoader.set_epoch``), so a run restored at an
 epoch boundary continues exactly as if it had never stopped.
+
+A run can also stop between two steps of an epoch (a preemption signal: ``should_stop``): the
+trainer raises ``Paused`` and its state then also holds the position inside the epoch (batches done
+and the epoch's running sums), from which a restored trainer finishes that epoch exactly.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import random
 import time
@@ -51,6 +56,17 @@ STEP_COLUMNS = ("step", "epoch", "loss", "rho", "radius", "alpha", "accept_rate"
 WALL_CLOCK_COLUMNS = ("train_seconds", "total_seconds")
 
 PROGRESS_EVERY = 10  # steps between progress-bar updates (each one waits for the device)
+
+
+class Paused(Exception):
+    """Training stopped inside an epoch because ``Trainer.should_stop()`` said so.
+
+    ``Trainer.state_dict()`` then holds the position inside the epoch; nothing is lost.
+    """
+
+    def __init__(self, epoch: int, batch: int, batches: int):
+        super().__init__(f"paused in epoch {epoch} after batch {batch}/{batches}")
+        self.epoch, self.batch, self.batches = epoch, batch, batches
 
 
 class Diverged(Exception):
@@ -109,11 +125,13 @@ class Trainer:
         autocast: Callable | None = None,
         progress: bool = False,
         on_log_step: Callable[[dict], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ):
         self.model, self.net = model, net or model  # net: what runs forward (maybe compiled)
         self.optimizer, self.scheduler, self.data = optimizer, scheduler, data
         self.epochs, self.eval_every, self.log_every_steps = epochs, eval_every, log_every_steps
         self.autocast, self.progress, self.on_log_step = autocast, progress, on_log_step
+        self.should_stop = should_stop  # asked after every step but an epoch's last: pause?
         self.protocol = step_protocol(optimizer)
         self.is_drsom = self.protocol == "closure"
         self.device = next(model.parameters()).device
@@ -123,6 +141,7 @@ class Trainer:
         self.seconds = {"train": 0.0, "total": 0.0}
         self.metrics: list[dict] = []
         self.steps: list[dict] = []
+        self.partial: dict[str, Any] | None = None  # position inside the epoch after a Paused
 
     # ---------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -137,6 +156,7 @@ class Trainer:
             "seconds": dict(self.seconds),
             "metrics": list(self.metrics),
             "steps": list(self.steps),
+            "partial": dict(self.partial) if self.partial else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -147,6 +167,7 @@ class Trainer:
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.counts, self.seconds = dict(state["counts"]), dict(state["seconds"])
         self.metrics, self.steps = list(state["metrics"]), list(state["steps"])
+        self.partial = state.get("partial")  # absent in checkpoints of epoch boundaries only
         set_rng_state(state["rng"])  # last: nothing above may consume random numbers after it
 
     # ----------------------------------------------------------------------------- loop
@@ -155,7 +176,11 @@ class Trainer:
         mark = time.perf_counter()
         while self.epoch < self.epochs:
             lr = float(self.optimizer.param_groups[0]["lr"])
-            train = self.train_epoch()
+            try:
+                train = self.train_epoch()
+            except Paused:
+                self.seconds["total"] += time.perf_counter() - mark
+                raise
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
@@ -174,12 +199,18 @@ class Trainer:
         self.net.train()
         loader = self.data.train
         loader.set_epoch(self.epoch)  # the batches of epoch e depend on (seed, e) only
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = accepted = steps = 0
-        window: list[dict] = []
+        # A paused epoch goes on from where it stopped, with the sums of the batches before.
+        done, self.partial = self.partial or {}, None
+        steps = int(done.get("batches", 0))
+        loss_sum = torch.tensor(done.get("loss_sum", 0.0), dtype=torch.float64, device=self.device)
+        correct = torch.tensor(done.get("correct", 0), dtype=torch.int64, device=self.device)
+        seen, accepted = int(done.get("seen", 0)), int(done.get("accepted", 0))
+        window: list[dict] = list(done.get("window", []))
         bar = tqdm(
-            loader,
+            # Batch i of an epoch is a function of (seed, epoch, i): skipping is exact.
+            itertools.islice(loader, steps, None),
+            total=len(loader),
+            initial=steps,
             desc=f"epoch {self.epoch + 1}/{self.epochs}",
             disable=None if self.progress else True,  # None: off when not a terminal (job logs)
             leave=False,
@@ -202,7 +233,7 @@ class Trainer:
                 if not math.isfinite(info["loss"]):
                     raise Diverged(self.epoch + 1, self.step)
                 if self.log_every_steps:
-                    window.append(info)
+                    window.append(_window_entry(info))
                     if self.step % self.log_every_steps == 0:
                         self._log_steps(window)
                         window = []
@@ -214,6 +245,20 @@ class Trainer:
                 bar.set_postfix(
                     loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}", **postfix
                 )
+            if steps < len(loader) and self.should_stop is not None and self.should_stop():
+                self._sync()
+                self.seconds["train"] += time.perf_counter() - start
+                self.partial = {
+                    "epoch": self.epoch,
+                    "batches": steps,
+                    "loss_sum": loss_sum.item(),  # float64 both ways: the sums resume exactly
+                    "correct": int(correct.item()),
+                    "seen": seen,
+                    "accepted": int(accepted),
+                    "window": window,
+                }
+                bar.close()
+                raise Paused(self.epoch + 1, steps, len(loader))
         self._sync()
         self.seconds["train"] += time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)  # frees create_graph graphs before evaluation
@@ -288,3 +333,18 @@ class Trainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _window_entry(info: dict) -> dict[str, Any]:
+    """What ``_log_steps`` reads of a DRSOM step, as plain Python numbers.
+
+    The window of a paused epoch goes into the checkpoint, which loads with
+    ``torch.load(weights_only=True)``: no numpy scalars.
+    """
+    entry = {k: float(info[k]) for k in ("loss", "rho", "radius", "lam")}
+    entry.update(
+        alpha=[float(a) for a in info["alpha"]],
+        accepted=int(info["accepted"]),
+        trials=int(info["trials"]),
+    )
+    return entry

@@ -1,0 +1,65 @@
+"""One Hydra job: what ``run.py`` does with a composed config, whichever launcher started it.
+
+The policy for errors differs between a single run and a sweep. A single run ends a user's mistake
+with one line and a non-zero exit. In a sweep that would end the launching process (basic
+launcher) or lose the job's result (submitit, joblib), so the error is raised as a ``JobError``
+instead: Hydra records that job as failed, runs the others, and prints the one line at the end.
+A run that another process is training is skipped in a sweep, not an error: that process owns it.
+
+This module is light to import (torch is imported inside ``run``): the launching process of a
+sweep imports it, and must never initialise torch, CUDA or wandb.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger("drsom")
+
+# configs/hydra/launcher/joblib.yaml takes the place of the joblib plugin's config of the same name
+# on purpose (it is a complete launcher config). Hydra 1.3 still checks such a file against the
+# plugin's schema and warns that this is deprecated: in the launching process and again in every
+# worker, for every job. The check cannot fail, so exactly that warning is silenced. The filter
+# reaches the workers because they import this module (the task function refers to it) before
+# they compose a job's config.
+warnings.filterwarnings(
+    "ignore",
+    message=r"\s*'hydra/launcher/joblib' is validated against ConfigStore schema",
+    category=UserWarning,
+)
+
+
+class JobError(CompactHydraException):
+    """A user error in one job of a sweep; Hydra prints it as one line, without a traceback."""
+
+
+def run(cfg: DictConfig, *, base_dir: Path) -> str:
+    """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped)."""
+    from drsom.runner import USER_ERRORS
+    from drsom.runner import run as run_config
+    from drsom.store import RunBusy
+
+    sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        return run_config(cfg, base_dir=base_dir)
+    except RunBusy as exc:
+        if not sweep:
+            sys.exit(f"error: {exc}")
+        # A second launch of the sweep, or a requeued job whose predecessor still holds the
+        # folder: the other process owns this run, and this job has nothing to do.
+        log.warning(f"skipped: {exc}")
+        return "busy"
+    except USER_ERRORS as exc:
+        if sweep:
+            raise JobError(f"error: {exc}") from None
+        sys.exit(f"error: {exc}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted: rerun the same command to continue from the last checkpoint")
