@@ -88,8 +88,8 @@ def _train(
     if c["force"]:
         run_dir.clear()
     seed_everything(c["seed"])
-    model, optimizer, scheduler = _build_training(c, device)
-    net, compiled, compile_note = _maybe_compile(model, optimizer, t["compile"])
+    model, optimizer, scheduler = build_training(c, device)
+    net, compiled, compile_note = maybe_compile(model, optimizer, t["compile"])
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t["amp"] else None
     trainer = Trainer(
         model,
@@ -250,7 +250,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also every CUDA device
 
 
-def _build_training(c: dict, device: torch.device):
+def build_training(c: dict, device: torch.device):
     """Model on its device and memory format first: DRSOM packs the parameters where they are."""
     t, opt = c["trainer"], c["optimizer"]
     model = build_model(c["model"]["name"], c["data"]["num_classes"]).to(device)
@@ -293,7 +293,7 @@ def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
     return data
 
 
-def _maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wanted: bool):
+def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wanted: bool):
     """(module to run, whether it is compiled, why not when compiling was asked for)."""
     if not wanted:
         return model, False, None

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from drsom.data import DataBundle, EpochLoader  # noqa: E402
 from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
-from drsom.runner import _build_training, _maybe_compile  # noqa: E402
+from drsom.runner import build_training, maybe_compile  # noqa: E402
 from drsom.train import Trainer  # noqa: E402
 
 
@@ -93,8 +93,8 @@ def bench(optimizer: str, resident: bool, args, device) -> dict:
     ]
     c = compose(overrides)
     torch.manual_seed(0)
-    model, opt, _ = _build_training(c, device)
-    net, compiled, _ = _maybe_compile(model, opt, args.compile)
+    model, opt, _ = build_training(c, device)
+    net, compiled, _ = maybe_compile(model, opt, args.compile)
     autocast = None
     if args.amp:
         autocast = lambda: torch.autocast(device.type, torch.bfloat16)  # noqa: E731
