@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install run test test-slow lint format clean
+.PHONY: install run test test-slow lint format figures status clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,22 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow
+
+# Every figure and table from the runs in results/runs (no training). REFERENCE=<csv> overlays
+# published curves, e.g. REFERENCE=../shared/reference/adabelief_cifar10_curves.csv
+REFERENCE ?=
+FIGURES := $(BIN)/python scripts/plot_curves.py --results results/runs --out results/figures \
+	$(if $(REFERENCE),--reference $(REFERENCE))
+figures: $(STAMP)
+	rm -rf results/figures results/tables  # nothing stale: every file below comes from results/runs
+	$(FIGURES) --x epoch
+	$(FIGURES) --x time --metrics test_acc
+	$(FIGURES) --x grad_evals --metrics test_acc
+	$(BIN)/python scripts/summarize.py --results results/runs --out results/tables
+
+# Where each run of a sweep stands: make status EXPERIMENT=<name> [ARGS="seed=0,1"]
+status: $(STAMP)
+	$(BIN)/python scripts/sweep_status.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

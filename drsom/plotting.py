@@ -1,0 +1,414 @@
+"""Curve figures from ``drsom.results.metrics_frame``: one line per optimizer, a band over seeds.
+
+Every figure the suite makes draws an optimizer in the same colour (``COLORS``, one fixed mapping,
+so a reader can compare figures side by side); the DRSOM variants also carry a marker each, so
+they stay apart from the baseline whose hue they resemble and survive grey-scale printing.
+Published curves (``--reference``) are drawn dashed in the colour of the optimizer they belong to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a cluster node or in CI
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+COLORS = {
+    "drsom": "#000000",  # the method under study: black, drawn on top
+    # baselines: matplotlib's tab10, in the AdaBelief paper's order
+    "sgd": "#1f77b4",
+    "adam": "#ff7f0e",
+    "adabelief": "#2ca02c",
+    "adamw": "#d62728",
+    "radam": "#9467bd",
+    "yogi": "#8c564b",
+    "adabound": "#e377c2",
+    "msvag": "#7f7f7f",
+    "fromage": "#bcbd22",
+    "adahessian": "#17becf",
+    "sophiah": "#393b79",
+    # DRSOM variants: dark colours, and a marker each (MARKERS)
+    "drsom_hvp": "#b2182b",
+    "drsom_fd": "#2166ac",
+    "drsom_interp": "#1b7837",
+    "drsom_adam": "#762a83",
+    "drsom_adabelief": "#e08214",
+    "drsom_history": "#35978f",
+    "drsom_random": "#8c510a",
+    "drsom_official": "#c51b7d",
+}
+MARKERS = {
+    "drsom_hvp": "o",
+    "drsom_fd": "s",
+    "drsom_interp": "^",
+    "drsom_adam": "v",
+    "drsom_adabelief": "D",
+    "drsom_history": "P",
+    "drsom_random": "X",
+    "drsom_official": "*",
+}
+# For labels not above (a new config): a colour fixed by the label's hash, the same in every figure.
+FALLBACK = plt.get_cmap("tab20").colors
+
+NAMES = {
+    "drsom": "DRSOM",
+    "drsom_hvp": "DRSOM-HVP",
+    "drsom_fd": "DRSOM-FD",
+    "drsom_interp": "DRSOM-interp",
+    "drsom_adam": "DRSOM-Adam-diag",
+    "drsom_adabelief": "DRSOM-AdaBelief-diag",
+    "drsom_history": "DRSOM-history",
+    "drsom_random": "DRSOM-random",
+    "drsom_official": "DRSOM-official",
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adabelief": "AdaBelief",
+    "adamw": "AdamW",
+    "radam": "RAdam",
+    "yogi": "Yogi",
+    "adabound": "AdaBound",
+    "msvag": "MSVAG",
+    "fromage": "Fromage",
+    "adahessian": "AdaHessian",
+    "sophiah": "Sophia-H",
+}
+DATASETS = {
+    "digits": "digits (sklearn, {n:,} train images)",
+    "cifar10": "CIFAR-10 ({n:,} train images)",
+    "cifar100": "CIFAR-100 ({n:,} train images)",
+}
+TRAIN_IMAGES = {"digits": 1347, "cifar10": 50000, "cifar100": 50000}
+MODELS = {
+    "cnn": "CNN",
+    "resnet18": "ResNet-18",
+    "resnet34": "ResNet-34",
+    "vgg11": "VGG-11",
+    "densenet121": "DenseNet-121",
+}
+METRICS = {
+    "train_acc": "train accuracy (%)",
+    "test_acc": "test accuracy (%)",
+    "train_loss": "train loss (cross-entropy)",
+    "test_loss": "test loss (cross-entropy)",
+}
+X_AXES = {
+    "epoch": ("epoch", "epoch"),
+    "time": ("train_seconds", "training time"),
+    "grad_evals": ("grad_evals", "gradient evaluations + Hessian-vector products"),
+}
+
+
+# matplotlib's defaults, a little larger for print, without the top and right frame lines
+STYLE = {
+    "font.size": 10,
+    "axes.titlesize": 10.5,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
+
+
+ZOOM_MIN_EPOCHS = 8  # fewer epochs: nothing to magnify
+FEW_POINTS = 10  # curves with at most this many points get point markers
+ZOOM_SPAN = 5.0  # accuracy points below the best curve that the magnified panel still shows
+
+
+def color(label: str) -> str | tuple:
+    if label in COLORS:
+        return COLORS[label]
+    return FALLBACK[int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(FALLBACK)]
+
+
+def name(label: str) -> str:
+    return NAMES.get(label, label)
+
+
+def aggregate(frame: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
+    """Per optimizer and epoch: the mean x, and the metric's mean, std, min, max and count.
+
+    Runs of one optimizer are aligned by epoch (time and gradient counts differ a little from
+    seed to seed), so x is the mean over seeds of the column ``--x`` names at that epoch.
+    """
+    column = X_AXES[x][0]
+    d = frame.dropna(subset=[metric])  # epochs without evaluation (trainer.eval_every)
+    g = d.groupby(["optimizer", "epoch"], sort=True)
+    out = g.agg(
+        x=(column, "mean"),
+        mean=(metric, "mean"),
+        std=(metric, "std"),  # sample std (ddof=1)
+        lo=(metric, "min"),
+        hi=(metric, "max"),
+        n=(metric, "count"),
+    ).reset_index()
+    return out
+
+
+def band(agg: pd.DataFrame, log_scale: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """±1 std where at least 3 seeds share the epoch, their min-max where 2, nothing where 1.
+
+    On a log scale (losses) always min-max: mean - std can be negative there (one seed's loss
+    100x the others'), which a log axis cannot draw.
+    """
+    std_ok = (agg["n"] >= 3) & (not log_scale)
+    lower = np.where(std_ok, agg["mean"] - agg["std"].fillna(0), agg["lo"])
+    upper = np.where(std_ok, agg["mean"] + agg["std"].fillna(0), agg["hi"])
+    return lower, upper
+
+
+class Curve(NamedTuple):
+    """One drawn line (and its band, absent for published curves), kept for the zoom panel."""
+
+    name: str  # the optimizer's display name
+    epochs: np.ndarray  # the epoch of each point, whatever the x-axis
+    xs: np.ndarray
+    ys: np.ndarray
+    lower: np.ndarray | None
+    upper: np.ndarray | None
+    style: dict
+
+
+def curve_axes(
+    ax: plt.Axes,
+    frame: pd.DataFrame,
+    metric: str,
+    x: str = "epoch",
+    *,
+    order: Sequence[str] | None = None,
+    legend_notes: dict[str, str] | None = None,
+    reference: pd.DataFrame | None = None,
+) -> list[Curve]:
+    """Draw ``metric`` against ``x``: a solid line per optimizer (mean over its runs) and a band.
+
+    ``frame``: rows of ``metrics_frame`` for one model. ``reference``: published curves of the
+    same model (fractions), drawn dashed for the optimizers present here (epoch axis only).
+    Returns what was drawn, our curves first.
+    """
+    scale = 100.0 if metric.endswith("_acc") else 1.0
+    agg = aggregate(frame, metric, x)
+    present = set(agg["optimizer"])
+    labels = [lbl for lbl in dict.fromkeys([*(order or []), *sorted(present)]) if lbl in present]
+    x_scale, x_unit = _x_scale(agg["x"].max() if len(agg) else 0.0, x)
+    curves = []
+    for lbl in labels:
+        a = agg[agg["optimizer"] == lbl]
+        seeds = frame.loc[frame["optimizer"] == lbl, "run_id"].nunique()
+        text = f"{name(lbl)} ({seeds} seed{'s' if seeds != 1 else ''}"
+        text += f"; {legend_notes[lbl]})" if legend_notes and lbl in legend_notes else ")"
+        xs = a["x"].to_numpy() / x_scale
+        lower, upper = band(a, log_scale=metric.endswith("_loss"))
+        # a short run shows where its few measurements are (the DRSOM variants always do)
+        marker = MARKERS.get(lbl) or ("o" if len(xs) <= FEW_POINTS else None)
+        style = {
+            "color": color(lbl),
+            "lw": 2.4 if lbl == "drsom" else 1.8,
+            "zorder": 3 if lbl == "drsom" else 2,
+            "marker": marker,
+            "markersize": 5 if lbl in MARKERS else 3.5,
+            "markevery": max(1, len(xs) // 6) if marker else None,
+        }
+        mean = a["mean"].to_numpy() * scale
+        curve = Curve(
+            name(lbl), a["epoch"].to_numpy(), xs, mean, lower * scale, upper * scale, style
+        )
+        _draw(ax, curve, label=text, band_alpha=_band_alpha(len(labels)))
+        curves.append(curve)
+    if reference is not None and metric in reference.columns:
+        if x != "epoch":
+            raise ValueError("published curves are per epoch: use --x epoch with --reference")
+        for lbl in labels:
+            r = reference[reference["optimizer"] == lbl].sort_values("epoch")
+            if len(r):
+                style = {"color": color(lbl), "lw": 1.2, "ls": "--", "zorder": 1}
+                epochs = r["epoch"].to_numpy()
+                ys = r[metric].to_numpy() * scale
+                curve = Curve(name(lbl), epochs, epochs, ys, None, None, style)
+                _draw(ax, curve, label=f"{name(lbl)} (published, 1 run)")
+                curves.append(curve)
+    ax.set_xlabel(f"{X_AXES[x][1]}{x_unit}")
+    ax.set_ylabel(METRICS.get(metric, metric))
+    _axis_style(ax, metric, x)
+    return curves
+
+
+def _draw(ax: plt.Axes, curve: Curve, label: str | None = None, band_alpha: float = 0.18) -> None:
+    ax.plot(curve.xs, curve.ys, **curve.style, label=label)
+    if curve.lower is not None:
+        ax.fill_between(
+            curve.xs, curve.lower, curve.upper, color=curve.style["color"], alpha=band_alpha, lw=0
+        )
+
+
+def _axis_style(ax: plt.Axes, metric: str, x: str) -> None:
+    if metric.endswith("_loss"):
+        ax.set_yscale("log")
+        # 0.2 rather than 2x10^-1; minor ticks at 2, 3 and 5 labelled too unless the range spans
+        # more than 2.5 decades (losses fall from ~2.3 to 0.01-0.3 in these figures)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _minor_log_label(ax, v)))
+    if x in ("epoch", "grad_evals"):  # counts: integer ticks (12.5 must not print as "12")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if x == "grad_evals":
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.grid(True, which="major", alpha=0.3)
+    ax.margins(x=0.01)
+
+
+def _minor_log_label(ax: plt.Axes, value: float) -> str:
+    low, high = ax.get_ylim()
+    mantissa = round(value / 10 ** np.floor(np.log10(value)))
+    return f"{value:g}" if mantissa in (2, 3, 5) and np.log10(high / low) <= 2.5 else ""
+
+
+def zoom_axes(ax: plt.Axes, curves: list[Curve], metric: str, x: str, xlabel: str) -> None:
+    """The second half of training (by epoch, whatever the x-axis), magnified: there the
+    accuracies that tell optimizers apart sit within a point or two of each other, squeezed by
+    the first epochs' range. A panel of its own, not an inset, so it never covers a curve. The
+    y-range fits the leaders (the curves whose median there is within ``ZOOM_SPAN`` points of the
+    best one) and their bands; a curve entirely below it is named in a corner instead of
+    stretching the panel back to the full range (published curves are cut off at the frame)."""
+    ours = [c for c in curves if c.lower is not None]
+    last = int(max(c.epochs.max() for c in ours))
+    first = last // 2
+    parts = [_part(c, c.epochs >= first) for c in ours]
+    parts = [p for p in parts if len(p.xs)]  # a run that diverged early has no second half
+    best = max(float(np.nanmedian(p.ys)) for p in parts)
+    leaders = [p for p in parts if float(np.nanmedian(p.ys)) >= best - ZOOM_SPAN]
+    low = min(np.nanmin(p.lower) for p in leaders)
+    high = max(np.nanmax(p.upper) for p in leaders)
+    pad = max(0.2, 0.08 * (high - low))
+    low, high = low - pad, high + pad
+    shown = [p for p in parts if np.nanmax(p.ys) >= low]
+    for part in shown:
+        _draw(ax, part, band_alpha=_band_alpha(len(ours)))
+    start, end = min(p.xs.min() for p in shown), max(p.xs.max() for p in shown)
+    for c in curves:
+        if c.lower is None:  # published: over our x-range only
+            _draw(ax, _part(c, (c.xs >= start) & (c.xs <= end)))
+    below = [p.name for p in parts if np.nanmax(p.ys) < low]
+    if below:
+        ax.text(0.98, 0.03, f"below the frame: {', '.join(below)}", transform=ax.transAxes)
+        ax.texts[-1].set(ha="right", va="bottom", fontsize=8.5, color="0.3")
+    ax.set_ylim(low, high)
+    ax.set_xlim(start, end)
+    _axis_style(ax, metric, x)
+    ax.set_title(f"epochs {first}–{last}, magnified", fontsize=9.5)
+    ax.set_xlabel(xlabel)
+
+
+def _part(c: Curve, keep: np.ndarray) -> Curve:
+    """The points of ``c`` where ``keep``; markers on every other point (few points remain)."""
+    bounds = (None, None) if c.lower is None else (c.lower[keep], c.upper[keep])
+    style = {**c.style, "markevery": None if c.style.get("marker") is None else 2}
+    return Curve(c.name, c.epochs[keep], c.xs[keep], c.ys[keep], *bounds, style)
+
+
+def _band_alpha(lines: int) -> float:
+    """Many overlapping bands turn to mud: fainter ones when there are more than a few lines."""
+    return 0.18 if lines <= 4 else 0.08
+
+
+def _x_scale(largest: float, x: str) -> tuple[float, str]:
+    """Seconds shown in s, min or h, whichever keeps the tick labels short."""
+    if x != "time":
+        return 1.0, ""
+    if largest > 3 * 3600:
+        return 3600.0, " (h)"
+    if largest > 600:
+        return 60.0, " (min)"
+    return 1.0, " (s)"
+
+
+def protocol_title(facts: dict, seeds: int, *, train_images: int | None = None) -> str:
+    """``digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU`` + the schedule, two lines."""
+    data = facts["data"]
+    n = train_images or TRAIN_IMAGES.get(data)
+    dataset = DATASETS[data].format(n=n) if data in DATASETS and n else data
+    device = facts["device"]
+    where = "CPU" if device == "cpu" else "GPU" if device == "cuda" else device
+    if device == "cuda" and facts.get("device_name"):
+        where = f"GPU ({facts['device_name']})"
+    line1 = f"{dataset}, {MODELS.get(facts['model'], facts['model'])}, "
+    line1 += f"{seeds} seed{'s' if seeds != 1 else ''}, {where}"
+    schedule = {"constant": "constant lr", "cosine": "cosine lr"}.get(facts["lr_schedule"], "")
+    if facts["lr_schedule"] == "step":
+        after = ", ".join(str(m) for m in facts["lr_milestones"])
+        schedule = f"lr ×{facts['lr_gamma']:g} after epoch {after}"
+    line2 = f"{facts['epochs']} epochs, batch {facts['batch_size']}, {schedule}"
+    return f"{line1}\n{line2}"
+
+
+def curve_figure(
+    frame: pd.DataFrame,
+    metric: str,
+    x: str,
+    title: str,
+    **kwargs,
+) -> plt.Figure:
+    """A print-sized figure: the curves, for accuracies (given enough epochs) a magnified panel
+    of the second half beside them, and the legend below both, where it hides nothing."""
+    zoom = metric.endswith("_acc") and frame["epoch"].nunique() >= ZOOM_MIN_EPOCHS
+    with plt.rc_context(STYLE):
+        if zoom:
+            fig, (ax, zax) = plt.subplots(
+                1, 2, figsize=(10, 4.8), width_ratios=(1.4, 1), layout="constrained"
+            )
+        else:
+            fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+        curves = curve_axes(ax, frame, metric, x, **kwargs)
+        if zoom:
+            zoom_axes(zax, curves, metric, x, ax.get_xlabel())
+        fig.suptitle(title)
+        spread = "min–max" if metric.endswith("_loss") else "±1 std (min–max with 2 seeds)"
+        _legend(
+            fig, ax, f"solid: mean over seeds, band {spread}", any(c.lower is None for c in curves)
+        )
+    return fig
+
+
+def _legend(fig: plt.Figure, ax: plt.Axes, title: str, published: bool) -> None:
+    """One entry per optimizer (its seeds and lost runs); one for all published curves."""
+    handles = [h for h in ax.get_lines() if h.get_linestyle() != "--"]
+    labels = [h.get_label() for h in handles]
+    if published:
+        handles.append(Line2D([], [], color="0.3", lw=1.2, ls="--"))
+        labels.append("published (1 run each)")
+    # as many columns as fit the figure's width (8.5 pt text: ~4.2 pt a character, ~40 pt of
+    # line sample and padding per entry); the rest wraps into rows
+    entry = 4.2 * max(len(lbl) for lbl in labels) + 40
+    fit = round(fig.get_figwidth() * 72 / entry)  # the estimate errs wide: rounding is safe
+    ncol = max(1, min(fit, len(handles)))
+    # taller for every row of entries beyond two, so the axes keep their height
+    fig.set_figheight(fig.get_figheight() + 0.17 * max(0, -(-len(handles) // ncol) - 2))
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncol=ncol,
+        fontsize=8.5,
+        frameon=False,
+        title=title,
+        title_fontsize=8.5,
+    )
+
+
+def save(fig: plt.Figure, stem: Path) -> list[Path]:
+    """``stem``.png (150 dpi: 1,500 px wide) and ``stem``.pdf (vector, for print); closes it."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=150)
+    # a fixed date keeps the PDF bytes equal between regenerations of the same data
+    fig.savefig(paths[1], metadata={"CreationDate": None})
+    plt.close(fig)
+    return paths

@@ -1,0 +1,233 @@
+"""The results store read back for figures and tables: experiment grids, runs, pandas frames.
+
+An experiment (``experiments/<name>.yaml``) names its grid in ``hydra.sweeper.params``;
+``experiment_runs`` expands it exactly as ``python run.py -m experiment=<name>`` does (Hydra's
+basic sweeper, command-line overrides winning over the file's) and names each job's run with the
+store's own ``run_id`` (through ``drsom.sweeps``), so a figure, a table and a sweep-status report
+all agree on which runs belong to an experiment. ``select_runs`` then finds those runs in a
+results folder and says which are missing; ``metrics_frame`` turns them into one long pandas
+table.
+
+Accuracies stay fractions in [0, 1], as in the store; only the figures show percent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from drsom.store import RunDir
+
+log = logging.getLogger("drsom")
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT_DIR = ROOT / "experiments"
+
+# What a run folder's summary may say, plus "missing" (the grid has it, the store does not).
+FINISHED, DIVERGED, MISSING = "finished", "diverged", "missing"
+UNFINISHED = ("running", "interrupted", "failed")
+
+# The oracle cost on the x-axis and in the tables: gradients plus Hessian-vector products (each
+# HVP is a gradient-sized double backward), so exact-HVP DRSOM is not shown as cheap as Adam.
+COST_COLUMNS = ("grad", "hvp")
+
+
+# ----------------------------------------------------------------------------- experiments
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
+
+
+def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list[str], str]]:
+    """``(job overrides, run id)`` of every run ``python run.py -m experiment=<name> *overrides``
+    launches, in launch order (the grid expansion is ``drsom.sweeps.sweep_runs``, which the
+    sweep-status tool uses too: one rule for every reader of the store)."""
+    from drsom.sweeps import sweep_runs
+
+    if name not in experiment_names():
+        raise ValueError(
+            f"no experiment {name!r} in {EXPERIMENT_DIR} (have: {', '.join(experiment_names())})"
+        )
+    return [(list(r.overrides), r.run_id) for r in sweep_runs(name, overrides)]
+
+
+# ----------------------------------------------------------------------------------- runs
+@dataclass
+class Run:
+    """One run folder read back; ``status`` is "missing" when the folder has no summary."""
+
+    run_id: str
+    path: Path
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status", MISSING)
+
+    def key(self) -> tuple[str, str, str, str, int]:
+        """(experiment, data, model, optimizer label, seed): a run's place in a figure."""
+        c = self.config
+        return (c["experiment"], c["data"]["name"], c["model"]["name"], label(c), c["seed"])
+
+
+def label(cfg: dict[str, Any]) -> str:
+    return cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
+
+
+def load_run(path: str | Path) -> Run | None:
+    """The run in ``path``; None when it holds no config (not a run folder, or never started)."""
+    folder = RunDir(path)
+    config = folder.read_config()
+    if not config:
+        return None
+    summary = folder.read_summary() or {}
+    try:
+        metrics = pd.read_csv(folder.metrics)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        metrics = pd.DataFrame()
+    return Run(folder.name, folder.path, config, summary, metrics)
+
+
+def load_store(results_dir: str | Path) -> list[Run]:
+    """Every run folder under ``results_dir`` (sorted by name)."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        return []
+    runs = (load_run(p) for p in sorted(root.iterdir()) if p.is_dir())
+    return [r for r in runs if r is not None]
+
+
+@dataclass
+class Selection:
+    """The runs of one experiment found in a store, and the grid's runs it lacks."""
+
+    experiment: str
+    runs: list[Run]
+    missing: list[tuple[list[str], str]]  # (job overrides, expected run id)
+    substituted: dict[str, str]  # expected run id -> the stored run used instead
+
+
+def select_runs(
+    results_dir: str | Path,
+    name: str,
+    overrides: Sequence[str] = (),
+    store: list[Run] | None = None,
+) -> Selection:
+    """The runs of experiment ``name`` in ``results_dir``, by the grid's run ids.
+
+    A grid point whose exact run id is absent falls back to a stored run of the same experiment,
+    data, model, optimizer label and seed (a run made before a config key was added or changed):
+    it is used, with a warning, rather than silently leaving a hole in the figure.
+    """
+    store = load_store(results_dir) if store is None else store
+    by_id = {r.run_id: r for r in store}
+    by_key: dict[tuple, list[Run]] = {}
+    for r in store:
+        with contextlib.suppress(KeyError, TypeError):
+            by_key.setdefault(r.key(), []).append(r)
+    runs, missing, substituted = [], [], {}
+    for job, rid in experiment_runs(name, overrides):
+        if rid in by_id:
+            runs.append(by_id[rid])
+            continue
+        candidates = by_key.get((name, *parse_run_id(rid)), [])
+        if not candidates:
+            missing.append((job, rid))
+            continue
+        # the most complete candidate: finished before anything else, then the most epochs
+        found = max(candidates, key=lambda r: (r.status == FINISHED, len(r.metrics)))
+        log.warning(
+            f"{name}: run {rid} not in the store; using {found.run_id} (same data, model, "
+            "optimizer and seed, made with another version of the config)"
+        )
+        runs.append(found)
+        substituted[rid] = found.run_id
+    return Selection(name, runs, missing, substituted)
+
+
+def experiment_selection(results_dir: str | Path, name: str, store: list[Run]) -> Selection:
+    """``select_runs`` for an experiment file; for a name without one (runs exported from wandb
+    under another study name), every stored run whose config names that experiment."""
+    if name in experiment_names():
+        return select_runs(results_dir, name, store=store)
+    return Selection(name, [r for r in store if r.config.get("experiment") == name], [], {})
+
+
+def stored_experiments(store: list[Run]) -> list[str]:
+    """The experiment files with at least one run in the store, in name order."""
+    present = {r.config.get("experiment") for r in store}
+    return [e for e in experiment_names() if e in present]
+
+
+def parse_run_id(rid: str) -> tuple[str, str, str, int]:
+    """(data, model, optimizer label, seed) of ``<data>-<model>-<label>-<hash>-s<seed>``.
+
+    Data and model names have no hyphen, so the id says where a missing run belongs without
+    composing its config again.
+    """
+    group, seed = rid.rsplit("-s", 1)
+    data, model, rest = group.split("-", 2)
+    return data, model, rest.rsplit("-", 1)[0], int(seed)
+
+
+# --------------------------------------------------------------------------------- frames
+RUN_COLUMNS = ("run_id", "experiment", "data", "model", "optimizer", "seed", "status")
+
+
+def metrics_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """Every run's metrics.csv rows, with the run's identity columns and ``grad_evals``."""
+    frames = []
+    for r in runs:
+        if not len(r.metrics):
+            continue
+        m = r.metrics.copy()
+        for column, value in zip(RUN_COLUMNS, (r.run_id, *r.key(), r.status), strict=True):
+            m[column] = value
+        frames.append(m)
+    if not frames:
+        return pd.DataFrame(columns=[*RUN_COLUMNS, "epoch", "grad_evals"])
+    out = pd.concat(frames, ignore_index=True)
+    out["grad_evals"] = sum(out[c].fillna(0) for c in COST_COLUMNS if c in out)
+    return out
+
+
+# ------------------------------------------------------------------------------ reference
+REFERENCE_COLUMNS = ("model", "optimizer", "epoch", "train_acc", "test_acc")
+
+
+def load_reference(path: str | Path) -> pd.DataFrame:
+    """Published curves in the long format (accuracies in percent) with accuracies as fractions.
+
+    The store keeps fractions in [0, 1]; converting here keeps one unit everywhere downstream.
+    """
+    ref = pd.read_csv(path)
+    absent = [c for c in REFERENCE_COLUMNS if c not in ref.columns]
+    if absent:
+        raise ValueError(f"{path}: no column(s) {', '.join(absent)} (need {REFERENCE_COLUMNS})")
+    ref = ref.copy()
+    for column in ("train_acc", "test_acc"):
+        ref[column] = ref[column] / 100.0
+    return ref
+
+
+def describe(run: Run) -> dict[str, Any]:
+    """The protocol facts a figure title or table header states, from a run's config/summary."""
+    t = run.config["trainer"]
+    return {
+        "data": run.config["data"]["name"],
+        "model": run.config["model"]["name"],
+        "epochs": t["epochs"],
+        "batch_size": t["batch_size"],
+        "lr_schedule": t["lr_schedule"],
+        "lr_milestones": list(t.get("lr_milestones") or []),
+        "lr_gamma": t.get("lr_gamma"),
+        "device": str(run.summary.get("device", "?")).split(":")[0],
+        "device_name": run.summary.get("device_name"),
+    }

@@ -1,0 +1,152 @@
+"""An experiment's results table: accuracy over seeds and the cost to reach target accuracies.
+
+Statistics are over the *finished* runs of a cell (mean and sample std, ddof=1); every other run
+the grid asks for is counted in its own column (``diverged``, ``unfinished``: running, interrupted
+or failed, ``missing``: never started), so a cell built on 2 of 3 seeds says so.
+
+Time to target: the first epoch whose test accuracy reaches the target, with the training seconds
+(evaluation excluded) and the gradient evaluations + HVPs spent up to the end of that epoch; a mean
+over the finished runs that reached it, with how many did (``reached``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from drsom.results import (
+    COST_COLUMNS,
+    DIVERGED,
+    FINISHED,
+    MISSING,
+    UNFINISHED,
+    Run,
+    Selection,
+    parse_run_id,
+)
+
+DEFAULT_TARGETS = (0.90, 0.93)
+COSTS = ("epochs", "seconds", "grad_evals")  # what "to reach the target" is measured in
+
+
+def target_name(target: float) -> str:
+    """0.9 -> "90", 0.935 -> "93.5" (column names and headings)."""
+    return f"{target * 100:g}"
+
+
+def time_to_target(metrics: pd.DataFrame, target: float) -> dict[str, float]:
+    """Epoch, training seconds and gradient evaluations + HVPs when test_acc first >= target."""
+    hit = metrics[metrics["test_acc"] >= target]
+    if hit.empty:
+        return dict.fromkeys(COSTS, math.nan)
+    row = hit.iloc[0]
+    grads = sum(float(row[c]) for c in COST_COLUMNS if c in row and not pd.isna(row[c]))
+    return {
+        "epochs": float(row["epoch"]),
+        "seconds": float(row["train_seconds"]),
+        "grad_evals": grads,
+    }
+
+
+def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -> pd.DataFrame:
+    """One row per run of the grid (missing ones too): status, accuracies, time to each target."""
+    rows = [_run_row(r, targets) for r in selection.runs]
+    for _, rid in selection.missing:
+        _, model, optimizer, seed = parse_run_id(rid)
+        rows.append(
+            {"run_id": rid, "model": model, "optimizer": optimizer, "seed": seed, "status": MISSING}
+        )
+    return pd.DataFrame(rows)
+
+
+def _run_row(run: Run, targets: Sequence[float]) -> dict:
+    _, _, model, optimizer, seed = run.key()
+    m = run.metrics.sort_values("epoch") if len(run.metrics) else run.metrics
+    evaluated = m.dropna(subset=["test_acc"]) if len(m) else m
+    row = {"run_id": run.run_id, "model": model, "optimizer": optimizer, "seed": seed}
+    row |= {"status": run.status, "epochs_done": int(m["epoch"].max()) if len(m) else 0}
+    if len(evaluated):
+        row["final_test_acc"] = float(evaluated["test_acc"].iloc[-1])
+        row["best_test_acc"] = float(evaluated["test_acc"].max())
+        row["final_train_acc"] = float(m["train_acc"].iloc[-1])
+        for t in targets:
+            for cost, value in time_to_target(evaluated, t).items():
+                row[f"{cost}_to_{target_name(t)}"] = value
+    return row
+
+
+def experiment_table(
+    rows: pd.DataFrame, targets: Sequence[float] = DEFAULT_TARGETS
+) -> pd.DataFrame:
+    """One row per (model, optimizer), in the order the runs come (the grid's)."""
+    out = []
+    for (model, optimizer), cell in rows.groupby(["model", "optimizer"], sort=False):
+        status = cell["status"]
+        done = cell[status == FINISHED]
+        row = {"model": model, "optimizer": optimizer, "runs": len(cell), "seeds": len(done)}
+        row |= {
+            "diverged": int((status == DIVERGED).sum()),
+            "unfinished": int(status.isin(UNFINISHED).sum()),
+            "missing": int((status == MISSING).sum()),
+        }
+        for metric in ("final_test_acc", "best_test_acc", "final_train_acc"):
+            row |= _mean_std(done, metric)
+        for t in targets:
+            name = target_name(t)
+            column = f"epochs_to_{name}"
+            reached = done[column].notna() if column in done else pd.Series(False, done.index)
+            row[f"reached_{name}"] = int(reached.sum())
+            for cost in COSTS:
+                row |= _mean_std(done[reached], f"{cost}_to_{name}")
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _mean_std(frame: pd.DataFrame, column: str) -> dict[str, float]:
+    values = frame[column].dropna() if column in frame else pd.Series(dtype=float)
+    mean = float(values.mean()) if len(values) else math.nan
+    std = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return {f"{column}_mean": mean, f"{column}_std": std}
+
+
+# ------------------------------------------------------------------------------- Markdown
+def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes: str) -> str:
+    """The table for a reader: percent accuracies, "mean ± std", "(reached/seeds)" per target."""
+    header = ["model", "optimizer", "seeds", "diverged", "unfinished", "missing"]
+    header += ["final test acc (%)", "best test acc (%)", "final train acc (%)"]
+    units = {"epochs": "epochs", "seconds": "train s", "grad_evals": "grad evals"}
+    for t in targets:
+        header += [f"{units[c]} to {target_name(t)}%" for c in COSTS]
+    lines = [f"## {heading}", "", notes, "", _row(header), _row(["---"] * len(header))]
+    for _, r in table.iterrows():
+        cells = [r["model"], r["optimizer"], f"{r['seeds']}/{r['runs']}"]
+        cells += [str(r[c]) for c in ("diverged", "unfinished", "missing")]
+        for metric in ("final_test_acc", "best_test_acc", "final_train_acc"):
+            cells.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"], 100, "{:.2f}"))
+        for t in targets:
+            name = target_name(t)
+            for cost, fmt in zip(COSTS, ("{:.1f}", "{:,.0f}", "{:,.0f}"), strict=True):
+                mean, std = r[f"{cost}_to_{name}_mean"], r[f"{cost}_to_{name}_std"]
+                reached = r[f"reached_{name}"]
+                if reached == 0:  # said once, in the epochs column
+                    said = cost == "epochs" and r["seeds"]
+                    cells.append(f"not reached (0/{r['seeds']})" if said else "–")
+                    continue
+                text = _pm(mean, std, 1, fmt)
+                cells.append(text if reached == r["seeds"] else f"{text} ({reached}/{r['seeds']})")
+        lines.append(_row(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _pm(mean: float, std: float, scale: float, fmt: str) -> str:
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "–"
+    text = fmt.format(mean * scale)
+    return text if std is None or np.isnan(std) else f"{text} ± {fmt.format(std * scale)}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"

@@ -1,0 +1,160 @@
+"""Accuracy and loss curves of an experiment's runs, one figure per model and metric.
+
+    python scripts/plot_curves.py --results results/runs --out results/figures
+    python scripts/plot_curves.py --experiment digits_drsom_vs_baselines_cnn --x time
+    python scripts/plot_curves.py --experiment adabelief_protocol_resnet34 \\
+        --reference ../shared/reference/adabelief_cifar10_curves.csv
+
+Which runs belong to a figure is the experiment's grid (experiments/<NAME>.yaml, expanded as the
+sweep expands it); without --experiment every experiment with runs in --results is drawn. A line
+per optimizer is the mean over its seeds, with a band (±1 std; min-max for 2 seeds). Files:
+``<out>/<experiment>/<model>-<metric>-<x>.png`` and ``.pdf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from drsom import plotting  # noqa: E402
+from drsom.results import (  # noqa: E402
+    DIVERGED,
+    UNFINISHED,
+    Selection,
+    describe,
+    experiment_selection,
+    load_reference,
+    load_store,
+    metrics_frame,
+    stored_experiments,
+)
+from drsom.store import config_hash  # noqa: E402
+
+METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    store = load_store(args.results)
+    if not store:
+        print(f"error: no runs in {args.results}", file=sys.stderr)
+        return 2
+    try:
+        reference = load_reference(args.reference) if args.reference else None
+    except (OSError, ValueError) as exc:  # a wrong path or a file in another format
+        print(f"error: --reference {args.reference}: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    for name in args.experiment or stored_experiments(store):
+        selection = experiment_selection(args.results, name, store)
+        if missing_line(selection):
+            print(missing_line(selection))
+        if not selection.runs:
+            print(f"{name}: no runs in {args.results}; skipped")
+            continue
+        written += plot_experiment(selection, args.out, args.x, args.metrics, reference)
+    for path in written:
+        print(path)
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=ROOT / "results" / "runs", help="run store")
+    p.add_argument("--out", type=Path, default=ROOT / "results" / "figures")
+    p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
+    p.add_argument("--x", choices=tuple(plotting.X_AXES), default="epoch")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="published curves, long format (model, optimizer, epoch, train_acc, test_acc in %%)",
+    )
+    return p.parse_args(argv)
+
+
+def missing_line(selection: Selection) -> str | None:
+    if not selection.missing:
+        return None
+    ids = ", ".join(rid for _, rid in selection.missing[:3])
+    more = ", ..." if len(selection.missing) > 3 else ""
+    n = len(selection.missing)
+    return f"{selection.experiment}: {n} run(s) of the grid missing: {ids}{more}"
+
+
+def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference) -> list[Path]:
+    frame = metrics_frame(selection.runs)
+    order = list(dict.fromkeys(r.key()[3] for r in selection.runs))  # the grid's order
+    written = []
+    for model in dict.fromkeys(r.key()[2] for r in selection.runs):
+        runs = [r for r in selection.runs if r.key()[2] == model]
+        facts = describe(runs[0])
+        seeds = len({r.key()[4] for r in runs})
+        title = plotting.protocol_title(facts, seeds)
+        ref = _reference_for(reference, facts, x)
+        if reference is not None and ref is None:
+            print(
+                f"{selection.experiment}: no published curves for {facts['data']} / {model} "
+                f"with --x {x}; drawn without them"
+            )
+        for metric in metrics:
+            fig = plotting.curve_figure(
+                frame[frame["model"] == model],
+                metric,
+                x,
+                title,
+                order=order,
+                legend_notes=legend_notes(runs),
+                reference=ref,
+            )
+            written += plotting.save(fig, out / selection.experiment / f"{model}-{metric}-{x}")
+    return written
+
+
+def legend_notes(runs) -> dict[str, str]:
+    """Per optimizer: "1 diverged", "2 unfinished" (a mean over fewer runs is never silent), and
+    "same as DRSOM" for a label whose runs are another label's config under a second name (the
+    same numbers: its line lies under the other one)."""
+    notes: dict[str, list[str]] = {}
+    for r in runs:
+        what = {DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(r.status)
+        if what:
+            notes.setdefault(r.key()[3], []).append(what)
+    text = {
+        lbl: ", ".join(f"{whats.count(w)} {w}" for w in dict.fromkeys(whats))
+        for lbl, whats in notes.items()
+    }
+    first: dict[tuple, str] = {}
+    for r in runs:
+        lbl = r.key()[3]
+        same = first.setdefault(_unlabelled(r), lbl)
+        if same != lbl and "same as" not in text.get(lbl, ""):
+            same_note = f"same as {plotting.name(same)}"
+            text[lbl] = "; ".join(filter(None, [text.get(lbl), same_note]))
+    return text
+
+
+def _unlabelled(run) -> tuple:
+    """The run's config hash and seed with the optimizer's label taken out."""
+    cfg = json.loads(json.dumps(run.config))
+    cfg["optimizer"].pop("label", None)
+    return config_hash(cfg), run.key()[4]
+
+
+def _reference_for(reference, facts: dict, x: str):
+    """The published curves of this model, when the figure is theirs: CIFAR-10, per epoch."""
+    if reference is None:
+        return None
+    if facts["data"] != "cifar10" or x != "epoch":
+        return None
+    ref = reference[reference["model"] == facts["model"]]
+    return ref if len(ref) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
