@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install run test test-slow lint format figures status clean
+.PHONY: install run test test-slow lint format figures status bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,12 @@ figures: $(STAMP)
 # Where each run of a sweep stands: make status EXPERIMENT=<name> [ARGS="seed=0,1"]
 status: $(STAMP)
 	$(BIN)/python scripts/sweep_status.py $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+
+# optimizer-step cost of every optimizer config vs Adam, then epoch throughput; tables land in
+# results/benchmarks/ (ARGS go to the step benchmark, e.g. ARGS="--device cuda --batch-size 128")
+bench: $(STAMP)
+	$(BIN)/python scripts/bench_optimizers.py $(ARGS)
+	$(BIN)/python scripts/bench_epoch.py --batch-size 32 --images 512
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
