@@ -7,7 +7,6 @@ written under tmp_path; wandb is disabled or offline and never reaches the netwo
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -19,9 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 from cifar_fixture import write_fake_cifar10
-from hydra import compose, initialize_config_dir
+from run_helpers import only_run, read_csv, run_inprocess, tiny
 
-from drsom import runner
 from drsom.config import ConfigError
 from drsom.data import DatasetUnavailable
 from drsom.store import RunBusy, RunDir, atomic_file
@@ -45,43 +43,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def cifar_root(tmp_path_factory) -> Path:
     return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), n_train=250, n_test=50)
-
-
-def tiny(cifar_root: Path, results: Path, *overrides: str) -> list[str]:
-    """Overrides for a seconds-long run: 128 fake CIFAR images, the small CNN, batch 32.
-
-    ``overrides`` come last; for a key given twice Hydra takes the last value.
-    """
-    return [
-        "data=cifar10",
-        f"data.root={cifar_root}",
-        "data.download=false",
-        "data.verify=false",
-        "data.train_subset=128",
-        "model=cnn",
-        "trainer=quick",
-        "trainer.device=cpu",
-        "trainer.log_every_steps=3",
-        "logger.mode=disabled",
-        f"results_dir={results}",
-        *overrides,
-    ]
-
-
-def run_inprocess(overrides: list[str]) -> str:
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return runner.run(cfg)
-
-
-def only_run(results: Path) -> RunDir:
-    (folder,) = [p for p in results.iterdir() if p.is_dir()]
-    return RunDir(folder)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def without_wall_clock(rows: list[dict[str, str]]) -> list[dict[str, str]]:

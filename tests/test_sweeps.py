@@ -8,7 +8,6 @@ requeues. Every file goes under tmp_path; wandb is disabled or offline.
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import json
 import logging
@@ -25,9 +24,8 @@ from pathlib import Path
 import pytest
 import torch
 from cifar_fixture import write_fake_cifar10
-from hydra import compose, initialize_config_dir
+from run_helpers import only_run, read_csv, run_inprocess, tiny
 
-from drsom import runner
 from drsom.preemption import PreemptionGuard
 from drsom.store import RunDir
 from drsom.sweeps import sweep_runs
@@ -72,40 +70,6 @@ def searchpath(tmp_path_factory) -> str:
     (extra / "experiment").mkdir()
     (extra / "experiment" / "tiny.yaml").write_text(TINY_EXPERIMENT)
     return f"hydra.searchpath=[file://{extra}]"
-
-
-def tiny(cifar_root: Path, results: Path, *overrides: str) -> list[str]:
-    """A run of seconds: 128 (or more) fake CIFAR images, the small CNN, batch 32."""
-    return [
-        "data=cifar10",
-        f"data.root={cifar_root}",
-        "data.download=false",
-        "data.verify=false",
-        "data.train_subset=128",
-        "model=cnn",
-        "trainer=quick",
-        "trainer.device=cpu",
-        "trainer.log_every_steps=3",
-        "logger.mode=disabled",
-        f"results_dir={results}",
-        *overrides,
-    ]
-
-
-def run_inprocess(overrides: list[str]) -> str:
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    return runner.run(cfg)
-
-
-def only_run(results: Path) -> RunDir:
-    (folder,) = [p for p in results.iterdir() if p.is_dir()]
-    return RunDir(folder)
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def without_wall_clock(path: Path) -> list[dict[str, str]]:
