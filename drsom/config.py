@@ -17,8 +17,8 @@ import torch
 from drsom.data import DATASET_NAMES
 from drsom.models import MODEL_NAMES
 from drsom.optim import OPTIMIZER_NAMES, build
+from drsom.schedules import LR_SCHEDULES, milestone_epochs
 
-LR_SCHEDULES = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
 # Keys of an optimizer config that are not keyword arguments of build().
@@ -43,11 +43,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _number("trainer.weight_decay", t["weight_decay"], low=0.0)
     _choice("trainer.lr_schedule", t["lr_schedule"], LR_SCHEDULES)
     if t["lr_schedule"] == "step":
-        milestones = t["lr_milestones"]
-        if not isinstance(milestones, list | tuple):
-            raise ConfigError(f"trainer.lr_milestones must be a list of epochs, got {milestones!r}")
-        for m in milestones:
-            _integer("trainer.lr_milestones entry", m, low=1)
+        try:
+            milestone_epochs(t["lr_milestones"], t["epochs"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     _number("trainer.lr_gamma", t["lr_gamma"], low=0.0, strict=True)
     for key in ("amp", "compile", "channels_last", "progress"):
         _boolean(f"trainer.{key}", t[key])

@@ -341,11 +341,7 @@ def protocol_title(facts: dict, seeds: int, *, train_images: int | None = None) 
         where = f"GPU ({facts['device_name']})"
     line1 = f"{dataset}, {MODELS.get(facts['model'], facts['model'])}, "
     line1 += f"{seeds} seed{'s' if seeds != 1 else ''}, {where}"
-    schedule = {"constant": "constant lr", "cosine": "cosine lr"}.get(facts["lr_schedule"], "")
-    if facts["lr_schedule"] == "step":
-        after = ", ".join(str(m) for m in facts["lr_milestones"])
-        schedule = f"lr ×{facts['lr_gamma']:g} after epoch {after}"
-    line2 = f"{facts['epochs']} epochs, batch {facts['batch_size']}, {schedule}"
+    line2 = f"{facts['epochs']} epochs, batch {facts['batch_size']}, {facts['schedule']}"
     return f"{line1}\n{line2}"
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from drsom.schedules import describe_schedule
 from drsom.store import RunDir
 
 log = logging.getLogger("drsom")
@@ -225,9 +226,7 @@ def describe(run: Run) -> dict[str, Any]:
         "model": run.config["model"]["name"],
         "epochs": t["epochs"],
         "batch_size": t["batch_size"],
-        "lr_schedule": t["lr_schedule"],
-        "lr_milestones": list(t.get("lr_milestones") or []),
-        "lr_gamma": t.get("lr_gamma"),
+        "schedule": describe_schedule(t),
         "device": str(run.summary.get("device", "?")).split(":")[0],
         "device_name": run.summary.get("device_name"),
     }

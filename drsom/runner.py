@@ -28,6 +28,7 @@ from drsom.data import DataBundle, DatasetUnavailable, build_data
 from drsom.models import build_model
 from drsom.optim import build, step_protocol
 from drsom.preemption import PreemptionGuard
+from drsom.schedules import build_scheduler
 from drsom.store import TERMINAL_STATUSES, CheckpointError, RunBusy, RunDir, group_name, run_id
 from drsom.summary import record, start_summary
 from drsom.tracking import Tracker, new_wandb_id, tracking
@@ -257,14 +258,7 @@ def build_training(c: dict, device: torch.device):
     if t["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build(opt["name"], model.parameters(), **optimizer_kwargs(opt))
-    lr_scheduler = torch.optim.lr_scheduler
-    if t["lr_schedule"] == "step":
-        scheduler = lr_scheduler.MultiStepLR(optimizer, list(t["lr_milestones"]), t["lr_gamma"])
-    elif t["lr_schedule"] == "cosine":
-        scheduler = lr_scheduler.CosineAnnealingLR(optimizer, T_max=t["epochs"])
-    else:
-        scheduler = None
-    return model, optimizer, scheduler
+    return model, optimizer, build_scheduler(t, optimizer)
 
 
 def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:

@@ -40,6 +40,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from drsom.schedules import milestone_epochs
+
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
     import fcntl
 except ImportError:  # pragma: no cover
@@ -94,6 +96,11 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     for dotted in (*NOT_IDENTITY, *followers):
         *parents, leaf = dotted.split(".")
         _lookup(ident, ".".join(parents)).pop(leaf, None)
+    trainer = ident.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("lr_schedule") == "step":
+        # [0.75] and [150] of a 200-epoch run are one schedule, so one run
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            trainer["lr_milestones"] = milestone_epochs(trainer["lr_milestones"], trainer["epochs"])
     return ident
 
 
