@@ -24,17 +24,12 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow
 
-# Every figure and table from the runs in results/runs (no training). REFERENCE=<csv> overlays
-# published curves, e.g. REFERENCE=../shared/reference/adabelief_cifar10_curves.csv
+# Every figure and table from the runs in results/runs (no training), built aside and swapped in
+# only when every step succeeded. REFERENCE=<csv> overlays published curves, e.g.
+# REFERENCE=../shared/reference/adabelief_cifar10_curves.csv
 REFERENCE ?=
-FIGURES := $(BIN)/python scripts/plot_curves.py --results results/runs --out results/figures \
-	$(if $(REFERENCE),--reference $(REFERENCE))
 figures: $(STAMP)
-	rm -rf results/figures results/tables  # nothing stale: every file below comes from results/runs
-	$(FIGURES) --x epoch
-	$(FIGURES) --x time --metrics test_acc
-	$(FIGURES) --x grad_evals --metrics test_acc
-	$(BIN)/python scripts/summarize.py --results results/runs --out results/tables
+	$(BIN)/python scripts/build_figures.py $(if $(REFERENCE),--reference $(REFERENCE))
 
 # Where each run of a sweep stands: make status EXPERIMENT=<name> [ARGS="seed=0,1"]
 status: $(STAMP)

@@ -410,9 +410,7 @@ def test_protocol_title_states_data_model_seeds_device_and_schedule():
         "model": "cnn",
         "epochs": 30,
         "batch_size": 128,
-        "lr_schedule": "step",
-        "lr_milestones": [22],
-        "lr_gamma": 0.1,
+        "schedule": "lr ×0.1 after epoch 22",
         "device": "cpu",
     }
     assert plotting.protocol_title(facts, 3) == (
@@ -525,3 +523,49 @@ def test_export_wandb_writes_a_store_the_summarizer_reads(tmp_path):
 def test_store_round_trip_reads_every_run_folder(store):
     runs = load_store(store)
     assert len(runs) == 11 and {r.status for r in runs} == {"finished", "diverged", "running"}
+
+
+# ------------------------------------------------------------------------- make figures
+def _build_figures(store: Path, out: Path, *extra: str) -> int:
+    import build_figures
+
+    argv = ["--results", str(store), "--figures", str(out / "figures")]
+    return build_figures.main([*argv, "--tables", str(out / "tables"), *extra])
+
+
+def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp_path):
+    (tmp_path / "figures" / "gone").mkdir(parents=True)
+    (tmp_path / "figures" / "gone" / "stale.png").write_text("old")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "stale.md").write_text("old")
+    assert _build_figures(store, tmp_path) == 0
+    figures = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
+    # every metric per epoch, test accuracy against both cost axes, png and pdf
+    assert "cnn-train_loss-epoch.pdf" in figures and "cnn-test_acc-grad_evals.png" in figures
+    assert "cnn-test_acc-time.png" in figures and "cnn-train_acc-time.png" not in figures
+    assert not (tmp_path / "figures" / "gone").exists()
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
+        f"{EXPERIMENT}{s}" for s in (".md", ".csv", ".runs.csv")
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_build_figures_with_a_wrong_reference_leaves_everything_as_it_was(store, tmp_path):
+    for folder in ("figures", "tables"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "kept.txt").write_text(folder)
+    assert _build_figures(store, tmp_path, "--reference", str(tmp_path / "nowhere.csv")) == 2
+    assert (tmp_path / "figures" / "kept.txt").read_text() == "figures"
+    assert (tmp_path / "tables" / "kept.txt").read_text() == "tables"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "tables"]
+
+
+def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_path, monkeypatch):
+    import build_figures
+
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "kept.txt").write_text("figures")
+    monkeypatch.setattr(build_figures.summarize, "main", lambda argv: 1)  # tables fail last
+    assert _build_figures(store, tmp_path) == 1
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
