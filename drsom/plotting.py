@@ -125,10 +125,19 @@ FEW_POINTS = 10  # curves with at most this many points get point markers
 ZOOM_SPAN = 5.0  # accuracy points below the best curve that the magnified panel still shows
 
 
-def color(label: str) -> str | tuple:
-    if label in COLORS:
+def color(label: str, setting: str = "", taken: Sequence = ()) -> str | tuple:
+    """The label's fixed colour; a variant of it (``setting``, e.g. ``lr=0.01``) drawn beside
+    other variants of the same label gets one fixed by the two together, in every figure, or
+    the next free one of the palette when that is ``taken`` in the same figure."""
+    if label in COLORS and not setting:
         return COLORS[label]
-    return FALLBACK[int(hashlib.sha256(label.encode()).hexdigest(), 16) % len(FALLBACK)]
+    key = f"{label} {setting}" if setting else label
+    start = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(FALLBACK)
+    for i in range(len(FALLBACK)):
+        pick = FALLBACK[(start + i) % len(FALLBACK)]
+        if pick not in taken:
+            return pick
+    return FALLBACK[start]
 
 
 def name(label: str) -> str:
@@ -136,14 +145,17 @@ def name(label: str) -> str:
 
 
 def aggregate(frame: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
-    """Per optimizer and epoch: the mean x, and the metric's mean, std, min, max and count.
+    """Per variant and epoch: the mean x, and the metric's mean, std, min, max and count.
 
-    Runs of one optimizer are aligned by epoch (time and gradient counts differ a little from
-    seed to seed), so x is the mean over seeds of the column ``--x`` names at that epoch.
+    Only the seeds of one variant (one config) are pooled; they are aligned by epoch (time and
+    gradient counts differ a little from seed to seed), so x is the mean over seeds of the
+    column ``--x`` names at that epoch.
     """
     column = X_AXES[x][0]
     d = frame.dropna(subset=[metric])  # epochs without evaluation (trainer.eval_every)
-    g = d.groupby(["optimizer", "epoch"], sort=True)
+    if "variant" not in d:  # frames made by hand: one variant per label
+        d = d.assign(variant=d["optimizer"], setting="")
+    g = d.groupby(["variant", "optimizer", "setting", "epoch"], sort=True)
     out = g.agg(
         x=(column, "mean"),
         mean=(metric, "mean"),
@@ -199,19 +211,28 @@ def curve_axes(
     agg = aggregate(frame, metric, x)
     present = set(agg["optimizer"])
     labels = [lbl for lbl in dict.fromkeys([*(order or []), *sorted(present)]) if lbl in present]
+    # variants in the labels' order, those of one label by their settings
+    variants = agg[["optimizer", "setting", "variant"]].drop_duplicates()
+    variants = variants.assign(rank=variants["optimizer"].map(labels.index))
+    variants = variants.sort_values(["rank", "setting"])
     x_scale, x_unit = _x_scale(agg["x"].max() if len(agg) else 0.0, x)
+    runs_of = frame.groupby("variant" if "variant" in frame else "optimizer")["run_id"].nunique()
     curves = []
-    for lbl in labels:
-        a = agg[agg["optimizer"] == lbl]
-        seeds = frame.loc[frame["optimizer"] == lbl, "run_id"].nunique()
-        text = f"{name(lbl)} ({seeds} seed{'s' if seeds != 1 else ''}"
-        text += f"; {legend_notes[lbl]})" if legend_notes and lbl in legend_notes else ")"
+    for lbl, setting, variant in variants[["optimizer", "setting", "variant"]].itertuples(
+        index=False
+    ):
+        a = agg[agg["variant"] == variant]
+        seeds = runs_of[variant]
+        shown = f"{name(lbl)} {setting}" if setting else name(lbl)
+        note = (legend_notes or {}).get(variant) or (legend_notes or {}).get(lbl)
+        text = f"{shown} ({seeds} seed{'s' if seeds != 1 else ''}"
+        text += f"; {note})" if note else ")"
         xs = a["x"].to_numpy() / x_scale
         lower, upper = band(a, log_scale=metric.endswith("_loss"))
         # a short run shows where its few measurements are (the DRSOM variants always do)
         marker = MARKERS.get(lbl) or ("o" if len(xs) <= FEW_POINTS else None)
         style = {
-            "color": color(lbl),
+            "color": color(lbl, setting, taken=[c.style["color"] for c in curves]),
             "lw": 2.4 if lbl == "drsom" else 1.8,
             "zorder": 3 if lbl == "drsom" else 2,
             "marker": marker,
@@ -219,10 +240,8 @@ def curve_axes(
             "markevery": max(1, len(xs) // 6) if marker else None,
         }
         mean = a["mean"].to_numpy() * scale
-        curve = Curve(
-            name(lbl), a["epoch"].to_numpy(), xs, mean, lower * scale, upper * scale, style
-        )
-        _draw(ax, curve, label=text, band_alpha=_band_alpha(len(labels)))
+        curve = Curve(shown, a["epoch"].to_numpy(), xs, mean, lower * scale, upper * scale, style)
+        _draw(ax, curve, label=text, band_alpha=_band_alpha(len(variants)))
         curves.append(curve)
     if reference is not None and metric in reference.columns:
         if x != "epoch":

@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from drsom.schedules import describe_schedule
-from drsom.store import RunDir
+from drsom.store import RunDir, group_name, identity
 
 log = logging.getLogger("drsom")
 
@@ -77,9 +77,58 @@ class Run:
         c = self.config
         return (c["experiment"], c["data"]["name"], c["model"]["name"], label(c), c["seed"])
 
+    @property
+    def variant(self) -> str:
+        """The run's config without its seed (the store's group name): runs of one variant are
+        replicates, and only they are ever averaged."""
+        return group_name(self.config)
+
 
 def label(cfg: dict[str, Any]) -> str:
     return cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
+
+
+def variant_suffixes(runs: Iterable[Run]) -> dict[str, str]:
+    """Per variant: the settings that tell it apart from the other variants of its optimizer
+    label on the same data and model (``lr=0.01``; ``""`` for a label with one variant).
+
+    Optimizer keys are named without their ``optimizer.`` prefix, every other key in full
+    (``trainer.epochs=8``), so "Adam lr=0.01" and "Adam lr=0.001" are two lines, never a mean.
+    """
+    flat: dict[str, dict[str, Any]] = {}
+    family: dict[tuple, list[str]] = {}
+    for r in runs:
+        if r.variant in flat:
+            continue
+        flat[r.variant] = _flatten(identity(r.config))
+        c = r.config
+        family.setdefault((c["data"]["name"], c["model"]["name"], label(c)), []).append(r.variant)
+    out = {}
+    for variants in family.values():
+        keys = sorted({k for v in variants for k in flat[v]})
+        differ = [k for k in keys if len({repr(flat[v].get(k)) for v in variants}) > 1]
+        for v in variants:
+            out[v] = " ".join(
+                f"{k.removeprefix('optimizer.')}={_short(flat[v].get(k))}" for k in differ
+            )
+    return out
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        out |= _flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+    return out
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_short(v) for v in value) + "]"
+    return "-" if value is None else str(value)
 
 
 def load_run(path: str | Path) -> Run | None:
@@ -162,9 +211,21 @@ def experiment_selection(results_dir: str | Path, name: str, store: list[Run]) -
 
 
 def stored_experiments(store: list[Run]) -> list[str]:
-    """The experiment files with at least one run in the store, in name order."""
-    present = {r.config.get("experiment") for r in store}
-    return [e for e in experiment_names() if e in present]
+    """Every experiment with runs in the store: those with a file first (name order), then the
+    others (``default``: runs made without an experiment file; names of exported studies)."""
+    present = {str(r.config.get("experiment")) for r in store}
+    files = [e for e in experiment_names() if e in present]
+    return files + sorted(present - set(files))
+
+
+def found_line(store: list[Run]) -> str:
+    """What a store holds, for a selection that came out empty: which experiments, how many runs
+    each, and how to select one."""
+    counts: dict[str, int] = {}
+    for r in store:
+        counts[str(r.config.get("experiment"))] = counts.get(str(r.config.get("experiment")), 0) + 1
+    have = ", ".join(f"{e} ({n} run{'s' if n != 1 else ''})" for e, n in sorted(counts.items()))
+    return f"the store holds {have or 'no runs'}; select one with --experiment NAME"
 
 
 def parse_run_id(rid: str) -> tuple[str, str, str, int]:
@@ -180,10 +241,17 @@ def parse_run_id(rid: str) -> tuple[str, str, str, int]:
 
 # --------------------------------------------------------------------------------- frames
 RUN_COLUMNS = ("run_id", "experiment", "data", "model", "optimizer", "seed", "status")
+VARIANT_COLUMNS = ("variant", "setting")  # the group name, and what sets it apart (or "")
 
 
 def metrics_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """Every run's metrics.csv rows, with the run's identity columns and ``grad_evals``."""
+    """Every run's metrics.csv rows, with the run's identity columns and ``grad_evals``.
+
+    ``optimizer`` is the config's label (colour, display name, published curves); ``variant``
+    is what lines and cells are grouped by, and ``setting`` what the legend adds to the label.
+    """
+    runs = list(runs)
+    suffix = variant_suffixes(runs)
     frames = []
     for r in runs:
         if not len(r.metrics):
@@ -191,9 +259,10 @@ def metrics_frame(runs: Iterable[Run]) -> pd.DataFrame:
         m = r.metrics.copy()
         for column, value in zip(RUN_COLUMNS, (r.run_id, *r.key(), r.status), strict=True):
             m[column] = value
+        m["variant"], m["setting"] = r.variant, suffix[r.variant]
         frames.append(m)
     if not frames:
-        return pd.DataFrame(columns=[*RUN_COLUMNS, "epoch", "grad_evals"])
+        return pd.DataFrame(columns=[*RUN_COLUMNS, *VARIANT_COLUMNS, "epoch", "grad_evals"])
     out = pd.concat(frames, ignore_index=True)
     out["grad_evals"] = sum(out[c].fillna(0) for c in COST_COLUMNS if c in out)
     return out

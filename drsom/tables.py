@@ -26,6 +26,7 @@ from drsom.results import (
     Run,
     Selection,
     parse_run_id,
+    variant_suffixes,
 )
 
 DEFAULT_TARGETS = (0.90, 0.93)
@@ -53,20 +54,25 @@ def time_to_target(metrics: pd.DataFrame, target: float) -> dict[str, float]:
 
 def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -> pd.DataFrame:
     """One row per run of the grid (missing ones too): status, accuracies, time to each target."""
-    rows = [_run_row(r, targets) for r in selection.runs]
+    suffix = variant_suffixes(selection.runs)
+    rows = [_run_row(r, targets, suffix[r.variant]) for r in selection.runs]
     for _, rid in selection.missing:
-        _, model, optimizer, seed = parse_run_id(rid)
+        data, model, optimizer, seed = parse_run_id(rid)
+        variant = rid.rsplit("-s", 1)[0]  # the grid's id: <variant>-s<seed>
         rows.append(
-            {"run_id": rid, "model": model, "optimizer": optimizer, "seed": seed, "status": MISSING}
+            {"run_id": rid, "data": data, "model": model, "optimizer": optimizer}
+            | {"setting": suffix.get(variant, ""), "variant": variant, "seed": seed}
+            | {"status": MISSING}
         )
     return pd.DataFrame(rows)
 
 
-def _run_row(run: Run, targets: Sequence[float]) -> dict:
-    _, _, model, optimizer, seed = run.key()
+def _run_row(run: Run, targets: Sequence[float], setting: str) -> dict:
+    _, data, model, optimizer, seed = run.key()
     m = run.metrics.sort_values("epoch") if len(run.metrics) else run.metrics
     evaluated = m.dropna(subset=["test_acc"]) if len(m) else m
-    row = {"run_id": run.run_id, "model": model, "optimizer": optimizer, "seed": seed}
+    row = {"run_id": run.run_id, "data": data, "model": model, "optimizer": optimizer}
+    row |= {"setting": setting, "variant": run.variant, "seed": seed}
     row |= {"status": run.status, "epochs_done": int(m["epoch"].max()) if len(m) else 0}
     if len(evaluated):
         row["final_test_acc"] = float(evaluated["test_acc"].iloc[-1])
@@ -81,12 +87,18 @@ def _run_row(run: Run, targets: Sequence[float]) -> dict:
 def experiment_table(
     rows: pd.DataFrame, targets: Sequence[float] = DEFAULT_TARGETS
 ) -> pd.DataFrame:
-    """One row per (model, optimizer), in the order the runs come (the grid's)."""
+    """One row per variant (dataset, model, optimizer and settings), in the order the runs come
+    (the grid's): different configs are never pooled, only the seeds of one."""
     out = []
-    for (model, optimizer), cell in rows.groupby(["model", "optimizer"], sort=False):
+    if "variant" not in rows:  # rows made by hand: one variant per optimizer label
+        rows = rows.assign(variant=rows["model"] + "-" + rows["optimizer"], setting="")
+    for variant, cell in rows.groupby("variant", sort=False):
         status = cell["status"]
         done = cell[status == FINISHED]
-        row = {"model": model, "optimizer": optimizer, "runs": len(cell), "seeds": len(done)}
+        first = cell.iloc[0]
+        row = {"model": first["model"], "optimizer": first["optimizer"]}
+        row |= {"setting": first["setting"], "variant": variant}
+        row |= {"runs": len(cell), "seeds": len(done)}
         row |= {
             "diverged": int((status == DIVERGED).sum()),
             "unfinished": int(status.isin(UNFINISHED).sum()),
@@ -122,7 +134,8 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
         header += [f"{units[c]} to {target_name(t)}%" for c in COSTS]
     lines = [f"## {heading}", "", notes, "", _row(header), _row(["---"] * len(header))]
     for _, r in table.iterrows():
-        cells = [r["model"], r["optimizer"], f"{r['seeds']}/{r['runs']}"]
+        shown = f"{r['optimizer']} {r['setting']}" if r["setting"] else r["optimizer"]
+        cells = [r["model"], shown, f"{r['seeds']}/{r['runs']}"]
         cells += [str(r[c]) for c in ("diverged", "unfinished", "missing")]
         for metric in ("final_test_acc", "best_test_acc", "final_train_acc"):
             cells.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"], 100, "{:.2f}"))

@@ -28,6 +28,7 @@ from drsom.results import (  # noqa: E402
     Selection,
     describe,
     experiment_selection,
+    found_line,
     load_reference,
     load_store,
     metrics_frame,
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing_line(selection):
             print(missing_line(selection))
         if not selection.runs:
-            print(f"{name}: no runs in {args.results}; skipped")
+            print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
         written += plot_experiment(selection, args.out, args.x, args.metrics, reference)
     for path in written:
@@ -88,11 +89,18 @@ def missing_line(selection: Selection) -> str | None:
 
 
 def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference) -> list[Path]:
+    """The figures of one selection: per dataset and model, one per metric (a line per variant).
+
+    Files are ``<model>-<metric>-<x>`` when the selection holds one dataset (an experiment
+    file's grid), ``<data>-<model>-<metric>-<x>`` otherwise (ad-hoc runs of several datasets).
+    """
     frame = metrics_frame(selection.runs)
     order = list(dict.fromkeys(r.key()[3] for r in selection.runs))  # the grid's order
+    pairs = list(dict.fromkeys((r.key()[1], r.key()[2]) for r in selection.runs))
+    several_datasets = len({data for data, _ in pairs}) > 1
     written = []
-    for model in dict.fromkeys(r.key()[2] for r in selection.runs):
-        runs = [r for r in selection.runs if r.key()[2] == model]
+    for data, model in pairs:
+        runs = [r for r in selection.runs if r.key()[1:3] == (data, model)]
         facts = describe(runs[0])
         seeds = len({r.key()[4] for r in runs})
         title = plotting.protocol_title(facts, seeds)
@@ -102,9 +110,11 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 f"{selection.experiment}: no published curves for {facts['data']} / {model} "
                 f"with --x {x}; drawn without them"
             )
+        part = frame[(frame["data"] == data) & (frame["model"] == model)]
+        stem = f"{data}-{model}" if several_datasets else model
         for metric in metrics:
             fig = plotting.curve_figure(
-                frame[frame["model"] == model],
+                part,
                 metric,
                 x,
                 title,
@@ -112,30 +122,30 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 legend_notes=legend_notes(runs),
                 reference=ref,
             )
-            written += plotting.save(fig, out / selection.experiment / f"{model}-{metric}-{x}")
+            written += plotting.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
 
 
 def legend_notes(runs) -> dict[str, str]:
-    """Per optimizer: "1 diverged", "2 unfinished" (a mean over fewer runs is never silent), and
-    "same as DRSOM" for a label whose runs are another label's config under a second name (the
+    """Per variant: "1 diverged", "2 unfinished" (a mean over fewer runs is never silent), and
+    "same as DRSOM" for a variant that is another label's config under a second name (the
     same numbers: its line lies under the other one)."""
     notes: dict[str, list[str]] = {}
     for r in runs:
         what = {DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(r.status)
         if what:
-            notes.setdefault(r.key()[3], []).append(what)
+            notes.setdefault(r.variant, []).append(what)
     text = {
-        lbl: ", ".join(f"{whats.count(w)} {w}" for w in dict.fromkeys(whats))
-        for lbl, whats in notes.items()
+        variant: ", ".join(f"{whats.count(w)} {w}" for w in dict.fromkeys(whats))
+        for variant, whats in notes.items()
     }
     first: dict[tuple, str] = {}
     for r in runs:
         lbl = r.key()[3]
         same = first.setdefault(_unlabelled(r), lbl)
-        if same != lbl and "same as" not in text.get(lbl, ""):
+        if same != lbl and "same as" not in text.get(r.variant, ""):
             same_note = f"same as {plotting.name(same)}"
-            text[lbl] = "; ".join(filter(None, [text.get(lbl), same_note]))
+            text[r.variant] = "; ".join(filter(None, [text.get(r.variant), same_note]))
     return text
 
 

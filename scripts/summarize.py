@@ -3,9 +3,10 @@
     python scripts/summarize.py --results results/runs --out results/tables
     python scripts/summarize.py --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
 
-Per model and optimizer: final and best test accuracy and final train accuracy (mean ± std over
-the finished seeds), and the epochs / training seconds / gradient evaluations + HVPs to reach each
-target test accuracy; runs that diverged, are unfinished or were never started are counted in
+Per variant (model, optimizer and the settings that tell its configs apart, e.g. ``adam lr=0.01``;
+two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
+over the finished seeds), and the epochs / training seconds / gradient evaluations + HVPs to reach
+each target test accuracy; runs that diverged, are unfinished or were never started are counted in
 their own columns. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row per cell) and
 ``<experiment>.runs.csv`` (one row per run).
 """
@@ -23,6 +24,7 @@ from drsom import plotting  # noqa: E402
 from drsom.results import (  # noqa: E402
     describe,
     experiment_selection,
+    found_line,
     load_store,
     stored_experiments,
 )
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.experiment or stored_experiments(store):
         selection = experiment_selection(args.results, name, store)
         if not selection.runs:
-            print(f"{name}: no runs in {args.results}; skipped")
+            print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
         rows = run_rows(selection, targets)
         table = experiment_table(rows, targets)
@@ -77,8 +79,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def notes(selection, targets) -> str:
     """What the numbers are, under the heading: protocol per model, statistics, units."""
     lines = []
-    for model in dict.fromkeys(r.key()[2] for r in selection.runs):
-        runs = [r for r in selection.runs if r.key()[2] == model]
+    for pair in dict.fromkeys(r.key()[1:3] for r in selection.runs):
+        runs = [r for r in selection.runs if r.key()[1:3] == pair]
         seeds = len({r.key()[4] for r in runs})
         lines.append(plotting.protocol_title(describe(runs[0]), seeds).replace("\n", "; ") + ".")
     goals = ", ".join(f"{target_name(t)}%" for t in targets)

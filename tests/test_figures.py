@@ -401,7 +401,7 @@ def test_legend_names_a_second_label_of_the_same_config_and_lost_runs():
     runs[-1].summary["status"] = "diverged"
     runs[-1].config["seed"] = 1
     # seed 0 is DRSOM's config under a second name; seed 1 has no DRSOM twin and diverged
-    assert plot_curves.legend_notes(runs) == {"drsom_adam": "1 diverged; same as DRSOM"}
+    assert plot_curves.legend_notes(runs) == {runs[-1].variant: "1 diverged; same as DRSOM"}
 
 
 def test_protocol_title_states_data_model_seeds_device_and_schedule():
@@ -569,3 +569,58 @@ def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_pat
     assert _build_figures(store, tmp_path) == 1
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
+
+
+# ------------------------------------------------------------------------------- variants
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory) -> Path:
+    """``python run.py -m optimizer=adam optimizer.lr=1e-3,1e-2 data=digits model=cnn`` (seed 0,
+    no experiment file), plus one SGD run on the fake CIFAR-10: three variants, ad-hoc runs."""
+    root = tmp_path_factory.mktemp("adhoc")
+    base = ["data=digits", "model=cnn", "trainer.epochs=3"]
+    cfgs = compose_configs(
+        [*base, "optimizer=adam", "optimizer.lr=1e-3"],
+        [*base, "optimizer=adam", "optimizer.lr=1e-2"],
+        ["data=cifar10", "model=cnn", "trainer.epochs=3", "optimizer=sgd"],
+    )
+    for cfg, accs in zip(cfgs, ([0.6, 0.9, 0.97], [0.2, 0.25, 0.3], [0.4, 0.5, 0.6]), strict=True):
+        write_run(root, cfg, metric_rows(cfg["optimizer"]["name"], 0, accs), "finished")
+    return root
+
+
+def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep, tmp_path):
+    assert summarize.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "default.csv", keep_default_na=False)
+    adam = table[table["optimizer"] == "adam"].set_index("setting")
+    assert sorted(adam.index) == ["lr=0.001", "lr=0.01"]
+    assert adam.loc["lr=0.001", "final_test_acc_mean"] == pytest.approx(0.97)
+    assert adam.loc["lr=0.01", "final_test_acc_mean"] == pytest.approx(0.30)
+    assert set(adam["seeds"]) == {1}
+    # the SGD run is alone of its label on its data: no setting to name
+    assert table.loc[table["optimizer"] == "sgd", "setting"].tolist() == [""]
+    text = (tmp_path / "default.md").read_text()
+    assert "| cnn | adam lr=0.001 | 1/1 |" in text and "| cnn | adam lr=0.01 | 1/1 |" in text
+
+
+def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_sweep, tmp_path):
+    args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--metrics", "test_acc"]
+    assert plot_curves.main(args) == 0
+    names = sorted(p.name for p in (tmp_path / "default").glob("*.png"))
+    assert names == ["cifar10-cnn-test_acc-epoch.png", "digits-cnn-test_acc-epoch.png"]
+    frame = metrics_frame(load_store(lr_sweep))
+    digits = frame[frame["data"] == "digits"]
+    fig = plotting.curve_figure(digits, "test_acc", "epoch", "t")
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["Adam lr=0.001 (1 seed)", "Adam lr=0.01 (1 seed)"]
+    lines = fig.axes[0].get_lines()
+    assert [list(line.get_ydata()) for line in lines] == [[60, 90, 97], [20, 25, 30]]
+    assert lines[0].get_color() != lines[1].get_color()
+    plt.close(fig)
+
+
+def test_an_empty_selection_says_what_the_store_holds(lr_sweep, tmp_path, capsys):
+    args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--experiment", "nothing"]
+    assert summarize.main(args) == 0
+    out = capsys.readouterr().out
+    assert "nothing: no runs in" in out
+    assert "the store holds default (3 runs); select one with --experiment NAME" in out
