@@ -1,0 +1,53 @@
+"""scripts/reproduce.py: a stored run rerun from its config, compared column by column."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from run_helpers import only_run, run_inprocess
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import reproduce  # noqa: E402
+
+DIGITS = [
+    "data=digits",
+    "model=cnn",
+    "optimizer=drsom",
+    "trainer.epochs=3",
+    "trainer.batch_size=256",
+    "trainer.device=cpu",
+    "trainer.progress=false",
+    "trainer.log_every_steps=2",
+    "logger.mode=disabled",
+]
+
+
+def test_a_fresh_run_reproduces_identically_and_a_changed_cell_is_found(tmp_path, capsys):
+    results = tmp_path / "runs"
+    assert run_inprocess([*DIGITS, f"results_dir={results}"]) == "finished"
+    folder = only_run(results)
+    assert reproduce.main([str(folder.path), "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "reproduced: identical" in out
+    assert "metrics.csv test_acc: identical" in out and "steps.csv rho: identical" in out
+    assert "train_seconds" not in out  # wall clock is not compared
+
+    with open(folder.metrics, newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[1]["train_loss"] = repr(float(rows[1]["train_loss"]) + 1e-12)
+    with open(folder.metrics, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert reproduce.main([str(folder.path), "--epochs", "2"]) == 1
+    out = capsys.readouterr().out
+    assert "metrics.csv train_loss: first differs at row 2 (epoch 2)" in out
+    assert "metrics.csv test_acc: identical" in out and "NOT reproduced" in out
+
+
+def test_a_folder_without_a_run_is_exit_2(tmp_path, capsys):
+    assert reproduce.main([str(tmp_path)]) == 2
+    assert "holds no run" in capsys.readouterr().err
