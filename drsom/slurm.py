@@ -26,6 +26,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,9 @@ def check_request(params: Mapping[str, Any], nodes: Sequence[Node]) -> None:
         raise ClusterError(f"error: hydra.launcher.{key}={params[key]}: {largest}{hint}")
     tasks = int(params.get("tasks_per_node") or 1)
     if params.get("cpus_per_task") and int(params["cpus_per_task"]) * tasks > cpus:
+        per_node = f" (x {tasks} tasks per node)" if tasks > 1 else ""
         raise ClusterError(
-            f"error: hydra.launcher.cpus_per_task={params['cpus_per_task']} "
-            f"(x {tasks} tasks per node): {largest}"
+            f"error: hydra.launcher.cpus_per_task={params['cpus_per_task']}{per_node}: {largest}"
         )
     # submitit passes --mem=<mem_gb>GB, which SLURM counts in units of 1024 MB.
     if params.get("mem_gb") and float(params["mem_gb"]) * 1024 > mem_mb:
@@ -153,13 +154,17 @@ def cluster_nodes() -> list[Node] | None:
 
 def failure_line(exc: BaseException) -> str:
     """The one-line reason of a failed job from submitit's error. A job that raised carries its
-    traceback, whose last line is ``<module>.<Class>: <message>``: the message. Otherwise (no
-    result: killed, lost node) the error's first line."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__
-    match = re.fullmatch(r"[\w.]+: (.+)", lines[-1]) if len(lines) > 1 else None
-    return match.group(1) if match else lines[0]
+    traceback between two dashed lines, whose last line is ``<module>.<Class>: <message>``: the
+    message. Otherwise (no result: killed, lost node) the error's first line."""
+    text = str(exc)
+    parts = text.split("-" * 22)
+    trace = (
+        [line.strip() for line in parts[1].splitlines() if line.strip()] if len(parts) > 2 else []
+    )
+    match = re.fullmatch(r"[\w.]+: (.+)", trace[-1]) if trace else None
+    if match:
+        return match.group(1)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
 
 
 # Lines put before the job's own ``setup`` in the sbatch script. A signal to the batch shell
@@ -193,9 +198,12 @@ class SlurmLauncher(SubmititSlurmLauncher):
         import submitit
 
         assert self.config is not None
-        nodes = cluster_nodes()
-        if nodes is not None:
-            check_request(self.params, nodes)
+        try:
+            nodes = cluster_nodes()
+            if nodes is not None:
+                check_request(self.params, nodes)
+        except ClusterError as exc:
+            sys.exit(str(exc))  # the one line, exit 1 (Hydra would add a hint about tracebacks)
 
         # The job unpickles this launcher, whose class Hydra wants in the repository's
         # hydra_plugins/ folder: the repository root goes on the job's PYTHONPATH.
