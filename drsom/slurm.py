@@ -25,6 +25,7 @@ import logging
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -182,9 +183,23 @@ FORWARD_USR2 = [
 ]
 
 
+def _requeue_cut_short(exc: object) -> bool:
+    return (
+        isinstance(exc, subprocess.CalledProcessError)
+        and list(exc.cmd[:2]) == ["scontrol", "requeue"]
+        and exc.returncode == -signal.SIGTERM
+    )
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
         ret = super().__call__(*args, **kwargs)
+        if ret.status == JobStatus.FAILED and _requeue_cut_short(ret._return_value):
+            # submitit's `scontrol requeue` (after our checkpoint) went through: SLURM took the job
+            # back and stopped its processes, that scontrol among them, before it could exit.
+            # Leave as submitit does after a requeue: no result, so the launcher keeps waiting.
+            log.warning("requeued (SLURM stopped the job as it took it back)")
+            sys.exit(-1)
         if ret.status == JobStatus.FAILED:
             # Hydra has logged the traceback (or JobError's one line) in the job's log already.
             exc = ret._return_value
@@ -235,7 +250,11 @@ class SlurmLauncher(SubmititSlurmLauncher):
         ]
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
         array = jobs[0].job_id.split("_")[0] if jobs else "?"
-        log.info(f"submitted SLURM array job {array} ({len(jobs)} runs; scancel {array} stops all)")
+        if len(jobs) == 1:
+            log.info(f"submitted SLURM job {array}")
+        else:
+            n = len(jobs)
+            log.info(f"submitted SLURM array job {array} ({n} runs; scancel {array} stops all)")
         for (overrides, _, idx, *_), job in zip(job_params, jobs, strict=True):
             log.info(f"\t#{idx} : SLURM job {job.job_id} : {' '.join(filter_overrides(overrides))}")
 

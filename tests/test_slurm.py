@@ -208,7 +208,7 @@ def finish(proc: subprocess.Popen, rc: int | None = 0, timeout: float = 420) -> 
 
 def submitted(out: str) -> dict[int, str]:
     """The launcher's "#<n> : SLURM job <id> : <overrides>" lines: {n: job id}."""
-    return {int(n): job for n, job in re.findall(r"#(\d+) : SLURM job (\d+_\d+) :", out)}
+    return {int(n): job for n, job in re.findall(r"#(\d+) : SLURM job (\d+(?:_\d+)?) :", out)}
 
 
 def sacct(job: str) -> tuple[str, str, str]:
