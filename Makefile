@@ -27,9 +27,9 @@ test-slow: $(STAMP)
 # Sweeps on a real SLURM scheduler: starts a single-node cluster unless one answers (as root;
 # installs the Debian packages when missing), runs the `slurm` tests, stops what it started.
 test-slurm: $(STAMP)
-	scripts/slurm/up.sh
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; \
-		rc=$$?; scripts/slurm/down.sh; exit $$rc
+	@record=$$(mktemp); scripts/slurm/up.sh $$record || { rm -f $$record; exit 1; }; \
+		WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; \
+		rc=$$?; scripts/slurm/down.sh $$record; rm -f $$record; exit $$rc
 
 # Every figure and table from the runs in results/runs (no training). REFERENCE=<csv> overlays
 # published curves, e.g. REFERENCE=../shared/reference/adabelief_cifar10_curves.csv

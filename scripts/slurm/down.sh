@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Stops what scripts/slurm/up.sh started (the pids it recorded), newest first; nothing else.
+# scripts/slurm/down.sh [RECORD]: stops what scripts/slurm/up.sh [RECORD] started (the pids it
+# recorded there), newest first; nothing else.
 set -uo pipefail
 
 STATE=${DRSOM_SLURM_STATE:-/var/tmp/drsom-slurm}
-[ -s "$STATE/started" ] || { echo "slurm-down: nothing started by up.sh"; exit 0; }
-tac "$STATE/started" | while read -r name pid; do
+RECORD=${1:-$STATE/started}
+[ -s "$RECORD" ] || { echo "slurm-down: nothing started by up.sh"; exit 0; }
+tac "$RECORD" | while read -r name pid; do
     # The pid must still be that daemon: never signal a process that reused the number.
     if [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = "$name" ]; then
         kill "$pid"
@@ -12,4 +14,4 @@ tac "$STATE/started" | while read -r name pid; do
         echo "slurm-down: stopped $name (pid $pid)"
     fi
 done
-: >"$STATE/started"
+: >"$RECORD"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A single-node SLURM on this machine, for `make test-slurm`: scripts/slurm/up.sh, later down.sh.
+# A single-node SLURM on this machine, for `make test-slurm`: scripts/slurm/up.sh [RECORD], later
+# scripts/slurm/down.sh [RECORD].
 #
 # Idempotent. Where a controller already answers (`sinfo`), nothing is installed or started and
 # down.sh will stop nothing. Otherwise (as root, Debian/Ubuntu): installs munge, slurmctld, slurmd,
@@ -7,7 +8,8 @@
 # with apt-get when missing, writes /etc/slurm/slurm.conf for this host (only if
 # there is none, or the one there is ours), starts munged (unless one runs), a MariaDB of its own
 # (data in $STATE/db, 127.0.0.1:$DB_PORT), slurmdbd, slurmctld and slurmd,
-# and records the pids of exactly what it started in $STATE/started, which down.sh reads.
+# and appends the pids of exactly what it started to RECORD (default $STATE/started), which
+# down.sh reads: give each caller its own RECORD, and each stops only what its own up.sh started.
 #
 # The test cluster: this host is the controller and one node (its CPUs and memory as `slurmd -C`
 # reports them), two partitions over it: `batch` (the default) and `urgent`, whose jobs preempt
@@ -15,6 +17,7 @@
 set -euo pipefail
 
 STATE=${DRSOM_SLURM_STATE:-/var/tmp/drsom-slurm}
+RECORD=${1:-$STATE/started}
 CONF=/etc/slurm/slurm.conf
 MARK="# written by drsom scripts/slurm/up.sh"
 DB_PORT=${DRSOM_SLURM_DB_PORT:-3307}
@@ -44,7 +47,7 @@ if [ -n "$missing" ]; then
 fi
 
 mkdir -p "$STATE/ctld" "$STATE/d" /etc/slurm
-: >>"$STATE/started"
+: >>"$RECORD"
 if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
     fail "$CONF exists and was not written by this script: not touching it (start that cluster)"
 fi
@@ -107,7 +110,7 @@ StorageLoc=slurm_acct_db
 DBD
 chmod 600 /etc/slurm/slurmdbd.conf
 
-started() { echo "$1 $2" >>"$STATE/started"; }   # name pid
+started() { echo "$1 $2" >>"$RECORD"; }   # name pid
 
 if ! pgrep -x munged >/dev/null; then
     mkdir -p /run/munge && chown munge:munge /run/munge
