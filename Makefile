@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 ARGS    ?=
 
-.PHONY: install run test test-slow lint format figures status bench clean
+.PHONY: install run test test-slow test-slurm lint format figures status bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow
+
+# Sweeps on a real SLURM scheduler: starts a single-node cluster unless one answers (as root;
+# installs the Debian packages when missing), runs the `slurm` tests, stops what it started.
+test-slurm: $(STAMP)
+	@record=$$(mktemp); scripts/slurm/up.sh $$record || { rm -f $$record; exit 1; }; \
+		WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slurm tests/test_slurm.py; \
+		rc=$$?; scripts/slurm/down.sh $$record; rm -f $$record; exit $$rc
 
 # Every figure and table from the runs in results/runs (no training), built aside and swapped in
 # only when every step succeeded. REFERENCE=<csv> overlays published curves, e.g.

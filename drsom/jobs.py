@@ -13,6 +13,8 @@ sweep imports it, and must never initialise torch, CUDA or wandb.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -48,6 +50,7 @@ def run(cfg: DictConfig, *, base_dir: Path) -> str:
     from drsom.store import RunBusy
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    name_slurm_job(cfg)
     try:
         return run_config(cfg, base_dir=base_dir)
     except RunBusy as exc:
@@ -63,3 +66,38 @@ def run(cfg: DictConfig, *, base_dir: Path) -> str:
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to continue from the last checkpoint")
+
+
+def name_slurm_job(cfg: DictConfig) -> None:
+    """In a SLURM job started by submitit: name the job after its run id, and log the pair.
+
+    The launcher submits one array per sweep, whose tasks share one name until they start; a
+    running task is its own job, and renaming it makes squeue and sacct say which run it trains.
+    Best effort: a cluster that refuses the update only costs the name.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SUBMITIT_EXECUTOR") != "slurm" or not job:
+        return
+    from omegaconf import OmegaConf
+
+    from drsom.store import run_id
+
+    try:
+        rid = run_id(OmegaConf.to_container(cfg, resolve=True))
+    except Exception:  # an invalid config: the runner reports it in its own words
+        return
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    task = os.environ.get("SLURM_ARRAY_TASK_ID")
+    # The last task of an array has the array's own id as its job id, and `JobId=<that>` would
+    # rename every task: an array task is named by <array>_<task>.
+    job = f"{array}_{task}" if array and task else job
+    log.info(f"SLURM job {job}: {rid}")
+    try:
+        subprocess.run(
+            ["scontrol", "update", f"JobId={job}", f"JobName={rid}"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning(f"could not name SLURM job {job} {rid}: {exc}")

@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,10 @@ log = logging.getLogger("drsom")
 
 PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's own setting; USR2 when unset
 GRACE_S = 60.0  # well inside the 120 s that hydra/launcher/slurm.yaml leaves before the kill
+# One preemption can arrive more than once within moments: `scancel --full -s USR2` signals the
+# batch shell, which passes it on (drsom/slurm.py), and srun, which forwards it too. A repeat
+# this soon after the first is that same request, not a user insisting.
+DUPLICATE_S = 5.0
 
 
 def preemption_signal() -> signal.Signals | None:
@@ -52,6 +57,7 @@ class PreemptionGuard:
         self._previous: Callable[..., Any] | int | None = None
         self._installed = False
         self._timer: threading.Timer | None = None
+        self._first_at = 0.0
 
     @property
     def name(self) -> str:
@@ -81,11 +87,15 @@ class PreemptionGuard:
             self._installed = False
 
     def _on_signal(self, signum: int, frame: Any) -> None:
+        since_first = time.monotonic() - self._first_at
+        if self.requested and since_first < min(DUPLICATE_S, self.grace_s / 2):
+            return  # the same preemption delivered twice
         if self.requested:  # the repeat sent after grace_s (or by a user): stop waiting
             log.warning(f"{self.name} again before a safe point: handing over without saving")
             self.hand_over()
             return
         self.requested = True
+        self._first_at = time.monotonic()
         log.warning(
             f"received {self.name} (preemption or time limit): saving a checkpoint after the "
             f"current step, then {self._what_next()}"

@@ -6,6 +6,10 @@ interrupted, diverged, failed or missing, with its last completed epoch. "runnin
 against the run folder's lock: a job that died without a word (SIGKILL, a lost node) shows as
 interrupted. Re-launching the same sweep trains exactly the runs not finished or diverged.
 Reads the results store only; safe to run while the sweep trains.
+
+The sweep's launch line can be pasted as it is: ``-m`` is accepted and ignored, and the
+launcher's overrides (``hydra/launcher=slurm hydra.launcher.partition=gpu``, any ``hydra.*``)
+are checked as Hydra would check them but change no run.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from drsom.sweeps import RunState, counts, run_states, sweep_runs, varying_keys 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", help="experiments/<NAME>.yaml (default: none)")
+    parser.add_argument(
+        "-m", "--multirun", action="store_true", help="accepted (and ignored): a sweep's own flag"
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, sweeps included")
     args = parser.parse_args(argv)
     try:
