@@ -286,3 +286,19 @@ def test_library_checks_beyond_ours_are_one_value_error_line():
     # pytorch_optimizer checks hessian_power itself; its message comes through as one line
     with pytest.raises(ValueError, match=r"^optimizer 'adahessian': Hessian Power must be in"):
         build("adahessian", [torch.zeros(2, requires_grad=True)], hessian_power=2.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_model_moved_to_cuda_after_building_keeps_training_with_a_cuda_generator():
+    X1, _, y = _data()
+    model = nn.Linear(4, 1)
+    opt = DRSOM(model.parameters(), directions="random", seed=3)
+    opt.step(lambda: (model(X1) - y).pow(2).mean())
+    model.cuda()
+    X1, y = X1.cuda(), y.cuda()
+    start = (model(X1) - y).pow(2).mean().item()
+    for _ in range(3):
+        opt.step(lambda: (model(X1) - y).pow(2).mean())
+    assert opt._flat.is_cuda and opt._generator.device.type == "cuda"
+    assert all(_flat_of(opt, p) for p in model.parameters())
+    assert (model(X1) - y).pow(2).mean().item() < start

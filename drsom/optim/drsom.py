@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import os
+import sys
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -155,10 +157,13 @@ class DRSOM(Optimizer):
     consistent across the evaluations of one step.
 
     Args:
-        params: parameters or param groups. All trainable parameters must share one dtype and
-            device. DRSOM packs them into one flat buffer and rebinds each ``p.data`` to a view of
-            it (the layout, e.g. channels-last, is kept), so the k x k reductions are single
-            matrix products; move the model before building the optimizer.
+        params: parameters or param groups. All trainable parameters must share one dtype
+            (float32 or float64) and device. DRSOM packs them into one flat buffer and rebinds
+            each ``p.data`` to a view of it (the layout, e.g. channels-last, is kept), so the
+            k x k reductions are single matrix products. It re-packs, keeping each parameter's
+            direction memory and moving averages, when the trainable set or its storage changes:
+            ``add_param_group``, ``requires_grad_(False/True)`` (frozen parameters get storage of
+            their own and do not move), ``model.to(device)`` / ``model.double()``.
         lr: the step bound: the largest step length ``|x+ - x|`` (the maximal trust radius;
             for the radius-free subproblems a cap on the step length, and their gamma/sigma floor
             is divided by ``lr / lr0``). A ``torch.optim.lr_scheduler`` scheduler decays it like a
@@ -191,6 +196,15 @@ class DRSOM(Optimizer):
     ``build("drsom", params, preset="official")``) reproduces the official code's constants,
     see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
     where the official default measures ``alpha`` in a unit metric.
+
+    **torch.optim habits.** ``step()`` refuses, in one ``DRSOM:`` line, a closure that calls
+    ``backward()`` itself (the LBFGS style), 16-bit parameters (keep float32 and use autocast)
+    and ``hessian="hvp"`` on a ``torch.compile``'d model (AOTAutograd cannot differentiate its
+    backward again; ``fd``, ``interp``, ``adam`` and ``adabelief`` work compiled). Schedulers
+    act on ``lr``, the step bound. The weight of the momentum direction is chosen by the
+    subproblem, so there is no momentum to schedule: the groups carry ``momentum=None`` only so
+    that ``OneCycleLR``/``CyclicLR`` run with their default ``cycle_momentum=True``; the value
+    they write is ignored, with one warning (pass ``cycle_momentum=False`` to avoid it).
 
     After a step ``p.grad`` holds the gradient at the step's starting point (L2 term included),
     as a view of DRSOM's direction buffer (backward accumulates into it, so no second copy of
@@ -451,11 +465,12 @@ class DRSOM(Optimizer):
         self._ptrs = [p.data_ptr() for p in live]
         eps = torch.finfo(dtype).eps
         self.rank_tol = self._rank_tol if self._rank_tol is not None else 100 * eps
-        # weight decay per group as (start, end, group) slices of the flat buffer
+        # weight decay per group as (start, end, group index) slices of the flat buffer; the
+        # index, not the dict: load_state_dict replaces the group dicts
         self._decay, offset = [], 0
         for g in self.param_groups:
             n = sum(p.numel() for p in g["params"] if p.requires_grad)
-            self._decay.append((offset, offset + n, g))
+            self._decay.append((offset, offset + n, len(self._decay)))
             offset += n
 
     def _check_groups(self) -> None:
@@ -474,7 +489,7 @@ class DRSOM(Optimizer):
                 "DRSOM: ignoring the param groups' 'momentum' (a scheduler's cycle_momentum sets "
                 "it): DRSOM chooses the weight of its momentum direction by the subproblem each "
                 "step; pass cycle_momentum=False to the scheduler to silence this",
-                stacklevel=3,
+                stacklevel=_outside_stacklevel(),
             )
 
     def _views(self, buf: torch.Tensor) -> list[torch.Tensor]:
@@ -592,9 +607,9 @@ class DRSOM(Optimizer):
         # row 0 is the gradient of f + w/2 |x|^2, the other rows the direction memory
         k = self._dirs.active()
         R = self._R[:k]
-        for a, b, g in self._decay:
-            if g["weight_decay"]:
-                self._R[0, a:b].add_(x[a:b], alpha=g["weight_decay"])
+        for a, b, gi in self._decay:
+            if w := self.param_groups[gi]["weight_decay"]:
+                self._R[0, a:b].add_(x[a:b], alpha=w)
         self._dirs.prepare(self._R, self._generator)
         if missing:  # parameters without a gradient stay where they are
             for row in range(k):
@@ -605,8 +620,8 @@ class DRSOM(Optimizer):
         Gw = torch.zeros_like(G)
         Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
         Xw = torch.zeros((), dtype=G.dtype, device=G.device)
-        for a, b, g in self._decay:
-            w = g["weight_decay"]
+        for a, b, gi in self._decay:
+            w = self.param_groups[gi]["weight_decay"]
             if w:
                 Rs, xs = R[:, a:b], x[a:b]
                 Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
@@ -678,6 +693,7 @@ class DRSOM(Optimizer):
         state_dict = dict(state_dict)
         state = dict(state_dict["state"])
         own = state.pop("drsom")
+        self._ensure_packed()  # the buffers below are laid out for the current parameters
         super().load_state_dict({**state_dict, "state": state})
         if tuple(own["kind"]) != (self.hessian, self.directions, self.subproblem):
             raise ValueError(
@@ -733,6 +749,16 @@ def _ratio(actual: float, pred: float, f0: float, eps: float) -> float:
         return -math.inf
     delta = 100.0 * eps * max(abs(f0), eps)
     return (actual + delta) / (pred + delta)
+
+
+def _outside_stacklevel() -> int:
+    """warnings' stacklevel of the caller's line: the first frame outside torch and this package
+    (torch wraps step() in a varying number of layers: no_grad, hooks, schedulers' counters)."""
+    inside = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _shares(t: torch.Tensor, buf: torch.Tensor) -> bool:
