@@ -219,7 +219,7 @@ def _check_values(name: str, kwargs: Mapping[str, Any]) -> None:
     defaults = _signature_defaults(name)
 
     def bad(key: str, accepted: str) -> ValueError:
-        return ValueError(f"optimizer {name!r}: {key} must be {accepted}, got {kwargs[key]!r}")
+        return ValueError(f"{key} must be {accepted}, got {kwargs[key]!r}")
 
     for key, value in kwargs.items():
         default = defaults.get(key)
@@ -280,6 +280,6 @@ def build_baseline(
     except (ValueError, TypeError, *_LIBRARY_ERRORS) as err:
         # what the constructors check beyond the rules above, as one ValueError line
         text = " ".join(str(err).split()) or type(err).__name__
-        raise ValueError(f"optimizer {name!r}: {text}") from None
+        raise ValueError(text) from None
     opt.step_protocol = spec.step_protocol
     return opt

@@ -256,7 +256,7 @@ class DRSOM(Optimizer):
             _positive("radius", radius)
         _integer("history", history)
         _integer("max_trials", max_trials)
-        _integer("seed", seed, low=0)
+        _integer("seed", seed, low=0, high=2**64 - 1)  # what torch.Generator.manual_seed takes
         _real("eta", eta, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         _real("zeta1", zeta1, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
         _real("zeta2", zeta2, f"a number in [zeta1={zeta1}, 1)", lambda v: zeta1 <= v < 1.0)
@@ -782,9 +782,11 @@ def _positive(name: str, value) -> None:
     _real(name, value, "a positive finite number", lambda v: 0.0 < v < math.inf)
 
 
-def _integer(name: str, value, low: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+def _integer(name: str, value, low: int = 1, high: int | None = None) -> None:
+    integral = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if not integral or value < low or (high is not None and value > high):
         what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        what += f" and <= {high}" if high is not None else ""
         raise ValueError(f"DRSOM: {name} must be {what}, got {value!r}")
 
 
