@@ -14,6 +14,13 @@ from drsom.optim.directions import DIRECTIONS
 F64 = torch.float64
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Each test starts from one global RNG state, whatever ran before it in the process."""
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
 def _quadratic(n=50, cond=1e3, seed=0):
     rng = np.random.default_rng(seed)
     U, _ = np.linalg.qr(rng.standard_normal((n, n)))
@@ -140,6 +147,7 @@ def _logistic(seed=0, n=200, d=10):
 @pytest.mark.parametrize("directions", DIRECTIONS)
 @pytest.mark.parametrize("hessian", HESSIANS)
 def test_every_combination_reduces_logistic_loss(hessian, directions):
+    torch.manual_seed(0)
     X, y = _logistic()
     model = nn.Linear(10, 1)
     torch.nn.init.zeros_(model.weight)
@@ -159,6 +167,7 @@ def test_every_combination_reduces_logistic_loss(hessian, directions):
 @pytest.mark.parametrize("subproblem", ["trust_region", "regularized", "cubic"])
 @pytest.mark.parametrize("hessian", ["hvp", "adam"])
 def test_every_subproblem_reduces_logistic_loss(subproblem, hessian):
+    torch.manual_seed(0)
     X, y = _logistic(1)
     model = nn.Linear(10, 1)
     opt = DRSOM(model.parameters(), hessian=hessian, subproblem=subproblem, lr=2.0)
@@ -222,6 +231,7 @@ def test_param_groups_and_parameters_without_gradient():
 
 
 def test_float32_and_channels_last_layout_is_kept():
+    torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     x = torch.randn(8, 3, 6, 6)
     model(x)
@@ -287,6 +297,7 @@ def test_state_dict_round_trip_continues_identically(kwargs):
 
 
 def test_lr_scheduler_decays_the_step_bound():
+    torch.manual_seed(0)
     X, y = _logistic(4)
     model = nn.Linear(10, 1)
     opt = DRSOM(model.parameters(), lr=1.0, radius=1.0)
@@ -299,11 +310,17 @@ def test_lr_scheduler_decays_the_step_bound():
         opt.step(closure)
         sched.step()
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
+    eps = torch.finfo(torch.float32).eps
     for _ in range(3):
         before = torch.cat([p.detach().flatten() for p in model.parameters()])
         opt.step(closure)
         after = torch.cat([p.detach().flatten() for p in model.parameters()])
-        assert (after - before).norm() <= 0.01 * (1 + 1e-6)
+        # |x+ - x| = 0.01 in exact arithmetic; storing x + s in float32 rounds each entry by
+        # eps/2 |x_i| (measured: at most 0.37 eps (|x| + 0.01) over 300 seeds), so the float64
+        # difference of the float32 iterates gets a float32-sized allowance
+        step = (after.double() - before.double()).norm().item()
+        assert step <= 0.01 * (1 + 4 * eps) + 2 * eps * before.norm().item()
+        assert step > 0.5 * 0.01  # the bound binds: the step is not just small
         assert opt.last_step["radius"] <= 0.01
 
 

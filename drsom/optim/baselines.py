@@ -31,7 +31,9 @@ sophiah     pytorch_optimizer.SophiaH     library defaults (lr 6e-2, wd 0)
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -157,14 +159,21 @@ _SPECS: dict[str, _Spec] = {
 
 BASELINE_NAMES: tuple[str, ...] = tuple(_SPECS)
 
+# pytorch_optimizer's own exceptions (NegativeLRError, ...) derive from Exception, not ValueError.
+_LIBRARY_ERRORS: tuple[type[Exception], ...] = tuple(
+    err
+    for err in vars(po.base.exception).values()
+    if isinstance(err, type) and issubclass(err, Exception)
+)
+
 # Constructor arguments that are not hyperparameters.
 _NOT_KEYWORDS = {"self", "params", "defaults"}
 
 
-def accepted_keys(name: str) -> frozenset[str]:
-    """Keywords ``build_baseline(name, ...)`` accepts: the constructor's named arguments."""
+def _signature_defaults(name: str) -> dict[str, Any]:
+    """The constructor's named arguments and their defaults (``inspect.Parameter.empty``)."""
     spec = _spec(name)
-    keys: set[str] = set()
+    found: dict[str, Any] = {}
     # The whole MRO, so that the L2 mixin's ``weight_decay`` joins the library class's arguments;
     # ``**kwargs`` is left out because the library would store unknown keys silently.
     for klass in spec.cls.__mro__:
@@ -173,8 +182,63 @@ def accepted_keys(name: str) -> frozenset[str]:
             continue
         for p in inspect.signature(init).parameters.values():
             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in _NOT_KEYWORDS:
-                keys.add(p.name)
-    return frozenset(keys)
+                found.setdefault(p.name, p.default)
+    return found
+
+
+def accepted_keys(name: str) -> frozenset[str]:
+    """Keywords ``build_baseline(name, ...)`` accepts: the constructor's named arguments."""
+    return frozenset(_signature_defaults(name))
+
+
+def _is_real(value: Any) -> bool:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and value.is_floating_point():
+        value = value.item()  # torch accepts a tensor lr
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def _in_unit(v: float) -> bool:
+    return 0.0 <= v < 1.0
+
+
+# Value rules of the hyperparameters the suite's optimizers share (accepted values, test). The
+# libraries check some of these late, partly (lr=0 passes) or not at all (adabound's final_lr),
+# or with errors that do not say what is wrong ("'<' not supported between 'str' and 'float'").
+_RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
+    "final_lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
+    "eps": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
+    "weight_decay": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
+    "momentum": ("a number in [0, 1)", _in_unit),
+    "beta": ("a number in [0, 1)", _in_unit),
+}
+
+
+def _check_values(name: str, kwargs: Mapping[str, Any]) -> None:
+    """One line per bad value, naming the key and what it accepts, before the library sees it."""
+    defaults = _signature_defaults(name)
+
+    def bad(key: str, accepted: str) -> ValueError:
+        return ValueError(f"{key} must be {accepted}, got {kwargs[key]!r}")
+
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        if key in _RULES:
+            accepted, ok = _RULES[key]
+            if not (_is_real(value) and ok(float(value))):
+                raise bad(key, accepted)
+        elif key == "betas":
+            pair = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+            if not (pair and all(_is_real(b) and _in_unit(float(b)) for b in value)):
+                raise bad(key, "a pair of numbers in [0, 1), e.g. [0.9, 0.999]")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise bad(key, "true or false")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise bad(key, "an integer")
+        elif isinstance(default, float) and not _is_real(value):
+            raise bad(key, "a number")
 
 
 def _spec(name: str) -> _Spec:
@@ -201,6 +265,7 @@ def build_baseline(
             f"accepted values: {', '.join(sorted(accepted))}"
         )
     kwargs = {**spec.defaults, **cfg}
+    _check_values(name, kwargs)
     if "betas" in kwargs:
         # Configs deliver lists (or OmegaConf ListConfig); torch and the library expect a tuple.
         kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
@@ -210,6 +275,11 @@ def build_baseline(
             "weight_decouple=False is not supported for optimizer 'radam' (its weight decay "
             "would be ignored); accepted values: True"
         )
-    opt = spec.cls(params, **kwargs)
+    try:
+        opt = spec.cls(params, **kwargs)
+    except (ValueError, TypeError, *_LIBRARY_ERRORS) as err:
+        # what the constructors check beyond the rules above, as one ValueError line
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise ValueError(text) from None
     opt.step_protocol = spec.step_protocol
     return opt

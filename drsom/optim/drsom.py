@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import numbers
+import os
+import sys
+import warnings
 from collections import Counter
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -151,10 +157,13 @@ class DRSOM(Optimizer):
     consistent across the evaluations of one step.
 
     Args:
-        params: parameters or param groups. All trainable parameters must share one dtype and
-            device. DRSOM packs them into one flat buffer and rebinds each ``p.data`` to a view of
-            it (the layout, e.g. channels-last, is kept), so the k x k reductions are single
-            matrix products; move the model before building the optimizer.
+        params: parameters or param groups. All trainable parameters must share one dtype
+            (float32 or float64) and device. DRSOM packs them into one flat buffer and rebinds
+            each ``p.data`` to a view of it (the layout, e.g. channels-last, is kept), so the
+            k x k reductions are single matrix products. It re-packs, keeping each parameter's
+            direction memory and moving averages, when the trainable set or its storage changes:
+            ``add_param_group``, ``requires_grad_(False/True)`` (frozen parameters get storage of
+            their own and do not move), ``model.to(device)`` / ``model.double()``.
         lr: the step bound: the largest step length ``|x+ - x|`` (the maximal trust radius;
             for the radius-free subproblems a cap on the step length, and their gamma/sigma floor
             is divided by ``lr / lr0``). A ``torch.optim.lr_scheduler`` scheduler decays it like a
@@ -187,6 +196,15 @@ class DRSOM(Optimizer):
     ``build("drsom", params, preset="official")``) reproduces the official code's constants,
     see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
     where the official default measures ``alpha`` in a unit metric.
+
+    **torch.optim habits.** ``step()`` refuses, in one ``DRSOM:`` line, a closure that calls
+    ``backward()`` itself (the LBFGS style), 16-bit parameters (keep float32 and use autocast)
+    and ``hessian="hvp"`` on a ``torch.compile``'d model (AOTAutograd cannot differentiate its
+    backward again; ``fd``, ``interp``, ``adam`` and ``adabelief`` work compiled). Schedulers
+    act on ``lr``, the step bound. The weight of the momentum direction is chosen by the
+    subproblem, so there is no momentum to schedule: the groups carry ``momentum=None`` only so
+    that ``OneCycleLR``/``CyclicLR`` run with their default ``cycle_momentum=True``; the value
+    they write is ignored, with one warning (pass ``cycle_momentum=False`` to avoid it).
 
     After a step ``p.grad`` holds the gradient at the step's starting point (L2 term included),
     as a view of DRSOM's direction buffer (backward accumulates into it, so no second copy of
@@ -236,32 +254,42 @@ class DRSOM(Optimizer):
         _positive("lr", lr)
         if radius is not None:
             _positive("radius", radius)
-        if not isinstance(history, int) or history < 1:
-            raise ValueError(f"DRSOM: history must be a positive integer, got {history!r}")
-        if not isinstance(max_trials, int) or max_trials < 1:
-            raise ValueError(f"DRSOM: max_trials must be a positive integer, got {max_trials!r}")
-        if not 0.0 <= eta < 1.0:
-            raise ValueError(f"DRSOM: eta must be in [0, 1), got {eta!r}")
-        if not 0.0 < zeta1 <= zeta2 < 1.0:
-            raise ValueError(f"DRSOM: need 0 < zeta1 <= zeta2 < 1, got {zeta1!r}, {zeta2!r}")
-        if not 0.0 < shrink < 1.0:
-            raise ValueError(f"DRSOM: shrink must be in (0, 1), got {shrink!r}")
-        if not expand >= 1.0:
-            raise ValueError(f"DRSOM: expand must be >= 1, got {expand!r}")
-        for name, val in (("gamma", gamma), ("gamma_min", gamma_min), ("sigma_min", sigma_min)):
+        _integer("history", history)
+        _integer("max_trials", max_trials)
+        _integer("seed", seed, low=0, high=2**64 - 1)  # what torch.Generator.manual_seed takes
+        _real("eta", eta, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        _real("zeta1", zeta1, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
+        _real("zeta2", zeta2, f"a number in [zeta1={zeta1}, 1)", lambda v: zeta1 <= v < 1.0)
+        _real("shrink", shrink, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
+        _real("expand", expand, "a finite number >= 1", lambda v: 1.0 <= v < math.inf)
+        for name, val in (
+            ("gamma", gamma),
+            ("gamma_min", gamma_min),
+            ("gamma_fail_min", gamma_fail_min),
+            ("sigma_min", sigma_min),
+            ("eps", eps),
+            ("interp_step", interp_step),
+        ):
             _positive(name, val)
+        if gamma_min > gamma:
+            raise ValueError(
+                f"DRSOM: gamma_min (the floor of gamma) must be <= gamma, got "
+                f"gamma_min={gamma_min!r} > gamma={gamma!r}"
+            )
         if sigma is not None:
             _positive("sigma", sigma)
-        if gamma_inc <= 1.0 or gamma_dec <= 1.0:
-            raise ValueError("DRSOM: gamma_inc and gamma_dec must be > 1")
-        if not all(0.0 <= b < 1.0 for b in betas) or len(betas) != 2:
-            raise ValueError(f"DRSOM: betas must be two numbers in [0, 1), got {betas!r}")
-        _positive("eps", eps)
-        if weight_decay < 0:
-            raise ValueError(f"DRSOM: weight_decay must be >= 0, got {weight_decay!r}")
-        if not 0.0 <= momentum_ema < 1.0:
-            raise ValueError(f"DRSOM: momentum_ema must be in [0, 1), got {momentum_ema!r}")
-        _positive("interp_step", interp_step)
+            if sigma_min > sigma:
+                raise ValueError(
+                    f"DRSOM: sigma_min (the floor of sigma) must be <= sigma, got "
+                    f"sigma_min={sigma_min!r} > sigma={sigma!r}"
+                )
+        for name, val in (("gamma_inc", gamma_inc), ("gamma_dec", gamma_dec)):
+            _real(name, val, "a finite number > 1", lambda v: 1.0 < v < math.inf)
+        betas = _betas(betas)
+        _real("weight_decay", weight_decay, "a finite number >= 0", lambda v: 0.0 <= v < math.inf)
+        _real("momentum_ema", momentum_ema, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        if rank_tol is not None:
+            _real("rank_tol", rank_tol, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
 
         defaults = dict(
             lr=lr,
@@ -277,25 +305,27 @@ class DRSOM(Optimizer):
             gamma_dec=gamma_dec,
             gamma_fail_min=gamma_fail_min,
             sigma_min=sigma_min,
+            # Not a hyperparameter: the weight of the momentum direction is chosen by the
+            # subproblem every step. The key lets schedulers that cycle momentum (OneCycleLR,
+            # CyclicLR with cycle_momentum=True) run on their lr part; what they write here is
+            # ignored, with one warning (see step()).
+            momentum=None,
         )
-        super().__init__(params, defaults)
-        if len({g["lr"] for g in self.param_groups}) > 1:
-            raise ValueError("DRSOM: all param groups must share lr (DRSOM takes one step)")
-        self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
-        self._params = [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-        if not self._params:
-            raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
-        if len({(p.dtype, p.device) for p in self._params}) > 1:
-            raise ValueError("DRSOM: all trainable parameters must share one dtype and device")
-        dtype = self._params[0].dtype
-        if not dtype.is_floating_point:
-            raise ValueError(f"DRSOM: parameters must be floating point, got {dtype}")
-        self.rank_tol = rank_tol if rank_tol is not None else 100 * torch.finfo(dtype).eps
-        self._pack()
-        # which parameters the last backward reached (the rest had no gradient)
+        self._rank_tol = rank_tol
+        self._params: list[torch.Tensor] = []  # packed in self._flat, laid out by self._layout
+        self._flat: torch.Tensor | None = None
+        self._layout: list[tuple] = []
+        self._hooks: dict[int, object] = {}
+        # ids of the parameters the last backward reached (the rest had no gradient)
         self._reached: set[int] = set()
-        for i, p in enumerate(self._params):
-            p.register_post_accumulate_grad_hook(lambda _p, i=i, seen=self._reached: seen.add(i))
+        self._warned_momentum = False
+        super().__init__(params, defaults)
+        self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
+        live = self._trainable()
+        if not live:
+            raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
+        _check_parameters(live)
+        dtype, device = live[0].dtype, live[0].device
 
         self._dirs = {
             "gradient": GradientOnly,
@@ -307,9 +337,10 @@ class DRSOM(Optimizer):
         self._ctrl = make_controller(
             subproblem, radius=radius if radius is not None else lr, gamma=gamma, sigma=sigma
         )
-        self._R = torch.zeros(1 + self._dirs.rows, self._numel, dtype=dtype, device=self._device)
-        self._generator = torch.Generator(device=self._device)
+        self._R = torch.zeros(0, 0, dtype=dtype, device=device)  # sized by _repack
+        self._generator = torch.Generator(device=device)
         self._generator.manual_seed(seed)
+        self._repack(live)
         self._lr0 = lr
         self._radius0 = radius if radius is not None else lr
         self.counts = dict.fromkeys(_COUNTS, 0)
@@ -322,38 +353,144 @@ class DRSOM(Optimizer):
         return cls(params, **{**PRESETS[name], **overrides})
 
     # ------------------------------------------------------------------ layout
-    def _pack(self) -> None:
-        """Move all trainable parameters into one flat buffer; each p.data becomes a view."""
-        first = self._params[0]
-        self._device, self._numel = first.device, sum(p.numel() for p in self._params)
-        flat = torch.empty(self._numel, dtype=first.dtype, device=first.device)
-        self._layout, offset = [], 0
-        for p in self._params:
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a param group, as ``torch.optim``; its parameters are trained from the next step.
+
+        A group without ``lr`` takes the current step bound (DRSOM takes one step for all
+        groups, so all must share it); the flat buffer is re-packed to hold the new parameters,
+        whose direction memory and moving averages start at zero.
+        """
+        if self.param_groups and "lr" not in param_group:
+            param_group = {**param_group, "lr": self.param_groups[0]["lr"]}
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            _positive("lr", group["lr"])
+            _real("weight_decay", group["weight_decay"], "a finite number >= 0",
+                  lambda v: 0.0 <= v < math.inf)  # fmt: skip
+            if group["lr"] != self.param_groups[0]["lr"]:
+                raise ValueError(
+                    f"DRSOM: all param groups must share lr (DRSOM takes one step for all), got "
+                    f"lr={group['lr']!r} for a group beside lr={self.param_groups[0]['lr']!r}; "
+                    f"leave lr out of the new group"
+                )
+            if self._flat is not None:  # after the constructor: pack the new parameters now
+                self._ensure_packed()
+        except ValueError:
+            self.param_groups.pop()
+            raise
+
+    def _trainable(self) -> list[torch.Tensor]:
+        return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
+
+    def _ensure_packed(self) -> None:
+        """Re-pack when the trainable parameters are not those of the flat buffer any more.
+
+        That happens when a param group was added, a parameter was frozen or unfrozen
+        (``requires_grad_``), or the model was moved or cast (``model.to()``, ``.double()``),
+        which rebinds ``p.data``. A cheap identity and address check per step.
+        """
+        live = self._trainable()
+        if len(live) == len(self._params) and all(
+            p is q and p.data_ptr() == ptr
+            for p, q, ptr in zip(live, self._params, self._ptrs, strict=True)
+        ):
+            return
+        if not live:
+            raise ValueError(
+                "DRSOM: no trainable parameters (requires_grad=True) are left in the param groups"
+            )
+        _check_parameters(live)
+        self._repack(live)
+
+    def _state_rows(self) -> list[torch.Tensor]:
+        """Flat per-element state in the buffer's layout: direction rows, moving averages."""
+        return [*self._R[1:], *getattr(self._curv, "buffers", {}).values()]
+
+    def _repack(self, live: list[torch.Tensor]) -> None:
+        """Pack ``live`` into one flat buffer; each ``p.data`` becomes a view of it.
+
+        Per-element state (direction memory, the diagonal sources' moving averages) follows each
+        parameter that was packed before with the same shape, in the new dtype and device;
+        parameters new to the buffer start from zero state. Parameters that left it (frozen) get
+        storage of their own, so the old buffer is freed, and lose their ``grad`` view.
+        """
+        old_params, old_rows = self._params, self._state_rows()
+        old_layout = {id(p): lay for p, lay in zip(old_params, self._layout, strict=True)}
+        old_flat = self._flat
+        first = live[0]
+        dtype, device = first.dtype, first.device
+        numel = sum(p.numel() for p in live)
+        flat = torch.empty(numel, dtype=dtype, device=device)
+        layout, offset = [], 0
+        for p in live:
             strides = _dense_strides(p)
             view = torch.as_strided(flat, p.shape, strides, offset)
             view.copy_(p.detach())
             p.data = view
-            self._layout.append((p.shape, strides, offset))
+            layout.append((p.shape, strides, offset))
             offset += p.numel()
-        self._flat = flat
-        self._ptrs = [p.data_ptr() for p in self._params]
-        # weight decay per group as (start, end, w) slices of the flat buffer
+
+        R = torch.zeros(1 + self._dirs.rows, numel, dtype=dtype, device=device)
+        buffers = getattr(self._curv, "buffers", {})
+        new_bufs = {name: torch.zeros(numel, dtype=dtype, device=device) for name in buffers}
+        for p, (shape, strides, off) in zip(live, layout, strict=True):
+            old = old_layout.get(id(p))
+            if old is None or old[0] != shape:
+                continue
+            for src, dst in zip(old_rows, [*R[1:], *new_bufs.values()], strict=True):
+                o_shape, o_strides, o_off = old
+                piece = torch.as_strided(src, o_shape, o_strides, src.storage_offset() + o_off)
+                torch.as_strided(dst, shape, strides, dst.storage_offset() + off).copy_(piece)
+        for p in old_params:
+            if old_flat is not None and _shares(p, old_flat):
+                p.data = p.data.clone()  # left the buffer (frozen): storage of its own
+            if p.grad is not None and _shares(p.grad, self._R):
+                p.grad = None  # a view of the old direction buffer
+
+        if device != self._generator.device:
+            # a generator lives on one device: continue the stream with a seed drawn from it
+            g = self._generator
+            seed = int(torch.randint(2**62, (), generator=self._generator, device=g.device))
+            self._generator = torch.Generator(device=device)
+            self._generator.manual_seed(seed)
+        for p in live:
+            if id(p) not in self._hooks:
+                self._hooks[id(p)] = p.register_post_accumulate_grad_hook(
+                    lambda q, seen=self._reached: seen.add(id(q))
+                )
+        self._params, self._flat, self._R, self._layout = live, flat, R, layout
+        self._device, self._numel = device, numel
+        buffers.update(new_bufs)
+        self._ptrs = [p.data_ptr() for p in live]
+        eps = torch.finfo(dtype).eps
+        self.rank_tol = self._rank_tol if self._rank_tol is not None else 100 * eps
+        # weight decay per group as (start, end, group index) slices of the flat buffer; the
+        # index, not the dict: load_state_dict replaces the group dicts
         self._decay, offset = [], 0
         for g in self.param_groups:
             n = sum(p.numel() for p in g["params"] if p.requires_grad)
-            self._decay.append((offset, offset + n, g))
+            self._decay.append((offset, offset + n, len(self._decay)))
             offset += n
 
-    def _ensure_packed(self) -> None:
-        # Something (model.to(), p.data = ...) may have rebound a parameter: pack again.
-        if any(p.data_ptr() != q for p, q in zip(self._params, self._ptrs, strict=True)):
-            device = self._params[0].device
-            self._pack()
-            if device != self._R.device:
-                self._R = self._R.to(device)
-                buffers = getattr(self._curv, "buffers", {})
-                for name, buf in buffers.items():
-                    buffers[name] = buf.to(device)
+    def _check_groups(self) -> None:
+        """What schedulers and users may have written into the param groups since the last step."""
+        lrs = [g["lr"] for g in self.param_groups]
+        if any(lr != lrs[0] for lr in lrs):
+            raise ValueError(
+                f"DRSOM: all param groups must share lr (DRSOM takes one step for all), got "
+                f"{lrs}; schedule every group alike"
+            )
+        if not self._warned_momentum and any(
+            g.get("momentum") is not None for g in self.param_groups
+        ):
+            self._warned_momentum = True
+            warnings.warn(
+                "DRSOM: ignoring the param groups' 'momentum' (a scheduler's cycle_momentum sets "
+                "it): DRSOM chooses the weight of its momentum direction by the subproblem each "
+                "step; pass cycle_momentum=False to the scheduler to silence this",
+                stacklevel=_outside_stacklevel(),
+            )
 
     def _views(self, buf: torch.Tensor) -> list[torch.Tensor]:
         """Parameter-shaped views of a flat buffer (a row of R or a scratch vector)."""
@@ -370,6 +507,7 @@ class DRSOM(Optimizer):
                 "loss (without calling backward); see drsom.optim.make_closure"
             )
         self._ensure_packed()
+        self._check_groups()
         hp = self.param_groups[0]
         bound = float(hp["lr"])
         scale = bound / self._lr0
@@ -431,15 +569,19 @@ class DRSOM(Optimizer):
         row0 = self._views(self._R[0])
         graph = None
         with torch.enable_grad():
+            self._reached.clear()
             loss = _check_loss(closure())
             counts["forward"] += 1
+            if self._reached:  # the closure ran backward() into our parameters itself
+                raise ValueError(_BACKWARD_IN_CLOSURE)
             if not loss.requires_grad:
                 raise ValueError(
                     "DRSOM: the closure's loss does not depend on the parameters (no grad_fn); "
                     "closure() must compute it from the model, outside torch.no_grad()"
                 )
             if self._curv.needs_graph:  # HVPs differentiate the gradient again: keep its graph
-                graph = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                with _double_backward():
+                    graph = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 reached = [g is not None for g in graph]
                 self._R[0].zero_()
                 torch._foreach_copy_(
@@ -452,9 +594,8 @@ class DRSOM(Optimizer):
                 self._R[0].zero_()
                 for p, v in zip(params, row0, strict=True):
                     p.grad = v
-                self._reached.clear()
                 loss.backward(inputs=params)
-                reached = [i in self._reached for i in range(len(params))]
+                reached = [id(p) in self._reached for p in params]
         counts["grad"] += 1
         missing = [i for i, r in enumerate(reached) if not r]
         if len(missing) == len(params):
@@ -466,9 +607,9 @@ class DRSOM(Optimizer):
         # row 0 is the gradient of f + w/2 |x|^2, the other rows the direction memory
         k = self._dirs.active()
         R = self._R[:k]
-        for a, b, g in self._decay:
-            if g["weight_decay"]:
-                self._R[0, a:b].add_(x[a:b], alpha=g["weight_decay"])
+        for a, b, gi in self._decay:
+            if w := self.param_groups[gi]["weight_decay"]:
+                self._R[0, a:b].add_(x[a:b], alpha=w)
         self._dirs.prepare(self._R, self._generator)
         if missing:  # parameters without a gradient stay where they are
             for row in range(k):
@@ -479,15 +620,16 @@ class DRSOM(Optimizer):
         Gw = torch.zeros_like(G)
         Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
         Xw = torch.zeros((), dtype=G.dtype, device=G.device)
-        for a, b, g in self._decay:
-            w = g["weight_decay"]
+        for a, b, gi in self._decay:
+            w = self.param_groups[gi]["weight_decay"]
             if w:
                 Rs, xs = R[:, a:b], x[a:b]
                 Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
                 Rxw += w * (Rs @ xs)
                 Xw += w * torch.dot(xs, xs)
         probe = _Probe(self, closure, counts, graph, loss0, bound)
-        Q = self._curv.quadratic(probe, R, G[0] - Rxw)
+        with _double_backward():
+            Q = self._curv.quadratic(probe, R, G[0] - Rxw)
         del graph, probe  # frees the double-backward graph
         packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
         host = packed.to("cpu", torch.float64).numpy()  # the step's one host synchronisation
@@ -551,6 +693,7 @@ class DRSOM(Optimizer):
         state_dict = dict(state_dict)
         state = dict(state_dict["state"])
         own = state.pop("drsom")
+        self._ensure_packed()  # the buffers below are laid out for the current parameters
         super().load_state_dict({**state_dict, "state": state})
         if tuple(own["kind"]) != (self.hessian, self.directions, self.subproblem):
             raise ValueError(
@@ -569,6 +712,32 @@ class DRSOM(Optimizer):
         self.counts = dict(own["counts"])
 
 
+_BACKWARD_IN_CLOSURE = (
+    "DRSOM: closure must not call backward(); DRSOM differentiates it itself. Protocol: "
+    "closure() takes no arguments and returns the mini-batch loss as a scalar tensor, without "
+    "zero_grad() or backward(); drsom.optim.make_closure(model, loss_fn, inputs, targets) "
+    "builds one"
+)
+
+# What torch.compile (AOTAutograd) raises when a compiled graph's backward is differentiated again.
+_NO_DOUBLE_BACKWARD = ("does not currently support double backward", "donated buffer")
+
+
+@contextlib.contextmanager
+def _double_backward():
+    """Turn torch.compile's refusal of a double backward (hessian="hvp") into one DRSOM line."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not any(text in str(err) for text in _NO_DOUBLE_BACKWARD):
+            raise
+        raise ValueError(
+            "DRSOM: hessian='hvp' differentiates the gradient again (double backward), which a "
+            "torch.compile'd model does not support; with a compiled model use hessian='fd', "
+            "'interp', 'adam' or 'adabelief', or do not compile it"
+        ) from None
+
+
 def _ratio(actual: float, pred: float, f0: float, eps: float) -> float:
     """rho = actual / predicted decrease, kept sound when both reach round-off.
 
@@ -582,6 +751,20 @@ def _ratio(actual: float, pred: float, f0: float, eps: float) -> float:
     return (actual + delta) / (pred + delta)
 
 
+def _outside_stacklevel() -> int:
+    """warnings' stacklevel of the caller's line: the first frame outside torch and this package
+    (torch wraps step() in a varying number of layers: no_grad, hooks, schedulers' counters)."""
+    inside = (os.path.dirname(torch.__file__), os.path.dirname(os.path.dirname(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(inside):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _shares(t: torch.Tensor, buf: torch.Tensor) -> bool:
+    return t.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
+
+
 def _choice(name: str, value, accepted) -> None:
     if value not in accepted:
         raise ValueError(
@@ -589,6 +772,50 @@ def _choice(name: str, value, accepted) -> None:
         )
 
 
+def _real(name: str, value, accepted: str, ok) -> None:
+    """A real number (bools are not numbers here) for which ``ok`` holds; else one line."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
+        raise ValueError(f"DRSOM: {name} must be {accepted}, got {value!r}")
+
+
 def _positive(name: str, value) -> None:
-    if not (isinstance(value, int | float) and value > 0 and math.isfinite(value)):
-        raise ValueError(f"DRSOM: {name} must be a positive number, got {value!r}")
+    _real(name, value, "a positive finite number", lambda v: 0.0 < v < math.inf)
+
+
+def _integer(name: str, value, low: int = 1, high: int | None = None) -> None:
+    integral = not isinstance(value, bool) and isinstance(value, numbers.Integral)
+    if not integral or value < low or (high is not None and value > high):
+        what = "a positive integer" if low == 1 else f"an integer >= {low}"
+        what += f" and <= {high}" if high is not None else ""
+        raise ValueError(f"DRSOM: {name} must be {what}, got {value!r}")
+
+
+def _betas(value) -> tuple[float, float]:
+    if (
+        isinstance(value, str)
+        or not isinstance(value, Sequence)
+        or len(value) != 2
+        or not all(
+            not isinstance(b, bool) and isinstance(b, numbers.Real) and 0.0 <= b < 1.0
+            for b in value
+        )
+    ):
+        raise ValueError(f"DRSOM: betas must be a pair of numbers in [0, 1), got {value!r}")
+    return float(value[0]), float(value[1])
+
+
+def _check_parameters(params: list[torch.Tensor]) -> None:
+    """One dtype and device, float32 or float64: what the flat buffer and the k x k model need."""
+    kinds = sorted({f"{p.dtype} on {p.device}" for p in params})
+    if len(kinds) > 1:
+        raise ValueError(
+            f"DRSOM: all trainable parameters must share one dtype and device, got {kinds}; "
+            f"move or cast the whole model (model.to(...)), or freeze the odd ones"
+        )
+    dtype = params[0].dtype
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(
+            f"DRSOM: parameters must be float32 or float64, got {dtype} (16-bit floats cannot "
+            f"carry the step and its k x k model); keep the parameters in float32 and pass "
+            f"autocast= to make_closure for mixed precision"
+        )

@@ -36,7 +36,6 @@ def build(
                 f"unknown keyword argument {unknown[0]!r} for optimizer 'drsom'; accepted values: "
                 f"preset, {', '.join(accepted)}"
             )
-        cfg = {k: tuple(v) if k == "betas" else v for k, v in cfg.items()}
         preset = cfg.pop("preset", None)
         return DRSOM.preset(preset, params, **cfg) if preset else DRSOM(params, **cfg)
     if not isinstance(name, str) or name not in OPTIMIZER_NAMES:
