@@ -52,7 +52,7 @@ def start_summary(
         "config_hash": config_hash(cfg),
         "group": group_name(cfg),
         "epochs": trainer.epochs,
-        "attempts": int(previous.get("attempts", 0)) + 1,
+        "attempts": _count(previous.get("attempts")) + 1,
         "resumed_from_epoch": trainer.epoch,
         "wandb_id": wandb_id,
         "device": str(device),
@@ -133,6 +133,11 @@ def versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             found[pkg] = None
     return found
+
+
+def _count(value: Any) -> int:
+    """A count read back from a summary that may have been edited or damaged: 0 if not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _now() -> str:
