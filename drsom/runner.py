@@ -2,8 +2,11 @@
 
 ``run(cfg)`` is what ``run.py`` calls inside the Hydra job (and what tests call in-process). A
 finished or diverged run is reported and skipped; any other existing run continues from its
-checkpoint (the newest readable one); a user's mistake raises one of ``USER_ERRORS``, whose message
-is one line.
+checkpoint (the newest one that this run can continue from; others are moved aside); a user's
+mistake raises one of ``USER_ERRORS``, whose message is one line: a bad value, a missing dataset,
+a folder held by another process, a file the filesystem refuses (full disk, read-only folder; the
+files keep their last complete versions and the summary says "failed" and why). ``force=true``
+clears the folder once per launch (``launch_identity``): a requeued job resumes.
 
 Checkpoints are written every ``trainer.checkpoint_every`` epochs, at the end, and when the job's
 preemption signal arrives (``drsom.preemption``): then after the current step, with the position
@@ -62,17 +65,17 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     c.pop("hydra", None)
     validate(c)
     device = resolve_device(c["trainer"]["device"])
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    run_dir = RunDir(_absolute(base, c["results_dir"]) / run_id(c))
+    launch = launch_identity()
+    if _already_done(run_dir, _force_now(run_dir, c["force"], launch)):
+        return run_dir.read_summary()["status"]
     if c["trainer"]["amp"] and device.type == "cpu":
         # Allowed (it is how the amp path is tried without a GPU), but never silently.
         log.warning(
             "trainer.amp=true on the CPU: bfloat16 autocast, usually slower than float32 there "
             "and less precise; a different run (id) from the float32 one"
         )
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    run_dir = RunDir(_absolute(base, c["results_dir"]) / run_id(c))
-    launch = launch_identity()
-    if _already_done(run_dir, _force_now(run_dir, c["force"], launch)):
-        return run_dir.read_summary()["status"]
     data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     with PreemptionGuard() as preemption, run_dir.locked():
         force = _force_now(run_dir, c["force"], launch)  # again: the folder may have changed

@@ -3,6 +3,10 @@
 Statuses: ``running`` (or killed while running), ``interrupted`` (stopped at an epoch boundary,
 resumable), ``finished``, ``diverged`` (non-finite training loss; a result, not redone) and
 ``failed`` (an exception; rerunning resumes from the last checkpoint).
+
+Besides: ``checkpoint_epoch`` (the epoch the newest checkpoint holds: where a rerun resumes, also
+after a failed write) and ``forced_by`` (the launch that cleared the folder for ``force=true``,
+``drsom.runner.launch_identity``; its requeued jobs resume instead of clearing again).
 """
 
 from __future__ import annotations
