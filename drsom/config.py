@@ -8,6 +8,7 @@ line naming the key, the value and what is accepted; ``run.py`` prints it and ex
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -18,11 +19,19 @@ from drsom.data import DATASET_NAMES
 from drsom.models import MODEL_NAMES
 from drsom.optim import OPTIMIZER_NAMES, build
 from drsom.schedules import LR_SCHEDULES, milestone_epochs
+from drsom.tracking import WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
 # Keys of an optimizer config that are not keyword arguments of build().
 OPTIMIZER_META_KEYS = ("name", "label")
+
+# NumPy's global generator takes seeds in [0, 2**32); Python's and torch's take more.
+MAX_SEED = 2**32 - 1
+
+# The label is part of the run id, a folder name: letters, digits and . _ + = - only, starting with
+# a letter or digit (no "/", no "..", no hidden folder), and short enough for any filesystem.
+LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
 
 
 class ConfigError(Exception):
@@ -51,8 +60,9 @@ def validate(cfg: Mapping[str, Any]) -> None:
     for key in ("amp", "compile", "channels_last", "progress"):
         _boolean(f"trainer.{key}", t[key])
     _boolean("force", cfg["force"])
-    _integer("seed", cfg["seed"], low=0)
+    _integer("seed", cfg["seed"], low=0, high=MAX_SEED)
     resolve_device(t["device"])
+    _check_logger_mode(cfg["logger"].get("mode"))
 
     _choice("model.name", cfg["model"]["name"], MODEL_NAMES)
     _choice("data.name", d["name"], DATASET_NAMES)
@@ -73,6 +83,12 @@ def optimizer_kwargs(opt_cfg: Mapping[str, Any]) -> dict[str, Any]:
 def _check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
     name = opt_cfg.get("name")
     _choice("optimizer.name", name, OPTIMIZER_NAMES)
+    label = opt_cfg.get("label")
+    if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
+        raise ConfigError(
+            f"optimizer.label={label!r} is not a file-name part (it names the run's folder): "
+            "use letters, digits and . _ + = - (at most 100, starting with a letter or digit)"
+        )
     if "weight_decay" in opt_cfg and opt_cfg["weight_decay"] is not None:
         _number("optimizer.weight_decay", opt_cfg["weight_decay"], low=0.0)
     # Building on a stand-in parameter runs every check of the optimizer's constructor now,
@@ -80,8 +96,17 @@ def _check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
     probe = torch.zeros(2, requires_grad=True)
     try:
         build(name, [probe], **optimizer_kwargs(opt_cfg))
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"optimizer ({opt_cfg.get('label', name)}): {_one_line(exc)}") from None
+    except Exception as exc:  # whatever a constructor raises, the user sees one line naming it
+        raise ConfigError(f"optimizer ({label}): {_one_line(exc)}") from None
+
+
+def _check_logger_mode(mode: Any) -> None:
+    if mode in WANDB_MODES:
+        return
+    # logger.mode defaults to $WANDB_MODE: when that is where the value came from, say so.
+    from_env = os.environ.get("WANDB_MODE") == mode
+    source = " (from the WANDB_MODE environment variable)" if from_env else ""
+    raise ConfigError(f"logger.mode={mode!r}{source} is not one of {', '.join(WANDB_MODES)}")
 
 
 def resolve_device(spec: Any) -> torch.device:
@@ -112,9 +137,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _integer(key: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+def _integer(key: str, value: Any, low: int, high: int | None = None) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int) or value < low
+    if bad or (high is not None and value > high):
         want = "a positive integer" if low == 1 else f"an integer >= {low}"
+        if high is not None:
+            want = f"an integer in [{low}, {high}]"
         raise ConfigError(f"{key} must be {want}, got {value!r}")
 
 

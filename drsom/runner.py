@@ -2,8 +2,11 @@
 
 ``run(cfg)`` is what ``run.py`` calls inside the Hydra job (and what tests call in-process). A
 finished or diverged run is reported and skipped; any other existing run continues from its
-checkpoint (the newest readable one); a user's mistake raises one of ``USER_ERRORS``, whose message
-is one line.
+checkpoint (the newest one that this run can continue from; others are moved aside); a user's
+mistake raises one of ``USER_ERRORS``, whose message is one line: a bad value, a missing dataset,
+a folder held by another process, a file the filesystem refuses (full disk, read-only folder; the
+files keep their last complete versions and the summary says "failed" and why). ``force=true``
+clears the folder once per launch (``launch_identity``): a requeued job resumes.
 
 Checkpoints are written every ``trainer.checkpoint_every`` epochs, at the end, and when the job's
 preemption signal arrives (``drsom.preemption``): then after the current step, with the position
@@ -14,6 +17,7 @@ here in the same folder).
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,14 +33,24 @@ from drsom.models import build_model
 from drsom.optim import build, step_protocol
 from drsom.preemption import PreemptionGuard
 from drsom.schedules import build_scheduler
-from drsom.store import TERMINAL_STATUSES, CheckpointError, RunBusy, RunDir, group_name, run_id
+from drsom.store import (
+    TERMINAL_STATUSES,
+    CheckpointError,
+    RunBusy,
+    RunDir,
+    StorageError,
+    describe_os_error,
+    group_name,
+    run_id,
+    storage_cause,
+)
 from drsom.summary import record, start_summary
 from drsom.tracking import Tracker, new_wandb_id, tracking
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
 
 log = logging.getLogger("drsom")
 
-USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy)
+USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy, StorageError)
 
 CHECKPOINT_FORMAT = 1
 
@@ -53,27 +67,95 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     device = resolve_device(c["trainer"]["device"])
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     run_dir = RunDir(_absolute(base, c["results_dir"]) / run_id(c))
-    if _already_done(run_dir, c["force"]):
+    launch = launch_identity()
+    if _already_done(run_dir, _force_now(run_dir, c["force"], launch)):
         return run_dir.read_summary()["status"]
+    if c["trainer"]["amp"] and device.type == "cpu":
+        # Allowed (it is how the amp path is tried without a GPU), but never silently.
+        log.warning(
+            "trainer.amp=true on the CPU: bfloat16 autocast, usually slower than float32 there "
+            "and less precise; a different run (id) from the float32 one"
+        )
     data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     with PreemptionGuard() as preemption, run_dir.locked():
-        if _already_done(run_dir, c["force"]):  # finished by another process meanwhile
+        force = _force_now(run_dir, c["force"], launch)  # again: the folder may have changed
+        if c["force"] and not force:
+            log.info(f"force=true was applied by this launch already ({launch}): not clearing")
+        if _already_done(run_dir, force):  # finished by another process meanwhile
             return run_dir.read_summary()["status"]
-        status = _train(c, run_dir, device, data, preemption)
+        try:
+            status = _train(c, run_dir, device, data, preemption, force=force, launch=launch)
+        except StorageError:
+            raise
+        except OSError as exc:  # e.g. a temporary or old file that cannot be removed
+            cause = storage_cause(exc)
+            if cause is None:
+                raise
+            raise StorageError(
+                f"cannot write in the run folder {run_dir.path}: {describe_os_error(cause)}"
+            ) from exc
     if preemption.requested and status == "interrupted":
         # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
         preemption.hand_over()
     return status
 
 
+# The scheduler's id of the job this process belongs to: it stays the same when the job is
+# requeued (preemption, time limit) and is new for every submission.
+JOB_ID_VARIABLES = (
+    ("slurm", ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID")),
+    ("slurm", ("SLURM_JOB_ID",)),
+    ("submitit-local", ("SUBMITIT_LOCAL_JOB_ID",)),
+)
+
+
+def launch_identity() -> str | None:
+    """What names this launch of the run and is the same when its job is requeued; else None.
+
+    A scheduler's job id (SLURM, submitit's local executor), with Hydra's output folder of the job
+    when there is one: a requeued job runs the pickled config again, with the same output folder
+    (its timestamp was resolved at launch), so it has the same identity; a new launch, or a second
+    command in the same allocation, has a new one. Without a job id nothing requeues the process,
+    and every launch counts as a new one.
+    """
+    job = None
+    for kind, names in JOB_ID_VARIABLES:
+        values = [os.environ.get(n) for n in names]
+        if all(values):
+            job = f"{kind} job {'_'.join(values)}"
+            break
+    if job is None:
+        return None
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        output_dir = HydraConfig.get().runtime.output_dir
+        if output_dir:
+            job = f"{job}, output {output_dir}"
+    return job
+
+
+def _force_now(run_dir: RunDir, force: bool, launch: str | None) -> bool:
+    """``force=true`` discards what was there when the run was launched: once per launch.
+
+    The launch that cleared the folder is recorded in the summary (``forced_by``); its requeued
+    job (same launch identity) resumes from the checkpoint it wrote, instead of starting over on
+    every requeue.
+    """
+    if not force or launch is None:
+        return force
+    summary = run_dir.read_summary() or {}
+    return summary.get("forced_by") != launch
+
+
 def _already_done(run_dir: RunDir, force: bool) -> bool:
     summary = run_dir.read_summary()
     if force or not summary or summary.get("status") not in TERMINAL_STATUSES:
         return False
-    if summary["status"] == "diverged":
-        what = f"in epoch {summary.get('diverged_epoch')}"
-    else:
-        what = f"test_acc {summary['final']['test_acc']:.4f} after epoch {summary['epoch']}"
+    what = _result_line(summary)
+    if what is None:  # e.g. {"status": "finished"} alone: not a result; the checkpoint says
+        log.warning(f"{run_dir.summary} is incomplete: resuming the run from its checkpoint")
+        return False
     log.info(
         f"run {run_dir.name} already {summary['status']} ({what}) in {run_dir.path}; "
         "force=true runs it again"
@@ -81,36 +163,34 @@ def _already_done(run_dir: RunDir, force: bool) -> bool:
     return True
 
 
-def _train(
-    c: dict, run_dir: RunDir, device: torch.device, data: DataBundle, preemption: PreemptionGuard
-) -> str:
-    t = c["trainer"]
-    run_dir.remove_temporaries()  # of writes cut short by a kill; we hold the lock
-    if c["force"]:
-        run_dir.clear()
-    seed_everything(c["seed"])
-    model, optimizer, scheduler = build_training(c, device)
-    net, compiled, compile_note = maybe_compile(model, optimizer, t["compile"])
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t["amp"] else None
-    trainer = Trainer(
-        model,
-        optimizer,
-        scheduler,
-        data,
-        epochs=t["epochs"],
-        eval_every=t["eval_every"],
-        log_every_steps=t["log_every_steps"],
-        net=net,
-        autocast=amp,
-        progress=t["progress"],
-        should_stop=lambda: preemption.requested,
-    )
+def _result_line(summary: dict) -> str | None:
+    """``test_acc 0.9 after epoch 2`` / ``in epoch 3`` of a terminal summary; None if incomplete."""
+    try:
+        if summary["status"] == "diverged":
+            return f"in epoch {int(summary['diverged_epoch'])}"
+        return f"test_acc {float(summary['final']['test_acc']):.4f} after epoch {summary['epoch']}"
+    except (KeyError, TypeError, ValueError):
+        return None
 
+
+def _train(
+    c: dict,
+    run_dir: RunDir,
+    device: torch.device,
+    data: DataBundle,
+    preemption: PreemptionGuard,
+    *,
+    force: bool,
+    launch: str | None,
+) -> str:
+    run_dir.remove_temporaries()  # of writes cut short by a kill; we hold the lock
+    if force:
+        run_dir.clear()
     previous = run_dir.read_summary() or {}
-    checkpoint = _load_checkpoint(run_dir)
+    trainer, compiled, compile_note, checkpoint = _restore(c, run_dir, device, data, preemption)
+    model, amp = trainer.model, trainer.autocast
     if checkpoint is not None:
-        trainer.load_state_dict(checkpoint["trainer"])
-        wandb_id = checkpoint["wandb_id"]
+        wandb_id = _text(checkpoint.get("wandb_id")) or new_wandb_id()
         # The tables may hold rows past the checkpoint (checkpoint_every > 1, a fallback to the
         # previous checkpoint): they are redone, so they go now and the files match the state.
         _write_tables(run_dir, trainer)
@@ -118,7 +198,7 @@ def _train(
     else:
         for path in (run_dir.metrics, run_dir.steps):  # rows of an attempt that saved no state
             path.unlink(missing_ok=True)
-        wandb_id = previous.get("wandb_id") or new_wandb_id()
+        wandb_id = _text(previous.get("wandb_id")) or new_wandb_id()
         log.info(f"run {run_dir.name}: new, {trainer.epochs} epochs")
     log.info(f"results: {run_dir.path}")
 
@@ -131,6 +211,8 @@ def _train(
         compiled=compiled,
         compile_note=compile_note,
     )
+    summary["forced_by"] = launch if force else previous.get("forced_by")
+    summary["checkpoint_epoch"] = trainer.epoch if checkpoint is not None else None
     run_dir.write_config(c)
     run_dir.write_summary(summary)
     millions = sum(p.numel() for p in model.parameters()) / 1e6
@@ -178,7 +260,7 @@ def _epochs(
             preempted = preemption.requested and not last  # a signal during the epoch's end
             due = trainer.epoch % c["trainer"]["checkpoint_every"] == 0
             if last or stopping or preempted or due:
-                run_dir.save_checkpoint({**checkpoint, "trainer": trainer.state_dict()})
+                _save_checkpoint(run_dir, checkpoint, trainer, summary)
             record(summary, trainer, "running")
             run_dir.write_summary(summary)
             tracker.log(row, step=row["step"])
@@ -186,8 +268,11 @@ def _epochs(
             if stopping or preempted:
                 break
     except Paused as exc:  # preempted inside an epoch: save the position, resume there
-        _write_tables(run_dir, trainer)
-        run_dir.save_checkpoint({**checkpoint, "trainer": trainer.state_dict()})
+        try:
+            _write_tables(run_dir, trainer)
+            _save_checkpoint(run_dir, checkpoint, trainer, summary)
+        except StorageError as error:
+            _record_storage_failure(run_dir, summary, trainer, error)
         record(summary, trainer, "interrupted", stopped_by=preemption.name)
         run_dir.write_summary(summary)
         log.info(
@@ -204,7 +289,11 @@ def _epochs(
         record(summary, trainer, "interrupted")
         run_dir.write_summary(summary)
         raise
+    except StorageError as exc:
+        _record_storage_failure(run_dir, summary, trainer, exc)
     except Exception as exc:
+        if storage_cause(exc) is not None:  # a write outside the store's own (e.g. a library's)
+            _record_storage_failure(run_dir, summary, trainer, exc)
         record(summary, trainer, "failed", error=f"{type(exc).__name__}: {exc}")
         run_dir.write_summary(summary)
         raise
@@ -226,6 +315,39 @@ def _epochs(
             f"({why}); rerun the same command to continue"
         )
     return status
+
+
+def _save_checkpoint(run_dir: RunDir, header: dict, trainer: Trainer, summary: dict) -> None:
+    run_dir.save_checkpoint({**header, "trainer": trainer.state_dict()})
+    summary["checkpoint_epoch"] = trainer.epoch  # what a rerun resumes from (see the failure)
+
+
+def _record_storage_failure(
+    run_dir: RunDir, summary: dict, trainer: Trainer, exc: BaseException
+) -> None:
+    """Record a failed write (full disk, read-only folder) truthfully, and raise it in one line.
+
+    The files keep their previous complete versions (every write is atomic); the summary says
+    "failed", why, and which epoch the last good checkpoint holds. On a full disk even the summary
+    may not fit as a new file: then it is rewritten in place (its own blocks are freed first).
+    """
+    cause = storage_cause(exc)
+    why = str(exc) if isinstance(exc, StorageError) else f"{describe_os_error(cause)}"
+    record(summary, trainer, "failed", error=why)
+    saved = summary.get("checkpoint_epoch")
+    where = (
+        f"the last good checkpoint ({run_dir.checkpoint}) holds epoch {saved}"
+        if saved is not None
+        else "no checkpoint was saved yet"
+    )
+    if run_dir.write_summary_last_resort(summary):
+        recorded = f"{run_dir.summary.name} says failed"
+    else:
+        recorded = f"{run_dir.summary.name} could not be updated either"
+    raise StorageError(
+        f"{why}; {where}; {recorded}; make room (or make the folder writable) and rerun the "
+        "same command to resume"
+    ) from exc
 
 
 def _write_tables(run_dir: RunDir, trainer: Trainer) -> None:
@@ -287,6 +409,31 @@ def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
     return data
 
 
+def build_trainer(
+    c: dict, device: torch.device, data: DataBundle, should_stop=None
+) -> tuple[Trainer, bool, str | None]:
+    """A fresh trainer of the run, from its seed: (trainer, compiled, why not compiled)."""
+    t = c["trainer"]
+    seed_everything(c["seed"])
+    model, optimizer, scheduler = build_training(c, device)
+    net, compiled, compile_note = maybe_compile(model, optimizer, t["compile"])
+    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t["amp"] else None
+    trainer = Trainer(
+        model,
+        optimizer,
+        scheduler,
+        data,
+        epochs=t["epochs"],
+        eval_every=t["eval_every"],
+        log_every_steps=t["log_every_steps"],
+        net=net,
+        autocast=amp,
+        progress=t["progress"],
+        should_stop=should_stop,
+    )
+    return trainer, compiled, compile_note
+
+
 def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wanted: bool):
     """(module to run, whether it is compiled, why not when compiling was asked for)."""
     if not wanted:
@@ -301,27 +448,52 @@ def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, want
     return torch.compile(model), True, None
 
 
-def _load_checkpoint(run_dir: RunDir) -> dict | None:
-    """The newest readable checkpoint; an unreadable one is reported and moved aside."""
+def _restore(
+    c: dict, run_dir: RunDir, device: torch.device, data: DataBundle, preemption: PreemptionGuard
+) -> tuple[Trainer, bool, str | None, dict | None]:
+    """A trainer at the newest checkpoint that this run can continue from, else a fresh one.
+
+    A checkpoint that cannot be read, or that is readable but does not fit this run (another
+    run's, another optimizer's or model's: its state does not load), is reported and moved
+    aside, so that a rerun does not fail on it again. A trainer a checkpoint failed to load into
+    may be half-loaded: the next one is built afresh.
+    """
+    should_stop = lambda: preemption.requested  # noqa: E731
     bad = []
     for path in (run_dir.checkpoint, run_dir.previous_checkpoint):
         try:
             state = run_dir.load_checkpoint(path)
+            if state is None:
+                continue
+            if state.get("run_id", run_dir.name) != run_dir.name:
+                raise CheckpointError(
+                    f"checkpoint {path} belongs to run {state['run_id']}, not to this one"
+                )
+            trainer, compiled, note = build_trainer(c, device, data, should_stop)
+            try:
+                trainer.load_state_dict(state["trainer"])
+            except Exception as exc:
+                raise CheckpointError(
+                    f"checkpoint {path} does not fit this run (another optimizer or model?): "
+                    f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                ) from exc
         except CheckpointError as exc:
             aside = path.with_name(path.name.replace(".pt", ".corrupt.pt"))
             path.replace(aside)  # kept for a post-mortem; never read again
             log.warning(f"{exc}; moved to {aside.name}")
             bad.append(path.name)
             continue
-        if state is None:
-            continue
         if bad:
-            epoch = state["trainer"]["epoch"]
-            log.warning(f"resuming from the previous checkpoint {path} (epoch {epoch})")
-        return state
+            log.warning(f"resuming from the previous checkpoint {path} (epoch {trainer.epoch})")
+        return trainer, compiled, note, state
     if bad:
         log.warning(f"no readable checkpoint left in {run_dir.path}: starting from scratch")
-    return None
+    return (*build_trainer(c, device, data, should_stop), None)
+
+
+def _text(value: Any) -> str | None:
+    """``value`` if it is a non-empty string (ids read back from files written by others)."""
+    return value if isinstance(value, str) and value else None
 
 
 def _absolute(base: Path, path: str) -> Path:

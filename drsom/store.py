@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -86,6 +87,39 @@ class RunBusy(Exception):
 
 class CheckpointError(Exception):
     """The checkpoint exists but cannot be read; the message names its path."""
+
+
+class StorageError(Exception):
+    """A file of the store cannot be written: full disk, quota, read-only folder (one line)."""
+
+
+# What the filesystem says when it will not take a file, whoever's fault: the user's to fix.
+STORAGE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG", "EIO")
+    if hasattr(errno, name)
+)
+
+
+def storage_cause(exc: BaseException) -> OSError | None:
+    """The filesystem's refusal behind ``exc``, if that is what it is.
+
+    torch.save reports a failed write as ``RuntimeError: ... unexpected pos ...`` whose
+    ``__context__`` is the OSError, so the whole chain is searched.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in STORAGE_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_os_error(exc: OSError) -> str:
+    """``No space left on device (ENOSPC)``: the system's words and the error's name."""
+    name = errno.errorcode.get(exc.errno, str(exc.errno))
+    return f"{exc.strerror or exc} ({name})"
 
 
 # ----------------------------------------------------------------------------- identity
@@ -182,8 +216,12 @@ def atomic_file(path: Path, mode: str = "wb", keep: Path | None = None) -> Itera
     With ``keep``, the file being replaced is kept under that name (see ``_preserve``).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        _raise_storage_error(path, exc)
+        raise
     try:
         if hasattr(os, "fchmod"):  # not on Windows before Python 3.13
             os.fchmod(fd, FILE_MODE)
@@ -195,11 +233,21 @@ def atomic_file(path: Path, mode: str = "wb", keep: Path | None = None) -> Itera
         if keep is not None:
             _preserve(path, keep)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _raise_storage_error(path, exc)
         raise
     _fsync_dir(path.parent)
+
+
+def _raise_storage_error(path: Path, exc: BaseException) -> None:
+    """Raise StorageError (one line, from ``exc``) if the filesystem refused the write."""
+    cause = storage_cause(exc)
+    if cause is not None:
+        raise StorageError(
+            f"cannot write {path}: {describe_os_error(cause)}; the file keeps its previous version"
+        ) from exc
 
 
 def write_text(path: Path, text: str) -> None:
@@ -258,15 +306,40 @@ class RunDir:
         return self.path.name
 
     def read_summary(self) -> dict[str, Any] | None:
+        """The summary, None when there is none or it is not a JSON object (unreadable).
+
+        An unreadable summary is treated as absent: the run is resumed from its checkpoint
+        (or redone), which writes a complete one.
+        """
         try:
-            return json.loads(self.summary.read_text())
-        except FileNotFoundError:
+            summary = json.loads(self.summary.read_text())
+        except (OSError, ValueError):  # missing, unreadable, not JSON
             return None
-        except (OSError, ValueError):
-            return None  # unreadable: treated as absent, the run is redone or resumed
+        return summary if isinstance(summary, dict) else None
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         write_json(self.summary, summary)
+
+    def write_summary_last_resort(self, summary: Mapping[str, Any]) -> bool:
+        """Write the summary after a failed write elsewhere; whether it now says what happened.
+
+        Atomically if possible; on a full disk the new file may not fit next to the old one, so
+        then the old one is rewritten in place (truncating it frees its blocks first). A write cut
+        short there leaves a summary that ``read_summary`` treats as absent, never a wrong one.
+        """
+        try:
+            self.write_summary(summary)
+            return True
+        except (StorageError, OSError):
+            pass
+        try:
+            with open(self.summary, "w") as f:
+                f.write(json.dumps(_json_safe(summary), indent=2) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            return True
+        except OSError:
+            return False
 
     def read_config(self) -> dict[str, Any] | None:
         try:
@@ -321,8 +394,17 @@ class RunDir:
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
         """Hold an exclusive lock on the folder: one process per run. Released on exit or death."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            f = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        except OSError as exc:
+            cause = storage_cause(exc)
+            if cause is None:
+                raise
+            raise StorageError(
+                f"cannot write the run folder {self.path}: {describe_os_error(cause)}; "
+                "make it writable (or choose another results_dir=) and rerun"
+            ) from exc
         try:
             self._acquire(f)
             f.seek(0)

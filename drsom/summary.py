@@ -3,6 +3,10 @@
 Statuses: ``running`` (or killed while running), ``interrupted`` (stopped at an epoch boundary,
 resumable), ``finished``, ``diverged`` (non-finite training loss; a result, not redone) and
 ``failed`` (an exception; rerunning resumes from the last checkpoint).
+
+Besides: ``checkpoint_epoch`` (the epoch the newest checkpoint holds: where a rerun resumes, also
+after a failed write) and ``forced_by`` (the launch that cleared the folder for ``force=true``,
+``drsom.runner.launch_identity``; its requeued jobs resume instead of clearing again).
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def start_summary(
         "config_hash": config_hash(cfg),
         "group": group_name(cfg),
         "epochs": trainer.epochs,
-        "attempts": int(previous.get("attempts", 0)) + 1,
+        "attempts": _count(previous.get("attempts")) + 1,
         "resumed_from_epoch": trainer.epoch,
         "wandb_id": wandb_id,
         "device": str(device),
@@ -133,6 +137,11 @@ def versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             found[pkg] = None
     return found
+
+
+def _count(value: Any) -> int:
+    """A count read back from a summary that may have been edited or damaged: 0 if not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _now() -> str:

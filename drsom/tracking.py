@@ -10,7 +10,9 @@ result. So:
 * the wandb run id is stored with the run (summary and checkpoint) and reused on resume, so a
   requeued or re-launched job continues the same wandb run instead of starting a second one;
 * the config is logged resolved and flattened (``trainer.epochs``, not nested or ``${...}``), and
-  runs are grouped by the config hash without the seed.
+  runs are grouped by the config hash without the seed;
+* ``logger.mode`` is what wandb runs in: an explicit value wins over ``WANDB_MODE`` (which only
+  sets its default, in configs/logger/wandb.yaml), and an invalid one is refused up front.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -82,12 +85,28 @@ class Tracker:
             run.finish(exit_code=exit_code)
         except Exception as exc:
             log.warning("wandb: finish failed (%s); the local store is complete", _brief(exc))
+            _end_service()
 
     def _fail(self, what: str, exc: Exception) -> None:
         log.warning("wandb: %s failed (%s); continuing without wandb", what, _brief(exc))
         run, self._run = self._run, None
         with contextlib.suppress(Exception):
             run.finish(exit_code=1)
+        _end_service()
+
+
+def _end_service() -> None:
+    """After a failure, end the connection to wandb's service process now, quietly.
+
+    wandb tears it down in an exit hook; when the service has died (killed, out of memory), that
+    hook prints a 25-line traceback at the very end of the job, after the one warning that
+    already said wandb was off. Tearing down here unregisters the hook (a later run of the same
+    process starts a new service); what this teardown raises about the dead service is expected.
+    """
+    with contextlib.suppress(Exception):
+        import wandb
+
+        wandb.teardown()
 
 
 def start_tracker(
@@ -101,34 +120,62 @@ def start_tracker(
     run_dir: Path,
 ) -> Tracker:
     """A Tracker for this run; an inactive one (with a warning) when wandb cannot start."""
-    mode = str(logger_cfg.get("mode", "offline"))
+    mode = str(logger_cfg.get("mode", "offline"))  # checked by drsom.config.validate
     if mode == "disabled":
-        return Tracker()
-    if mode not in WANDB_MODES:
-        log.warning("wandb: logger.mode=%r is not one of %s; wandb is off", mode, WANDB_MODES)
         return Tracker()
     try:
         import wandb
 
-        run = wandb.init(
-            project=logger_cfg.get("project"),
-            entity=logger_cfg.get("entity"),
-            group=logger_cfg.get("group") or group,
-            tags=sorted({*tags, *(logger_cfg.get("tags") or [])}),
-            name=run_id,
-            id=wandb_id,
-            resume="allow",
-            config=flatten(config),
-            mode=mode,
-            dir=str(run_dir),
-            settings=wandb.Settings(
-                init_timeout=float(logger_cfg.get("init_timeout", 60)), quiet=True
-            ),
-        )
+        with _environment_for_wandb(mode, run_dir):
+            run = wandb.init(
+                project=logger_cfg.get("project"),
+                entity=logger_cfg.get("entity"),
+                group=logger_cfg.get("group") or group,
+                tags=sorted({*tags, *(logger_cfg.get("tags") or [])}),
+                name=run_id,
+                id=wandb_id,
+                resume="allow",
+                config=flatten(config),
+                mode=mode,
+                dir=str(run_dir),
+                settings=wandb.Settings(
+                    init_timeout=float(logger_cfg.get("init_timeout", 60)), quiet=True
+                ),
+            )
     except Exception as exc:
         log.warning("wandb: could not start (%s); continuing without wandb", _brief(exc))
         return Tracker()
     return Tracker(run)
+
+
+@contextlib.contextmanager
+def _environment_for_wandb(mode: str, run_dir: Path) -> Iterator[None]:
+    """The environment wandb.init (and the service process it starts) reads, during the call.
+
+    * ``WANDB_MODE`` would override the ``mode`` passed to wandb.init, so it is set to it: the
+      config (whose default *is* ``$WANDB_MODE``) has the last word.
+    * Without ``HOME`` the service cannot place its log and cache and writes ~20 lines about it
+      to the terminal; it gets the home folder Python itself falls back to (the user database),
+      or, without one, a cache folder inside the run's wandb folder.
+    """
+    changes = {"WANDB_MODE": mode}
+    if not os.environ.get("HOME") and not os.environ.get("XDG_CACHE_HOME"):
+        try:
+            import pwd  # POSIX only
+
+            changes["HOME"] = pwd.getpwuid(os.getuid()).pw_dir
+        except (ImportError, KeyError, OSError):
+            changes["XDG_CACHE_HOME"] = str(Path(run_dir) / "wandb" / "cache")
+    saved = {k: os.environ.get(k) for k in changes}
+    os.environ.update(changes)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager

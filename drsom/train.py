@@ -127,7 +127,9 @@ class Trainer:
         on_log_step: Callable[[dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ):
-        self.model, self.net = model, net or model  # net: what runs forward (maybe compiled)
+        # net: what runs forward (maybe compiled). ``is None``, not ``or``: a compiled module has no
+        # truth value (torch asks it for len() and raises).
+        self.model, self.net = model, model if net is None else net
         self.optimizer, self.scheduler, self.data = optimizer, scheduler, data
         self.epochs, self.eval_every, self.log_every_steps = epochs, eval_every, log_every_steps
         self.autocast, self.progress, self.on_log_step = autocast, progress, on_log_step
