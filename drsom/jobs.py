@@ -45,9 +45,9 @@ class JobError(CompactHydraException):
 
 def run(cfg: DictConfig, *, base_dir: Path) -> str:
     """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped)."""
+    from drsom.run_folder import RunBusy
     from drsom.runner import USER_ERRORS
     from drsom.runner import run as run_config
-    from drsom.store import RunBusy
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     name_slurm_job(cfg)
@@ -80,7 +80,7 @@ def name_slurm_job(cfg: DictConfig) -> None:
         return
     from omegaconf import OmegaConf
 
-    from drsom.store import run_id
+    from drsom.identity import run_id
 
     try:
         rid = run_id(OmegaConf.to_container(cfg, resolve=True))

@@ -418,6 +418,12 @@ def _legend(fig: plt.Figure, ax: plt.Axes, title: str, published: bool) -> None:
     )
 
 
+def caption(fig: plt.Figure, text: str) -> None:
+    """A small grey line under everything: where the numbers come from (commit, machine)."""
+    if text:
+        fig.text(0.01, 0.002, text, fontsize=7, color="0.4", ha="left", va="bottom")
+
+
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
     """``stem``.png (150 dpi: 1,500 px wide) and ``stem``.pdf (vector, for print); closes it."""
     stem.parent.mkdir(parents=True, exist_ok=True)

@@ -22,17 +22,19 @@ from typing import Any
 
 import pandas as pd
 
+from drsom.identity import RunKey, group_name, identity
+from drsom.run_folder import RunDir
+from drsom.run_state import Status, run_state
 from drsom.schedules import describe_schedule
-from drsom.store import RunDir, group_name, identity
 
 log = logging.getLogger("drsom")
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENT_DIR = ROOT / "experiments"
 
-# What a run folder's summary may say, plus "missing" (the grid has it, the store does not).
-FINISHED, DIVERGED, MISSING = "finished", "diverged", "missing"
-UNFINISHED = ("running", "interrupted", "failed")
+# A run's state comes from drsom.run_state, the one reader of it; "missing": the grid has the
+# run, the store does not.
+FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 
 # The oracle cost on the x-axis and in the tables: gradients plus Hessian-vector products (each
 # HVP is a gradient-sized double backward), so exact-HVP DRSOM is not shown as cheap as Adam.
@@ -60,17 +62,22 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
 # ----------------------------------------------------------------------------------- runs
 @dataclass
 class Run:
-    """One run folder read back; ``status`` is "missing" when the folder has no summary."""
+    """One run folder read back, with its state (``drsom.run_state``) and, when it is
+    ``broken``, why (``problem``)."""
 
     run_id: str
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
+    state: Status | None = None  # None: made by hand, the summary's status is taken
+    problem: str | None = None
 
     @property
-    def status(self) -> str:
-        return self.summary.get("status", MISSING)
+    def status(self) -> Status:
+        if self.state is not None:
+            return self.state
+        return Status(self.summary.get("status", MISSING))
 
     def key(self) -> tuple[str, str, str, str, int]:
         """(experiment, data, model, optimizer label, seed): a run's place in a figure."""
@@ -132,26 +139,61 @@ def _short(value: Any) -> str:
 
 
 def load_run(path: str | Path) -> Run | None:
-    """The run in ``path``; None when it holds no config (not a run folder, or never started)."""
+    """The run in ``path``; None when it holds no config (not a run folder, or never started).
+
+    A run whose files cannot be used as they are (``broken``: an unreadable summary, a
+    ``metrics.csv`` shorter than its summary says, a config of an older format) is returned with
+    its ``problem`` and no metrics, so that it is counted and reported, never averaged.
+    """
     folder = RunDir(path)
     config = folder.read_config()
     if not config:
         return None
-    summary = folder.read_summary() or {}
+    state = run_state(folder)
+    problem = _config_problem(config) or state.problem
     try:
-        metrics = pd.read_csv(folder.metrics)
+        metrics = pd.DataFrame() if problem else pd.read_csv(folder.metrics)
     except (FileNotFoundError, pd.errors.EmptyDataError):
         metrics = pd.DataFrame()
-    return Run(folder.name, folder.path, config, summary, metrics)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        metrics, problem = pd.DataFrame(), f"metrics.csv cannot be read ({type(exc).__name__})"
+    status = Status.BROKEN if problem else state.status
+    return Run(folder.name, folder.path, config, state.summary, metrics, status, problem)
 
 
-def load_store(results_dir: str | Path) -> list[Run]:
-    """Every run folder under ``results_dir`` (sorted by name)."""
+def _config_problem(config: dict[str, Any]) -> str | None:
+    try:
+        RunKey.of(config)
+        config["experiment"], config["trainer"]["epochs"]  # noqa: B018 (read to check)
+    except (KeyError, TypeError, AttributeError) as exc:
+        return f"config.yaml is of another format (no {exc})"
+    return None
+
+
+def load_store(results_dir: str | Path, *, report=print) -> list[Run]:
+    """Every run folder under ``results_dir`` (sorted by name). Each broken run is reported on one
+    line (``report``); it is kept, to be counted as unfinished, unless its config cannot even
+    say where it belongs (an older format), in which case it is left out."""
     root = Path(results_dir)
     if not root.is_dir():
         return []
-    runs = (load_run(p) for p in sorted(root.iterdir()) if p.is_dir())
-    return [r for r in runs if r is not None]
+    runs = [load_run(p) for p in sorted(root.iterdir()) if p.is_dir()]
+    kept = []
+    for r in runs:
+        if r is None:
+            continue
+        placed = _config_problem(r.config) is None
+        if r.problem:
+            what = "counted as unfinished" if placed else "left out"
+            report(f"broken run {r.path}: {r.problem}; {what}")
+        if placed:
+            kept.append(r)
+    return kept
+
+
+def readable(store: list[Run]) -> list[Run]:
+    """The runs whose results can be used (not broken)."""
+    return [r for r in store if r.problem is None]
 
 
 @dataclass
@@ -187,7 +229,8 @@ def select_runs(
         if rid in by_id:
             runs.append(by_id[rid])
             continue
-        candidates = by_key.get((name, *parse_run_id(rid)), [])
+        k = RunKey.parse(rid)
+        candidates = by_key.get((name, k.data, k.model, k.label, k.seed), [])
         if not candidates:
             missing.append((job, rid))
             continue
@@ -226,17 +269,6 @@ def found_line(store: list[Run]) -> str:
         counts[str(r.config.get("experiment"))] = counts.get(str(r.config.get("experiment")), 0) + 1
     have = ", ".join(f"{e} ({n} run{'s' if n != 1 else ''})" for e, n in sorted(counts.items()))
     return f"the store holds {have or 'no runs'}; select one with --experiment NAME"
-
-
-def parse_run_id(rid: str) -> tuple[str, str, str, int]:
-    """(data, model, optimizer label, seed) of ``<data>-<model>-<label>-<hash>-s<seed>``.
-
-    Data and model names have no hyphen, so the id says where a missing run belongs without
-    composing its config again.
-    """
-    group, seed = rid.rsplit("-s", 1)
-    data, model, rest = group.split("-", 2)
-    return data, model, rest.rsplit("-", 1)[0], int(seed)
 
 
 # --------------------------------------------------------------------------------- frames
@@ -285,6 +317,42 @@ def load_reference(path: str | Path) -> pd.DataFrame:
     for column in ("train_acc", "test_acc"):
         ref[column] = ref[column] / 100.0
     return ref
+
+
+def provenance(runs: Sequence[Run]) -> str:
+    """Which code and machine made ``runs``, for a caption: the commit(s), runs from a dirty
+    tree, and whatever changes numbers outside the config where the runs differ in it (CPU
+    threads, device type, torch version)."""
+    runs = [r for r in runs if r.summary]
+    if not runs:
+        return ""
+    commits: dict[str, int] = {}
+    for r in runs:
+        c = (r.summary.get("git_commit") or "unknown")[:10]
+        commits[c] = commits.get(c, 0) + 1
+    if len(commits) == 1:
+        parts = [f"code: commit {next(iter(commits))}"]
+    else:
+        each = ", ".join(f"{c} ({n})" for c, n in sorted(commits.items(), key=lambda kv: -kv[1]))
+        parts = [f"code: {len(commits)} commits, {each}"]
+    dirty = sum(1 for r in runs if r.summary.get("git_dirty"))
+    if dirty:
+        parts.append(f"{dirty} of {len(runs)} runs from a dirty tree")
+    facts = {
+        "CPU threads": lambda s: s.get("threads"),
+        "device": lambda s: str(s.get("device", "?")).split(":")[0],
+        "torch": lambda s: (s.get("versions") or {}).get("torch"),
+    }
+    for what, read in facts.items():
+        seen: dict[str, int] = {}
+        for r in runs:
+            v = str(read(r.summary))
+            seen[v] = seen.get(v, 0) + 1
+        if len(seen) > 1:
+            parts.append(
+                f"runs differ in {what}: " + ", ".join(f"{v} ({n})" for v, n in seen.items())
+            )
+    return "; ".join(parts)
 
 
 def describe(run: Run) -> dict[str, Any]:

@@ -29,22 +29,21 @@ from omegaconf import DictConfig, OmegaConf
 
 from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
 from drsom.data import DataBundle, DatasetUnavailable, build_data
+from drsom.identity import group_name, run_id
 from drsom.models import build_model
 from drsom.optim import build, step_protocol
 from drsom.preemption import PreemptionGuard
-from drsom.schedules import build_scheduler
-from drsom.store import (
-    TERMINAL_STATUSES,
+from drsom.run_folder import (
     CheckpointError,
     RunBusy,
     RunDir,
     StorageError,
     describe_os_error,
-    group_name,
-    run_id,
     storage_cause,
 )
-from drsom.summary import record, start_summary
+from drsom.run_state import TERMINAL, Status, run_state
+from drsom.schedules import build_scheduler
+from drsom.summary import git_state, record, start_summary
 from drsom.tracking import Tracker, new_wandb_id, tracking
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
 
@@ -149,9 +148,15 @@ def _force_now(run_dir: RunDir, force: bool, launch: str | None) -> bool:
 
 
 def _already_done(run_dir: RunDir, force: bool) -> bool:
-    summary = run_dir.read_summary()
-    if force or not summary or summary.get("status") not in TERMINAL_STATUSES:
+    if force:
         return False
+    state = run_state(run_dir)
+    if state.status == Status.BROKEN:
+        log.warning(f"run {run_dir.name}: {state.problem}; resuming it from its checkpoint")
+        return False
+    if state.status not in TERMINAL:
+        return False
+    summary = state.summary
     what = _result_line(summary)
     if what is None:  # e.g. {"status": "finished"} alone: not a result; the checkpoint says
         log.warning(f"{run_dir.summary} is incomplete: resuming the run from its checkpoint")
@@ -160,6 +165,13 @@ def _already_done(run_dir: RunDir, force: bool) -> bool:
         f"run {run_dir.name} already {summary['status']} ({what}) in {run_dir.path}; "
         "force=true runs it again"
     )
+    made_at, now = summary.get("git_commit"), git_state()["git_commit"]
+    if made_at and now and made_at != now:
+        log.warning(
+            f"run {run_dir.name} was made at commit {made_at[:10]}, this code is {now[:10]}: "
+            "kept as a result; force=true reruns it with this code, "
+            f"scripts/reproduce.py {run_dir.path} checks whether it still reproduces"
+        )
     return True
 
 

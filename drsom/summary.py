@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-from drsom.store import config_hash, group_name, run_id
+from drsom.identity import config_hash, group_name, run_id
 from drsom.train import Trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -66,7 +67,7 @@ def start_summary(
         "compile_note": compile_note,
         "optimizer_hyperparameters": hyperparameters(trainer.optimizer),
         **git_state(),
-        "versions": versions(),
+        **execution(),
         "started_at": previous.get("started_at", now) if trainer.epoch else now,
     }
     record(summary, trainer, "running")
@@ -109,21 +110,57 @@ def hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     }
 
 
+# What decides a run's numbers in the checkout: edits here (committed or not, new files too) make
+# a tree dirty; the results store itself (results/) does not, or every run would dirty the next.
+CODE_PATHS = (
+    "drsom",
+    "configs",
+    "experiments",
+    "hydra_plugins",
+    "scripts",
+    "run.py",
+    "pyproject.toml",
+)
+
+
 def git_state() -> dict[str, Any]:
-    """The commit of the code that ran (this package's checkout) and whether it had edits."""
+    """The commit of the code that ran (this package's checkout), whether its code had edits
+    (``git_dirty``), and a hash of those edits (``git_diff_sha``: two dirty runs with the same
+    hash ran the same code)."""
 
     def git(*args: str) -> str | None:
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             out = subprocess.run(
-                ["git", *args], cwd=PACKAGE_DIR, capture_output=True, text=True, timeout=10
+                ["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10
             )
             if out.returncode == 0:
                 return out.stdout.strip()
         return None
 
     commit = git("rev-parse", "HEAD")
-    dirty = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_dirty": bool(dirty) if commit else None}
+    if commit is None:
+        return {"git_commit": None, "git_dirty": None, "git_diff_sha": None}
+    changes = git("status", "--porcelain", "--", *CODE_PATHS) or ""
+    if not changes:
+        return {"git_commit": commit, "git_dirty": False, "git_diff_sha": None}
+    diff = git("diff", "HEAD", "--", *CODE_PATHS) or ""
+    untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS) or ""
+    contents = [diff] + [_file_sha(PACKAGE_DIR.parent / name) for name in untracked.split()]
+    digest = hashlib.sha256("\n".join([untracked, *contents]).encode()).hexdigest()[:12]
+    return {"git_commit": commit, "git_dirty": True, "git_diff_sha": digest}
+
+
+def _file_sha(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def execution() -> dict[str, Any]:
+    """What changes a run's numbers without being in its config: CPU threads (1 and 2 threads
+    differ from the first epoch), the interpreter and libraries (``versions``)."""
+    return {"threads": torch.get_num_threads(), "versions": versions()}
 
 
 def versions() -> dict[str, str | None]:

@@ -6,8 +6,8 @@ command line, a key given again taking the later value; the cartesian product of
 composes each point's config and derives its run id with the store's ``run_id``, so it finds the
 folder the job writes to. Nothing is trained and nothing is written.
 
-``run_states`` reads each folder: finished / running / interrupted / diverged / failed / missing
-(``drsom.store.RunDir.state``: "running" without a live lock holder is "interrupted").
+``run_states`` reads each folder's state with ``drsom.run_state.run_state``, the one reader every
+tool shares ("running" without a live lock holder is "interrupted"; inconsistent files "broken").
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from drsom.store import RUN_STATES, RunDir, run_id
+from drsom.identity import run_id
+from drsom.run_folder import RunDir
+from drsom.run_state import Status, run_state
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -37,10 +39,11 @@ class SweepRun:
 
 
 @dataclass(frozen=True)
-class RunState:
+class SweepRunState:
     run: SweepRun
-    status: str  # one of drsom.store.RUN_STATES
+    status: Status
     summary: dict[str, Any]
+    problem: str | None = None
 
 
 def sweep_runs(
@@ -101,11 +104,11 @@ def _grid(parser: OverridesParser, lines: Sequence[str]) -> list[list[str]]:
     return [list(point) for point in itertools.product(*choices.values())]
 
 
-def run_states(runs: Sequence[SweepRun]) -> list[RunState]:
+def run_states(runs: Sequence[SweepRun]) -> list[SweepRunState]:
     states = []
     for run in runs:
-        status, summary = run.run_dir.state()
-        states.append(RunState(run, status, summary))
+        state = run_state(run.run_dir)
+        states.append(SweepRunState(run, state.status, state.summary, state.problem))
     return states
 
 
@@ -119,5 +122,5 @@ def varying_keys(runs: Sequence[SweepRun]) -> list[str]:
     return [k for k, v in values.items() if len(v) > 1]
 
 
-def counts(states: Sequence[RunState]) -> dict[str, int]:
-    return {s: sum(1 for st in states if st.status == s) for s in RUN_STATES}
+def counts(states: Sequence[SweepRunState]) -> dict[str, int]:
+    return {s.value: sum(1 for st in states if st.status == s) for s in Status}

@@ -17,17 +17,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from drsom.results import (
-    COST_COLUMNS,
-    DIVERGED,
-    FINISHED,
-    MISSING,
-    UNFINISHED,
-    Run,
-    Selection,
-    parse_run_id,
-    variant_suffixes,
-)
+from drsom.identity import RunKey
+from drsom.results import COST_COLUMNS, Run, Selection, variant_suffixes
+from drsom.run_state import UNFINISHED, Status
+
+FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 
 DEFAULT_TARGETS = (0.90, 0.93)
 COSTS = ("epochs", "seconds", "grad_evals")  # what "to reach the target" is measured in
@@ -57,8 +51,14 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
     suffix = variant_suffixes(selection.runs)
     rows = [_run_row(r, targets, suffix[r.variant]) for r in selection.runs]
     for _, rid in selection.missing:
-        data, model, optimizer, seed = parse_run_id(rid)
-        variant = rid.rsplit("-s", 1)[0]  # the grid's id: <variant>-s<seed>
+        key = RunKey.parse(rid)
+        data, model, optimizer, seed, variant = (
+            key.data,
+            key.model,
+            key.label,
+            key.seed,
+            key.variant,
+        )
         rows.append(
             {"run_id": rid, "data": data, "model": model, "optimizer": optimizer}
             | {"setting": suffix.get(variant, ""), "variant": variant, "seed": seed}

@@ -24,7 +24,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drsom.store import TERMINAL_STATUSES, RunDir, run_id, write_csv  # noqa: E402
+from drsom.identity import run_id  # noqa: E402
+from drsom.run_folder import RunDir, write_csv  # noqa: E402
+from drsom.run_state import TERMINAL  # noqa: E402
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS  # noqa: E402
 
 STATUSES = ("running", "interrupted", "finished", "diverged", "failed")
@@ -81,7 +83,7 @@ def export_run(
     rid = run.config.get("run_id") or _run_id(config) or run.name
     folder = RunDir(out / rid)
     local = folder.read_summary()
-    if local and local.get("status") in TERMINAL_STATUSES and not force:
+    if local and local.get("status") in TERMINAL and not force:
         return rid, f"kept ({local['status']} locally)"
     for key in NOT_CONFIG:
         config.pop(key, None)

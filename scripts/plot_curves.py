@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drsom import plotting  # noqa: E402
+from drsom.identity import config_hash  # noqa: E402
 from drsom.results import (  # noqa: E402
-    DIVERGED,
-    UNFINISHED,
     Selection,
     describe,
     experiment_selection,
@@ -32,18 +31,20 @@ from drsom.results import (  # noqa: E402
     load_reference,
     load_store,
     metrics_frame,
+    provenance,
+    readable,
     stored_experiments,
 )
-from drsom.store import config_hash  # noqa: E402
+from drsom.run_state import UNFINISHED, Status  # noqa: E402
 
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = load_store(args.results)
-    if not store:
-        print(f"error: no runs in {args.results}", file=sys.stderr)
+    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
+    if not readable(store):
+        print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
     try:
         reference = load_reference(args.reference) if args.reference else None
@@ -122,6 +123,7 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 legend_notes=legend_notes(runs),
                 reference=ref,
             )
+            plotting.caption(fig, provenance(runs))
             written += plotting.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
 
@@ -132,7 +134,9 @@ def legend_notes(runs) -> dict[str, str]:
     same numbers: its line lies under the other one)."""
     notes: dict[str, list[str]] = {}
     for r in runs:
-        what = {DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(r.status)
+        what = {Status.DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(
+            r.status
+        )
         if what:
             notes.setdefault(r.variant, []).append(what)
     text = {

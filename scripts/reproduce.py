@@ -4,7 +4,8 @@
 
 The run's ``config.yaml`` is trained again, into a temporary store (``--keep``: that folder, kept),
 for all its epochs or the first ``N`` (``trainer.stop_after_epochs``: the schedule stays the one of
-the full run, so the first N epochs are the same computation). Then every column of
+the full run, so the first N epochs are the same computation), with the CPU thread count the run
+recorded. Then every column of
 ``metrics.csv`` and ``steps.csv`` is compared with the stored one, wall-clock columns excluded:
 ``identical``, or the first row that differs with both values. Floats are compared as stored
 (full precision), so "identical" means bit for bit. The commit that made the stored run and the
@@ -26,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drsom.store import RunDir  # noqa: E402
+import torch  # noqa: E402
+
+from drsom.run_folder import RunDir  # noqa: E402
 from drsom.summary import git_state  # noqa: E402
 from drsom.train import WALL_CLOCK_COLUMNS  # noqa: E402
 
@@ -40,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     epochs = args.epochs or len(read_rows(stored.metrics))
     print(provenance(stored))
+    threads = (stored.read_summary() or {}).get("threads")
+    if isinstance(threads, int):  # CPU results depend on it: rerun with the stored count
+        torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
         out = Path(args.keep) if args.keep else Path(tmp)
         rerun = rerun_config(config, out, epochs)

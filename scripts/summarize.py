@@ -26,6 +26,8 @@ from drsom.results import (  # noqa: E402
     experiment_selection,
     found_line,
     load_store,
+    provenance,
+    readable,
     stored_experiments,
 )
 from drsom.tables import (  # noqa: E402
@@ -39,9 +41,9 @@ from drsom.tables import (  # noqa: E402
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    store = load_store(args.results)
-    if not store:
-        print(f"error: no runs in {args.results}", file=sys.stderr)
+    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
+    if not readable(store):
+        print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
     targets = [t / 100 if t > 1 else t for t in args.targets]  # 93 and 0.93 both mean 93%
     args.out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +85,8 @@ def notes(selection, targets) -> str:
         runs = [r for r in selection.runs if r.key()[1:3] == pair]
         seeds = len({r.key()[4] for r in runs})
         lines.append(plotting.protocol_title(describe(runs[0]), seeds).replace("\n", "; ") + ".")
+    origin = provenance(selection.runs)
+    lines.append(origin[:1].upper() + origin[1:] + ".")
     goals = ", ".join(f"{target_name(t)}%" for t in targets)
     lines.append(
         "Accuracies: mean ± sample std over the finished seeds (seeds: finished/grid). "

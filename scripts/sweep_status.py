@@ -24,7 +24,7 @@ from omegaconf.errors import OmegaConfBaseException
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drsom.sweeps import RunState, counts, run_states, sweep_runs, varying_keys  # noqa: E402
+from drsom.sweeps import SweepRunState, counts, run_states, sweep_runs, varying_keys  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,13 +53,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _line(state: RunState, keys: list[str], width: int) -> str:
+def _line(state: SweepRunState, keys: list[str], width: int) -> str:
     s, run = state.summary, state.run
     epoch = f"{s.get('epoch', 0)}/{s.get('epochs', '?')}" if s else "-"
     grid = " ".join(o for o in run.overrides if o.partition("=")[0] in keys)
     note = ""
     if state.status == "failed" and s.get("error"):
         note = f"  ({s['error'][:80]})"
+    elif state.status == "broken":
+        note = f"  ({state.problem})"
     elif state.status == "diverged":
         note = f"  (epoch {s.get('diverged_epoch')})"
     elif state.status == "finished" and s.get("final", {}).get("test_acc") is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from drsom import runner
-from drsom.store import RunDir
+from drsom.run_folder import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
+from drsom.identity import config_hash, group_name, run_id
 from drsom.optim import build
-from drsom.store import config_hash, group_name, run_id
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("model", "optimizer", "data", "trainer", "logger")

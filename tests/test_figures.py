@@ -25,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from drsom import plotting
+from drsom.identity import run_id
 from drsom.results import (
     Run,
     experiment_names,
@@ -34,7 +35,7 @@ from drsom.results import (
     metrics_frame,
     select_runs,
 )
-from drsom.store import RunDir, run_id, write_csv
+from drsom.run_folder import RunDir, write_csv
 from drsom.tables import experiment_table, markdown, run_rows, time_to_target
 from drsom.tracking import flatten
 from drsom.train import METRIC_COLUMNS
@@ -251,8 +252,8 @@ def test_summarize_writes_markdown_and_csv(store, tmp_path):
     assert sorted(runs["status"].value_counts().items()) == [
         ("diverged", 1),
         ("finished", 9),
+        ("interrupted", 1),  # its summary says running, but no process holds its lock
         ("missing", 1),
-        ("running", 1),
     ]
     text = (out / f"{EXPERIMENT}.md").read_text()
     assert "digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU" in text
@@ -522,7 +523,7 @@ def test_export_wandb_writes_a_store_the_summarizer_reads(tmp_path):
 
 def test_store_round_trip_reads_every_run_folder(store):
     runs = load_store(store)
-    assert len(runs) == 11 and {r.status for r in runs} == {"finished", "diverged", "running"}
+    assert len(runs) == 11 and {r.status for r in runs} == {"finished", "diverged", "interrupted"}
 
 
 # ------------------------------------------------------------------------- make figures
@@ -624,3 +625,35 @@ def test_an_empty_selection_says_what_the_store_holds(lr_sweep, tmp_path, capsys
     out = capsys.readouterr().out
     assert "nothing: no runs in" in out
     assert "the store holds default (3 runs); select one with --experiment NAME" in out
+
+
+# ----------------------------------------------------------------------------- broken runs
+def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, capsys):
+    cfgs = compose_configs(
+        *[["data=digits", "model=cnn", "optimizer=adam", f"seed={s}"] for s in (0, 1, 2, 3)]
+    )
+    folders = [
+        write_run(tmp_path, c, metric_rows("adam", c["seed"], [0.5, 0.8, 0.9]), "finished")
+        for c in cfgs
+    ]
+    for f in folders:  # complete summaries: 3 epochs
+        f.write_summary({**f.read_summary(), "epoch": 3})
+    # seed 1: metrics.csv cut to 1 of its 3 epochs; seed 2: summary.json unreadable;
+    # seed 3: a config of an older format (no optimizer section)
+    write_csv(folders[1].metrics, METRIC_COLUMNS, metric_rows("adam", 1, [0.1]))
+    folders[2].summary.write_text("{not json")
+    folders[3].write_config({k: v for k, v in cfgs[3].items() if k != "optimizer"})
+    out = tmp_path / "tables"
+    assert summarize.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("broken run ") for line in err)
+    said = {line.split(": ", 1)[0].rsplit("-", 1)[-1]: line for line in err}  # by seed
+    assert "metrics.csv has 1 of the 3 epochs its summary.json reports" in said["s1"]
+    assert "summary.json cannot be read" in said["s2"] and "counted as unfinished" in said["s2"]
+    assert "config.yaml is of another format" in said["s3"] and "left out" in said["s3"]
+    table = pd.read_csv(out / "default.csv").iloc[0]
+    assert (table["seeds"], table["runs"], table["unfinished"]) == (1, 3, 2)
+    assert table["final_test_acc_mean"] == pytest.approx(0.9)  # seed 0 alone, not seed 1's 0.1
+    # nothing readable at all: exit 2
+    folders[0].summary.write_text("[1]")
+    assert summarize.main(["--results", str(tmp_path), "--out", str(out)]) == 2

@@ -22,7 +22,7 @@ from run_helpers import only_run, read_csv, run_inprocess, tiny
 
 from drsom.config import ConfigError
 from drsom.data import DatasetUnavailable
-from drsom.store import RunBusy, RunDir, atomic_file
+from drsom.run_folder import RunBusy, RunDir, atomic_file
 from drsom.train import METRIC_COLUMNS, WALL_CLOCK_COLUMNS, Trainer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,10 +9,10 @@ import torch
 from test_figures import compose_config
 
 from drsom.config import ConfigError, validate
+from drsom.identity import run_id
 from drsom.plotting import protocol_title
 from drsom.results import Run, describe
 from drsom.schedules import build_scheduler, describe_schedule, milestone_epochs
-from drsom.store import run_id
 
 
 def test_fractions_scale_with_the_run_and_epochs_stay_epochs():

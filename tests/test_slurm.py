@@ -24,8 +24,8 @@ import torch
 from run_helpers import read_csv, run_inprocess
 
 from drsom.preemption import PreemptionGuard
+from drsom.run_folder import RunDir
 from drsom.slurm import ClusterError, check_request, failure_line, parse_sinfo
-from drsom.store import RunDir
 from drsom.sweeps import sweep_runs
 from drsom.train import WALL_CLOCK_COLUMNS
 

@@ -27,7 +27,8 @@ from cifar_fixture import write_fake_cifar10
 from run_helpers import only_run, read_csv, run_inprocess, tiny
 
 from drsom.preemption import PreemptionGuard
-from drsom.store import RunDir
+from drsom.run_folder import RunDir
+from drsom.run_state import run_state
 from drsom.sweeps import sweep_runs
 from drsom.train import WALL_CLOCK_COLUMNS, Trainer
 
@@ -361,7 +362,7 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(
         proc.wait()
     rd = only_run(results)
     assert summary(rd)["status"] == "running"  # what the dead process left behind
-    assert rd.state()[0] == "interrupted"  # ... and what a sweep's status shows for it
+    assert run_state(rd).status == "interrupted"  # ... and what a sweep's status shows for it
     assert run_inprocess(args) == "finished"
     assert_same_run(rd, uninterrupted("drsom"))
     assert summary(rd)["attempts"] == 2
@@ -376,20 +377,23 @@ def test_run_states_as_the_status_script_sees_them(tmp_path):
             rd.write_summary({"status": status, "epoch": 1, "epochs": 2, **extra})
         return rd
 
-    assert folder("done", "finished").state()[0] == "finished"
-    assert folder("nan", "diverged", diverged_epoch=1).state()[0] == "diverged"
-    assert folder("oom", "failed", error="RuntimeError: CUDA out of memory").state()[0] == "failed"
-    assert folder("stopped", "interrupted").state()[0] == "interrupted"
-    assert folder("killed", "running").state()[0] == "interrupted"  # nobody holds the lock
-    assert RunDir(tmp_path / "never").state() == ("missing", {})
+    assert run_state(folder("done", "finished")).status == "finished"
+    assert run_state(folder("nan", "diverged", diverged_epoch=1)).status == "diverged"
+    assert (
+        run_state(folder("oom", "failed", error="RuntimeError: CUDA out of memory")).status
+        == "failed"
+    )
+    assert run_state(folder("stopped", "interrupted")).status == "interrupted"
+    assert run_state(folder("killed", "running")).status == "interrupted"  # nobody holds the lock
+    assert run_state(RunDir(tmp_path / "never")).status == "missing"
     live, requeued, starting = (
         folder("live", "running"),
         folder("rq", "interrupted"),
         folder("new", None),
     )
     with live.locked(), requeued.locked(), starting.locked():
-        assert [rd.state()[0] for rd in (live, requeued, starting)] == ["running"] * 3
-    assert [rd.state()[0] for rd in (live, requeued, starting)] == [
+        assert [run_state(rd).status for rd in (live, requeued, starting)] == ["running"] * 3
+    assert [run_state(rd).status for rd in (live, requeued, starting)] == [
         "interrupted",
         "interrupted",
         "missing",
@@ -478,7 +482,9 @@ def test_joblib_sweep_skips_a_run_held_by_another_process_and_relaunch_fills_the
     # runs: the job for seed 1 must leave its folder alone, and the sweep must still succeed.
     with seed1.run_dir.locked():
         finish(launch(*sweep, f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path))
-        assert seed1.run_dir.state()[0] == "running"  # what the status script shows meanwhile
+        assert (
+            run_state(seed1.run_dir).status == "running"
+        )  # what the status script shows meanwhile
     assert summary(seed0.run_dir)["status"] == "finished"
     assert not seed1.run_dir.summary.exists() and not seed1.run_dir.metrics.exists()
     assert f"skipped: run {seed1.run_id} is being trained by pid {os.getpid()}" in job_logs(

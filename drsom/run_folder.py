@@ -1,4 +1,4 @@
-"""The local results store: one folder per run, named from its config; atomic writes only.
+"""A run's folder in the local results store: its files, its lock, its checkpoints; atomic writes.
 
 ``<results_dir>/<run_id>/`` holds
 
@@ -11,8 +11,9 @@
   ``checkpoint.prev.pt`` the one before it, the fallback when the newest cannot be read;
 * ``.lock``          held (flock) by the one process training the run; it names that process.
 
-The run id is a function of the config, so the same command always finds the same folder (and
-a requeued or re-launched job resumes instead of starting a second copy). Every write goes to a
+The folder's name is the run id (``drsom.identity``), a function of the config, so the same
+command always finds the same folder (and a requeued or re-launched job resumes instead of
+starting a second copy); what state a run is in is ``drsom.run_state``. Every write goes to a
 temporary file in the same folder, is fsynced and then renamed over the target: a reader, or a
 process killed at any moment, sees the old file or the new one, never a truncated one. Saving a
 checkpoint first makes ``checkpoint.prev.pt`` a hard link to the current one, then renames the new
@@ -24,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
-import hashlib
 import io
 import json
 import logging
@@ -41,40 +41,13 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from drsom.schedules import milestone_epochs
-
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
     import fcntl
 except ImportError:  # pragma: no cover
     fcntl = None
 
-# Config keys that say where things are or how they are shown, not what is computed: two configs
-# that differ only here are the same run. The seed is kept apart (it is the id's suffix).
-NOT_IDENTITY = (
-    "logger",
-    "results_dir",
-    "force",
-    "seed",
-    "data.root",
-    "data.download",
-    "data.verify",
-    "data.num_workers",
-    "trainer.progress",
-    "trainer.checkpoint_every",
-    "trainer.stop_after_epochs",
-)
-
-# Keys that follow the run's seed by default (``${seed}`` in the YAML): equal to it, they are part
-# of the seed (the id's suffix), so the runs of one config over several seeds share one group.
-SEED_FOLLOWERS = ("optimizer.seed",)
 
 log = logging.getLogger("drsom")
-
-HASH_CHARS = 10
-TERMINAL_STATUSES = ("finished", "diverged")  # results; anything else is resumed when rerun
-# What a sweep sees of a run (``RunDir.state``): the summary's status, except that a live lock
-# holder means "running" and "running" without one "interrupted"; no summary is "missing".
-RUN_STATES = ("finished", "running", "interrupted", "diverged", "failed", "missing")
 
 # How long ``RunDir.locked`` retries: long enough that a status probe (which holds the lock for
 # microseconds) never makes a job give up, short enough to report a real second process at once.
@@ -120,44 +93,6 @@ def describe_os_error(exc: OSError) -> str:
     """``No space left on device (ENOSPC)``: the system's words and the error's name."""
     name = errno.errorcode.get(exc.errno, str(exc.errno))
     return f"{exc.strerror or exc} ({name})"
-
-
-# ----------------------------------------------------------------------------- identity
-def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of the resolved config that decides the results, seed excluded."""
-    ident = json.loads(json.dumps(cfg))  # a deep copy of plain data
-    followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
-    for dotted in (*NOT_IDENTITY, *followers):
-        *parents, leaf = dotted.split(".")
-        _lookup(ident, ".".join(parents)).pop(leaf, None)
-    trainer = ident.get("trainer")
-    if isinstance(trainer, dict) and trainer.get("lr_schedule") == "step":
-        # [0.75] and [150] of a 200-epoch run are one schedule, so one run
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            trainer["lr_milestones"] = milestone_epochs(trainer["lr_milestones"], trainer["epochs"])
-    return ident
-
-
-def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
-    for key in filter(None, dotted.split(".")):
-        tree = tree.get(key, {}) if isinstance(tree, Mapping) else {}
-    return tree
-
-
-def config_hash(cfg: Mapping[str, Any]) -> str:
-    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
-
-
-def group_name(cfg: Mapping[str, Any]) -> str:
-    """``<data>-<model>-<optimizer label>-<hash>``: the runs of one config over all seeds."""
-    label = cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
-    return f"{cfg['data']['name']}-{cfg['model']['name']}-{label}-{config_hash(cfg)}"
-
-
-def run_id(cfg: Mapping[str, Any]) -> str:
-    """``<group>-s<seed>``, e.g. ``cifar10-resnet18-drsom-3f9a0c12de-s0``."""
-    return f"{group_name(cfg)}-s{cfg['seed']}"
 
 
 # ------------------------------------------------------------------------ atomic writes
@@ -459,22 +394,3 @@ class RunDir:
                 return None
             fcntl.flock(f, fcntl.LOCK_UN)
             return False
-
-    def state(self) -> tuple[str, dict[str, Any]]:
-        """(one of RUN_STATES, the summary or {}).
-
-        The summary's status, except while a process holds the lock (a job training it, maybe a
-        requeued one that has not written its summary yet): "running". A summary saying
-        "running" outlives a process killed without warning (SIGKILL, a node failure); the lock
-        does not, so "running" without a lock holder is "interrupted".
-        """
-        summary = self.read_summary() or {}
-        status = summary.get("status", "missing")
-        if status in TERMINAL_STATUSES:
-            return status, summary
-        locked = self.is_locked()
-        if locked:
-            return "running", summary
-        if status == "running" and locked is False:
-            return "interrupted", summary
-        return status, summary

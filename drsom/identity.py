@@ -1,0 +1,117 @@
+"""A run's identity: which config keys decide its results, and the one key built from them.
+
+A *variant* is the resolved config minus the seed and minus the keys that only say where or how
+things are read, run or shown (``NOT_IDENTITY``); the runs of one variant over seeds are its
+replicates, and only they are ever averaged. ``RunKey`` is the one place a run id is built
+(``<data>-<model>-<label>-<hash>-s<seed>``) and read back; readers prefer the stored config.
+
+What changes numbers but is not in the config (the device type, the CPU thread count, library
+versions) is recorded with each run (``drsom.run_record``) and shown where runs differ in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from drsom.schedules import milestone_epochs
+
+# Config keys that say where things are, how they are shown, or only how fast they run, not what
+# is computed: two configs that differ only here are the same variant. The seed is kept apart
+# (it is the id's suffix). The device is recorded with the run instead: ``auto``, ``cpu`` and
+# ``CPU`` are one computation on a CPU-only machine.
+NOT_IDENTITY = (
+    "logger",
+    "results_dir",
+    "force",
+    "seed",
+    "data.root",
+    "data.download",
+    "data.verify",
+    "data.num_workers",
+    "trainer.device",
+    "trainer.test_batch_size",
+    "trainer.progress",
+    "trainer.checkpoint_every",
+    "trainer.stop_after_epochs",
+)
+
+# Keys that follow the run's seed by default (``${seed}`` in the YAML): equal to it, they are part
+# of the seed (the id's suffix), so the runs of one config over several seeds share one group.
+SEED_FOLLOWERS = ("optimizer.seed",)
+
+HASH_CHARS = 10
+
+
+def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of the resolved config that decides the results, seed excluded."""
+    ident = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
+    for dotted in (*NOT_IDENTITY, *followers):
+        *parents, leaf = dotted.split(".")
+        _lookup(ident, ".".join(parents)).pop(leaf, None)
+    trainer = ident.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("lr_schedule") == "step":
+        # [0.75] and [150] of a 200-epoch run are one schedule, so one run
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            trainer["lr_milestones"] = milestone_epochs(trainer["lr_milestones"], trainer["epochs"])
+    return ident
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    for key in filter(None, dotted.split(".")):
+        tree = tree.get(key, {}) if isinstance(tree, Mapping) else {}
+    return tree
+
+
+def config_hash(cfg: Mapping[str, Any]) -> str:
+    text = json.dumps(identity(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """Where a run belongs: its data, model, optimizer label, config hash and seed."""
+
+    data: str
+    model: str
+    label: str
+    hash: str
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: Mapping[str, Any]) -> RunKey:
+        label = cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
+        return cls(cfg["data"]["name"], cfg["model"]["name"], label, config_hash(cfg), cfg["seed"])
+
+    @classmethod
+    def parse(cls, rid: str) -> RunKey:
+        """The key of ``<data>-<model>-<label>-<hash>-s<seed>`` (data and model names have no
+        hyphen, labels may), for a grid point whose run is not in the store."""
+        group, seed = rid.rsplit("-s", 1)
+        data, model, rest = group.split("-", 2)
+        label, digest = rest.rsplit("-", 1)
+        return cls(data, model, label, digest, int(seed))
+
+    @property
+    def variant(self) -> str:
+        """``<data>-<model>-<label>-<hash>``: the runs of one config over all seeds."""
+        return f"{self.data}-{self.model}-{self.label}-{self.hash}"
+
+    @property
+    def run_id(self) -> str:
+        """``<variant>-s<seed>``, e.g. ``cifar10-resnet18-drsom-3f9a0c12de-s0``."""
+        return f"{self.variant}-s{self.seed}"
+
+
+def group_name(cfg: Mapping[str, Any]) -> str:
+    """The variant of ``cfg`` (the wandb group of its runs)."""
+    return RunKey.of(cfg).variant
+
+
+def run_id(cfg: Mapping[str, Any]) -> str:
+    return RunKey.of(cfg).run_id
