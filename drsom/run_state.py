@@ -60,7 +60,9 @@ def run_state(folder: RunDir) -> RunState:
     status = Status(summary["status"])
     if status in TERMINAL:
         rows, wanted = metrics_rows(folder), summary.get("epoch")
-        if isinstance(wanted, int) and rows < wanted:
+        if not isinstance(wanted, int) or isinstance(wanted, bool):
+            return RunState(Status.BROKEN, summary, "summary.json is incomplete (no epoch)")
+        if rows < wanted:
             what = f"metrics.csv has {rows} of the {wanted} epochs its summary.json reports"
             return RunState(Status.BROKEN, summary, what)
         return RunState(status, summary)

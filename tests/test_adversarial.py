@@ -28,7 +28,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from run_helpers import only_run, read_csv, run_inprocess, tiny
 
-from drsom import config, jobs, runner, store
+from drsom import config, jobs, run_folder, runner
 from drsom.config import ConfigError, validate
 from drsom.run_folder import RunDir, StorageError
 from drsom.run_state import run_state
@@ -197,7 +197,7 @@ def fill_disk_after_checkpoints(monkeypatch, good: int, no_new_files: bool = Fal
 
     ``no_new_files``: from then on no new file can be made at all (not even the summary's).
     """
-    real_save, real_mkstemp, calls = torch.save, store.tempfile.mkstemp, []
+    real_save, real_mkstemp, calls = torch.save, run_folder.tempfile.mkstemp, []
 
     def save(obj, f):
         calls.append(1)
@@ -208,8 +208,8 @@ def fill_disk_after_checkpoints(monkeypatch, good: int, no_new_files: bool = Fal
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(store.torch, "save", save)
-    monkeypatch.setattr(store.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(run_folder.torch, "save", save)
+    monkeypatch.setattr(run_folder.tempfile, "mkstemp", mkstemp)
 
 
 @pytest.mark.parametrize("summary_fits", [True, False], ids=["summary-written", "summary-too"])
@@ -258,7 +258,7 @@ def test_read_only_run_folder_is_one_line(cifar_root, tmp_path, monkeypatch):
     def read_only(*a, **kw):  # what mkstemp meets on a read-only mount (root ignores chmod)
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(run_folder.tempfile, "mkstemp", read_only)
     with pytest.raises(StorageError) as err:
         run_inprocess(args)
     message = str(err.value)
@@ -316,7 +316,7 @@ def test_damaged_summary_is_read_as_absent_and_the_run_resumes(
     run_inprocess([*args, "trainer.stop_after_epochs=1"])
     rd = only_run(tmp_path)
     rd.summary.write_text(content)
-    assert run_state(rd).status in ("missing", "finished")  # a sweep's status probe does not crash
+    assert run_state(rd).status == "broken"  # a sweep's status probe says so, does not crash
     with caplog.at_level(logging.INFO, logger="drsom"):
         assert run_inprocess(args) == "finished"
     assert "resuming after epoch 1/2" in caplog.text

@@ -375,9 +375,17 @@ def test_run_states_as_the_status_script_sees_them(tmp_path):
         rd.path.mkdir()
         if status:
             rd.write_summary({"status": status, "epoch": 1, "epochs": 2, **extra})
+            rd.metrics.write_text("epoch,step\n1,5\n")
         return rd
 
     assert run_state(folder("done", "finished")).status == "finished"
+    cut = folder("cut", "finished")
+    cut.metrics.write_text("epoch,step\n")  # its one epoch's row lost: not a complete result
+    assert run_state(cut).status == "broken"
+    assert run_state(cut).problem == "metrics.csv has 0 of the 1 epochs its summary.json reports"
+    bad = folder("bad", None)
+    bad.summary.write_text('{"status": "finished?"}')
+    assert run_state(bad).status == "broken"
     assert run_state(folder("nan", "diverged", diverged_epoch=1)).status == "diverged"
     assert (
         run_state(folder("oom", "failed", error="RuntimeError: CUDA out of memory")).status
