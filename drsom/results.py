@@ -72,6 +72,8 @@ class Run:
     metrics: pd.DataFrame = field(default_factory=pd.DataFrame)
     state: Status | None = None  # None: made by hand, the summary's status is taken
     problem: str | None = None
+    # the data fingerprint, set by ``load_store`` where runs of one config read different data
+    data_split: str | None = None
 
     @property
     def status(self) -> Status:
@@ -86,9 +88,11 @@ class Run:
 
     @property
     def variant(self) -> str:
-        """The run's config without its seed (the store's group name): runs of one variant are
-        replicates, and only they are ever averaged."""
-        return group_name(self.config)
+        """The run's config without its seed (the store's group name), and the data it read
+        when runs of that config read different data (``<group>@<fingerprint>``): runs of one
+        variant are replicates, and only they are ever averaged."""
+        group = group_name(self.config)
+        return f"{group}@{self.data_split}" if self.data_split else group
 
 
 def label(cfg: dict[str, Any]) -> str:
@@ -108,6 +112,8 @@ def variant_suffixes(runs: Iterable[Run]) -> dict[str, str]:
         if r.variant in flat:
             continue
         flat[r.variant] = _flatten(identity(r.config))
+        if r.data_split:
+            flat[r.variant]["data.read"] = r.data_split
         c = r.config
         family.setdefault((c["data"]["name"], c["model"]["name"], label(c)), []).append(r.variant)
     out = {}
@@ -188,7 +194,23 @@ def load_store(results_dir: str | Path, *, report=print) -> list[Run]:
             report(f"broken run {r.path}: {r.problem}; {what}")
         if placed:
             kept.append(r)
+    _split_by_data(kept, report)
     return kept
+
+
+def _split_by_data(runs: list[Run], report) -> None:
+    """Runs of one config that read different data (``data_fingerprint``) are different
+    variants: each gets its fingerprint as part of its variant, and it is said once."""
+    seen: dict[str, set[str]] = {}
+    for r in runs:
+        seen.setdefault(group_name(r.config), set()).add(str(r.summary.get("data_fingerprint")))
+    for r in runs:
+        group = group_name(r.config)
+        if len(seen[group]) > 1:
+            r.data_split = str(r.summary.get("data_fingerprint"))
+    for group, prints in seen.items():
+        if len(prints) > 1:
+            report(f"{group}: runs of one config on different data ({', '.join(sorted(prints))})")
 
 
 def readable(store: list[Run]) -> list[Run]:

@@ -67,7 +67,8 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     run_dir = RunDir(_absolute(base, c["results_dir"]) / run_id(c))
     launch = launch_identity()
-    if _already_done(run_dir, _force_now(run_dir, c["force"], launch)):
+    data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
+    if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
         return run_dir.read_summary()["status"]
     if c["trainer"]["amp"] and device.type == "cpu":
         # Allowed (it is how the amp path is tried without a GPU), but never silently.
@@ -75,12 +76,11 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
             "trainer.amp=true on the CPU: bfloat16 autocast, usually slower than float32 there "
             "and less precise; a different run (id) from the float32 one"
         )
-    data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     with PreemptionGuard() as preemption, run_dir.locked():
         force = _force_now(run_dir, c["force"], launch)  # again: the folder may have changed
         if c["force"] and not force:
             log.info(f"force=true was applied by this launch already ({launch}): not clearing")
-        if _already_done(run_dir, force):  # finished by another process meanwhile
+        if _already_done(run_dir, force, data):  # finished by another process meanwhile
             return run_dir.read_summary()["status"]
         try:
             status = _train(c, run_dir, device, data, preemption, force=force, launch=launch)
@@ -147,7 +147,12 @@ def _force_now(run_dir: RunDir, force: bool, launch: str | None) -> bool:
     return summary.get("forced_by") != launch
 
 
-def _already_done(run_dir: RunDir, force: bool) -> bool:
+def _already_done(run_dir: RunDir, force: bool, data: DataBundle) -> bool:
+    """Whether the run is a result already (then said in one line, and not trained again).
+
+    A result made on other data than what ``data.root`` holds now (a smoke test on a small copy
+    of the dataset, then the real one) is refused in one line, never taken for this run's.
+    """
     if force:
         return False
     state = run_state(run_dir)
@@ -157,6 +162,13 @@ def _already_done(run_dir: RunDir, force: bool) -> bool:
     if state.status not in TERMINAL:
         return False
     summary = state.summary
+    made_on = summary.get("data_fingerprint")
+    if made_on and made_on != data.fingerprint:
+        raise ConfigError(
+            f"run {run_dir.name} in {run_dir.path} was made on other data (train+test images:hash "
+            f"{made_on}) than this config reads now ({data.fingerprint}); set results_dir "
+            "elsewhere, or force=true to replace it"
+        )
     what = _result_line(summary)
     if what is None:  # e.g. {"status": "finished"} alone: not a result; the checkpoint says
         log.warning(f"{run_dir.summary} is incomplete: resuming the run from its checkpoint")
@@ -222,6 +234,7 @@ def _train(
         wandb_id=wandb_id,
         compiled=compiled,
         compile_note=compile_note,
+        data_fingerprint=data.fingerprint,
     )
     summary["forced_by"] = launch if force else previous.get("forced_by")
     summary["checkpoint_epoch"] = trainer.epoch if checkpoint is not None else None

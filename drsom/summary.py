@@ -39,6 +39,7 @@ def start_summary(
     wandb_id: str,
     compiled: bool,
     compile_note: str | None,
+    data_fingerprint: str,
 ) -> dict[str, Any]:
     """The summary of this attempt; ``previous`` is the last attempt's summary ({} if none)."""
     now = _now()
@@ -55,6 +56,7 @@ def start_summary(
         "optimizer": cfg["optimizer"]["label"],
         "seed": cfg["seed"],
         "config_hash": config_hash(cfg),
+        "data_fingerprint": data_fingerprint,
         "group": group_name(cfg),
         "epochs": trainer.epochs,
         "attempts": _count(previous.get("attempts")) + 1,

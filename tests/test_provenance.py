@@ -62,3 +62,63 @@ def test_captions_name_the_commits_dirty_runs_and_what_differs():
         "code: 2 commits, aaaaaaaaaa (2), bbbbbbbbbb (1); 1 of 3 runs from a dirty tree; "
         "runs differ in CPU threads: 2 (2), 1 (1)"
     )
+
+
+# ------------------------------------------------------------------------------------ data
+def test_a_result_on_other_data_is_refused_not_taken_for_this_run(tmp_path):
+    from cifar_fixture import write_fake_cifar10
+    from run_helpers import only_run, run_inprocess, tiny
+
+    from drsom.config import ConfigError
+
+    small = write_fake_cifar10(tmp_path / "small", n_train=160, n_test=40, seed=1)
+    full = write_fake_cifar10(tmp_path / "full", n_train=200, n_test=60, seed=2)
+    results = tmp_path / "runs"
+    args = tiny(small, results, "optimizer=sgd", "trainer.epochs=1")
+    assert run_inprocess(args) == "finished"
+    read = summary_of(only_run(results))["data_fingerprint"]
+    assert read.startswith("128+40:")  # train_subset=128 of 160, all 40 test images
+    assert run_inprocess(args) == "finished"  # the same data: skipped, a result
+    again = tiny(full, results, "optimizer=sgd", "trainer.epochs=1")  # same config, other files
+    with pytest.raises(ConfigError) as err:
+        run_inprocess(again)
+    text = str(err.value)
+    assert "was made on other data (train+test images:hash 128+40:" in text
+    assert "(128+60:" in text and "\n" not in text
+
+
+def summary_of(folder):
+    import json
+
+    return json.loads(folder.summary.read_text())
+
+
+def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys):
+    from test_figures import compose_config, metric_rows, write_run
+
+    from drsom.results import load_store, variant_suffixes
+
+    for seed, read in ((0, "100+20:aaaa"), (1, "100+20:aaaa"), (0, "50+20:bbbb")):
+        cfg = compose_config("data=digits", "model=cnn", "optimizer=adam", f"seed={seed}")
+        folder = write_run(
+            tmp_path / read.replace(":", "_"), cfg, metric_rows("adam", 0, [0.5]), "finished"
+        )
+        folder.write_summary({**folder.read_summary(), "data_fingerprint": read})
+    runs = [r for sub in sorted(tmp_path.iterdir()) for r in load_store(sub)]
+    assert len({r.variant for r in runs}) == 1  # each store alone: one variant
+    merged = tmp_path / "merged"
+    for r in runs:
+        (merged / (r.run_id + r.summary["data_fingerprint"][:2])).mkdir(parents=True)
+        for f in r.path.iterdir():
+            (merged / (r.run_id + r.summary["data_fingerprint"][:2]) / f.name).write_bytes(
+                f.read_bytes()
+            )
+    together = load_store(merged)
+    assert (
+        "runs of one config on different data (100+20:aaaa, 50+20:bbbb)" in capsys.readouterr().out
+    )
+    assert len({r.variant for r in together}) == 2
+    assert set(variant_suffixes(together).values()) == {
+        "data.read=100+20:aaaa",
+        "data.read=50+20:bbbb",
+    }

@@ -7,6 +7,7 @@ uint8 and augmented with torch ops, on the host or, for CUDA, on the device (see
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -29,6 +30,20 @@ class DataBundle:
     num_classes: int
     num_train: int
     num_test: int
+    fingerprint: str = ""  # what was read (``fingerprint``), whichever folder it came from
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """``<train>+<test>:<sha256[:12]>`` of the images and labels as read (after ``train_subset``):
+    two runs on the same data have the same one wherever the files lie; a 200-image copy of
+    CIFAR-10 and the real one never do."""
+    digest = hashlib.sha256()
+    for key in ("train_images", "train_targets", "test_images", "test_targets"):
+        t = tensors[key].contiguous()
+        digest.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.numpy().tobytes())
+    n_train, n_test = len(tensors["train_images"]), len(tensors["test_images"])
+    return f"{n_train}+{n_test}:{digest.hexdigest()[:12]}"
 
 
 def _check_positive(label: str, value: int | None) -> None:
@@ -99,6 +114,7 @@ def build_data(
         keep_t = torch.from_numpy(np.sort(keep))
         images, targets = images[keep_t], targets[keep_t]
 
+    read = fingerprint({**tensors, "train_images": images, "train_targets": targets})
     device = torch.device(device)
     resident = device.type == "cuda" if gpu_resident is None else bool(gpu_resident)
     storage = device if resident else torch.device("cpu")
@@ -121,7 +137,7 @@ def build_data(
         num_workers=num_workers,
         **common,
     )
-    return DataBundle(train, test, num_classes, len(images), len(tensors["test_images"]))
+    return DataBundle(train, test, num_classes, len(images), len(tensors["test_images"]), read)
 
 
 __all__ = [
