@@ -456,7 +456,10 @@ def wandb_script(tmp_path: Path, how: str, env: dict) -> subprocess.CompletedPro
     pytest.importorskip("wandb")
     script = tmp_path / "script.py"
     script.write_text(WANDB_SCRIPT)
+    # WANDB_SERVICE: left in this process's environment by an earlier test's wandb run; the
+    # script must start (and here kill) a service of its own, whatever ran before it
     environ = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", **env}
+    environ["WANDB_SERVICE"] = None
     return subprocess.run(
         [sys.executable, str(script), str(tmp_path / "run"), how],
         env={k: v for k, v in environ.items() if v is not None},
