@@ -41,9 +41,9 @@ from drsom.run_folder import (
     describe_os_error,
     storage_cause,
 )
+from drsom.run_record import git_state, record, start_summary
 from drsom.run_state import TERMINAL, Status, run_state
 from drsom.schedules import build_scheduler
-from drsom.summary import git_state, record, start_summary
 from drsom.tracking import Tracker, new_wandb_id, tracking
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
 
@@ -260,7 +260,7 @@ def _train(
     ) as tracker:
         trainer.on_log_step = lambda row: tracker.log(_step_log(row), step=row["step"])
         status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id, preemption)
-        tracker.summary({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
+        tracker.final_values({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
     return status
 
 

@@ -69,7 +69,8 @@ class Tracker:
         except Exception as exc:
             self._fail("log", exc)
 
-    def summary(self, data: Mapping[str, Any]) -> None:
+    def final_values(self, data: Mapping[str, Any]) -> None:
+        """The run's final numbers, shown in wandb's run table (wandb calls it the summary)."""
         if self._run is None:
             return
         try:

@@ -21,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
+import make_tables  # noqa: E402
 import plot_curves  # noqa: E402
-import summarize  # noqa: E402
 
-from drsom.results import load_reference  # noqa: E402
+from drsom.analysis.runs import load_reference  # noqa: E402
 
 # (x axis, metrics); None: every metric
 FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_evals", ["test_acc"]))
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             if plot_curves.main(cmd) != 0:
                 print("error: figures not replaced (see above)", file=sys.stderr)
                 return 1
-        if summarize.main(["--results", str(args.results), "--out", str(tables)]) != 0:
+        if make_tables.main(["--results", str(args.results), "--out", str(tables)]) != 0:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1
         figures.mkdir(exist_ok=True)  # an empty store still gets (empty) folders

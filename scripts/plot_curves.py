@@ -21,9 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drsom import plotting  # noqa: E402
-from drsom.identity import config_hash  # noqa: E402
-from drsom.results import (  # noqa: E402
+from drsom.analysis import figures  # noqa: E402
+from drsom.analysis.runs import (  # noqa: E402
     Selection,
     describe,
     experiment_selection,
@@ -35,6 +34,7 @@ from drsom.results import (  # noqa: E402
     readable,
     stored_experiments,
 )
+from drsom.identity import config_hash  # noqa: E402
 from drsom.run_state import UNFINISHED, Status  # noqa: E402
 
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=ROOT / "results" / "runs", help="run store")
     p.add_argument("--out", type=Path, default=ROOT / "results" / "figures")
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
-    p.add_argument("--x", choices=tuple(plotting.X_AXES), default="epoch")
+    p.add_argument("--x", choices=tuple(figures.X_AXES), default="epoch")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
     p.add_argument(
         "--reference",
@@ -104,7 +104,7 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
         runs = [r for r in selection.runs if r.key()[1:3] == (data, model)]
         facts = describe(runs[0])
         seeds = len({r.key()[4] for r in runs})
-        title = plotting.protocol_title(facts, seeds)
+        title = figures.protocol_title(facts, seeds)
         ref = _reference_for(reference, facts, x)
         if reference is not None and ref is None:
             print(
@@ -114,7 +114,7 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
         part = frame[(frame["data"] == data) & (frame["model"] == model)]
         stem = f"{data}-{model}" if several_datasets else model
         for metric in metrics:
-            fig = plotting.curve_figure(
+            fig = figures.curve_figure(
                 part,
                 metric,
                 x,
@@ -123,8 +123,8 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 legend_notes=legend_notes(runs),
                 reference=ref,
             )
-            plotting.caption(fig, provenance(runs))
-            written += plotting.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
+            figures.caption(fig, provenance(runs))
+            written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
 
 
@@ -148,7 +148,7 @@ def legend_notes(runs) -> dict[str, str]:
         lbl = r.key()[3]
         same = first.setdefault(_unlabelled(r), lbl)
         if same != lbl and "same as" not in text.get(r.variant, ""):
-            same_note = f"same as {plotting.name(same)}"
+            same_note = f"same as {figures.name(same)}"
             text[r.variant] = "; ".join(filter(None, [text.get(r.variant), same_note]))
     return text
 

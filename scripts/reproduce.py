@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from drsom.run_folder import RunDir  # noqa: E402
-from drsom.summary import git_state  # noqa: E402
+from drsom.run_record import git_state  # noqa: E402
 from drsom.train import WALL_CLOCK_COLUMNS  # noqa: E402
 
 

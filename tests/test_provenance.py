@@ -6,8 +6,8 @@ import subprocess
 
 import pytest
 
-from drsom import summary
-from drsom.results import Run, provenance
+from drsom import run_record
+from drsom.analysis.runs import Run, provenance
 
 
 def _git(repo, *args):
@@ -22,29 +22,29 @@ def checkout(tmp_path, monkeypatch):
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
-    monkeypatch.setattr(summary, "PACKAGE_DIR", tmp_path / "drsom")
+    monkeypatch.setattr(run_record, "PACKAGE_DIR", tmp_path / "drsom")
     return tmp_path
 
 
 def test_dirty_means_edited_code_and_the_diff_hash_names_the_edit(checkout):
-    clean = summary.git_state()
+    clean = run_record.git_state()
     assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
     (checkout / "results" / "runs" / "r").mkdir(parents=True)  # the store's own files
     (checkout / "results" / "runs" / "r" / "metrics.csv").write_text("epoch\n1\n")
-    assert summary.git_state()["git_dirty"] is False
+    assert run_record.git_state()["git_dirty"] is False
     (checkout / "drsom" / "a.py").write_text("x = 2\n")
-    first = summary.git_state()
+    first = run_record.git_state()
     assert first["git_dirty"] is True and len(first["git_diff_sha"]) == 12
-    assert summary.git_state()["git_diff_sha"] == first["git_diff_sha"]  # same edit, same hash
+    assert run_record.git_state()["git_diff_sha"] == first["git_diff_sha"]  # same edit, same hash
     (checkout / "drsom" / "a.py").write_text("x = 3\n")
-    assert summary.git_state()["git_diff_sha"] != first["git_diff_sha"]
+    assert run_record.git_state()["git_diff_sha"] != first["git_diff_sha"]
     (checkout / "drsom" / "a.py").write_text("x = 1\n")
     (checkout / "drsom" / "new.py").write_text("y = 1\n")  # a new module is an edit too
-    assert summary.git_state()["git_dirty"] is True
+    assert run_record.git_state()["git_dirty"] is True
 
 
 def test_threads_and_versions_are_recorded():
-    facts = summary.execution()
+    facts = run_record.execution()
     assert isinstance(facts["threads"], int) and facts["threads"] >= 1
     assert facts["versions"]["torch"]
 
@@ -94,9 +94,9 @@ def summary_of(folder):
 
 
 def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys):
-    from test_figures import compose_config, metric_rows, write_run
+    from test_analysis import compose_config, metric_rows, write_run
 
-    from drsom.results import load_store, variant_suffixes
+    from drsom.analysis.runs import load_store, variant_suffixes
 
     for seed, read in ((0, "100+20:aaaa"), (1, "100+20:aaaa"), (0, "50+20:bbbb")):
         cfg = compose_config("data=digits", "model=cnn", "optimizer=adam", f"seed={seed}")

@@ -6,12 +6,12 @@ import logging
 
 import pytest
 import torch
-from test_figures import compose_config
+from test_analysis import compose_config
 
+from drsom.analysis.figures import protocol_title
+from drsom.analysis.runs import Run, describe
 from drsom.config import ConfigError, validate
 from drsom.identity import run_id
-from drsom.plotting import protocol_title
-from drsom.results import Run, describe
 from drsom.schedules import build_scheduler, describe_schedule, milestone_epochs
 
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from drsom.analysis.runs import COST_COLUMNS, Run, Selection, variant_suffixes
 from drsom.identity import RunKey
-from drsom.results import COST_COLUMNS, Run, Selection, variant_suffixes
 from drsom.run_state import UNFINISHED, Status
 
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING

@@ -24,9 +24,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drsom import plotting
-from drsom.identity import run_id
-from drsom.results import (
+from drsom.analysis import figures
+from drsom.analysis.runs import (
     Run,
     experiment_names,
     experiment_runs,
@@ -35,16 +34,17 @@ from drsom.results import (
     metrics_frame,
     select_runs,
 )
+from drsom.analysis.tables import experiment_table, markdown, run_rows, time_to_target
+from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
-from drsom.tables import experiment_table, markdown, run_rows, time_to_target
 from drsom.tracking import flatten
 from drsom.train import METRIC_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 import export_wandb  # noqa: E402
+import make_tables  # noqa: E402
 import plot_curves  # noqa: E402
-import summarize  # noqa: E402
 
 EXPERIMENT = "digits_drsom_vs_baselines_cnn"
 
@@ -245,7 +245,8 @@ def test_markdown_shows_percent_mean_std_and_partial_counts(table):
 def test_summarize_writes_markdown_and_csv(store, tmp_path):
     out = tmp_path / "tables"
     assert (
-        summarize.main(["--results", str(store), "--out", str(out), "--targets", "90", "0.93"]) == 0
+        make_tables.main(["--results", str(store), "--out", str(out), "--targets", "90", "0.93"])
+        == 0
     )
     table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
     assert table.loc["drsom", "seconds_to_90_mean"] == pytest.approx(83 / 3)
@@ -263,7 +264,7 @@ def test_summarize_writes_markdown_and_csv(store, tmp_path):
 # -------------------------------------------------------------------------------- figures
 def test_one_line_per_optimizer_with_the_fixed_colours_and_seed_counts(selection):
     frame = metrics_frame(selection.runs)
-    fig = plotting.curve_figure(
+    fig = figures.curve_figure(
         frame,
         "test_acc",
         "epoch",
@@ -280,8 +281,8 @@ def test_one_line_per_optimizer_with_the_fixed_colours_and_seed_counts(selection
         "SGD (3 seeds)",
     ]
     drsom = lines["DRSOM (3 seeds)"]
-    assert drsom.get_color() == plotting.COLORS["drsom"]
-    assert lines["SGD (3 seeds)"].get_color() == plotting.COLORS["sgd"]
+    assert drsom.get_color() == figures.COLORS["drsom"]
+    assert lines["SGD (3 seeds)"].get_color() == figures.COLORS["sgd"]
     np.testing.assert_allclose(drsom.get_xdata(), [1, 2, 3, 4, 5])
     np.testing.assert_allclose(drsom.get_ydata(), [55, 88.333333, 91.333333, 94, 96], rtol=1e-6)
     # the diverged adam seed counts while it has epochs: mean of 3 runs, then of 2
@@ -302,7 +303,7 @@ def test_band_is_std_from_three_seeds_and_min_max_below():
         }
         | {"n": [3, 2, 1]}
     )
-    lower, upper = plotting.band(agg)
+    lower, upper = figures.band(agg)
     np.testing.assert_allclose(lower, [0.4, 0.4, 0.5])
     np.testing.assert_allclose(upper, [0.6, 0.6, 0.5])
 
@@ -310,7 +311,7 @@ def test_band_is_std_from_three_seeds_and_min_max_below():
 def test_x_axis_time_and_gradient_evaluations_use_the_stores_cost_columns(selection):
     frame = metrics_frame(selection.runs)
     for x, expected in (("time", [11, 21, 31, 41, 51]), ("grad_evals", [33, 66, 99, 132, 165])):
-        fig = plotting.curve_figure(frame, "test_acc", x, "t", order=["drsom"])
+        fig = figures.curve_figure(frame, "test_acc", x, "t", order=["drsom"])
         drsom = next(li for li in fig.axes[0].get_lines() if li.get_label().startswith("DRSOM"))
         np.testing.assert_allclose(drsom.get_xdata(), expected)  # mean over seeds 0, 1, 2
         plt.close(fig)
@@ -346,11 +347,11 @@ def test_reference_curves_are_dashed_in_the_optimizers_colour_and_in_percent(tmp
     runs = [synthetic_run("sgd", 0, [0.5, 0.6]), synthetic_run("drsom", 0, [0.55, 0.7])]
     facts = {"data": "cifar10", "model": "resnet34"}
     ref = plot_curves._reference_for(reference, facts, "epoch")
-    fig = plotting.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t", reference=ref)
+    fig = figures.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t", reference=ref)
     dashed = [li for li in fig.axes[0].get_lines() if li.get_linestyle() == "--"]
     # sgd has our runs and published ones; adabelief is not in the figure; vgg11 is another model
     assert [li.get_label() for li in dashed] == ["SGD (published, 1 run)"]
-    assert dashed[0].get_color() == plotting.COLORS["sgd"]
+    assert dashed[0].get_color() == figures.COLORS["sgd"]
     np.testing.assert_allclose(dashed[0].get_ydata(), [45.0, 65.0])
     plt.close(fig)
     assert (
@@ -384,7 +385,7 @@ def test_accuracy_figures_magnify_the_second_half_in_a_panel_of_their_own():
     runs = [synthetic_run("drsom", s, [a - 0.01 * s for a in accs]) for s in range(3)]
     runs.append(synthetic_run("sgd", 0, [0.3, 0.4]))  # diverged early: no second half
     runs.append(synthetic_run("adam", 0, [0.5] * 10))  # far below: named, not drawn
-    fig = plotting.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t")
+    fig = figures.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t")
     main, zoom = fig.axes
     assert len(main.get_lines()) == 3 and len(zoom.get_lines()) == 1
     assert [text.get_text() for text in zoom.texts] == ["below the frame: Adam"]
@@ -392,7 +393,7 @@ def test_accuracy_figures_magnify_the_second_half_in_a_panel_of_their_own():
     low, high = zoom.get_ylim()  # the band of epochs 5-10 (95.0 - 1 to 98.5), padded a little
     assert 93.5 < low < 94.0 and 98.5 < high < 99.0
     plt.close(fig)
-    loss = plotting.curve_figure(metrics_frame(runs), "train_loss", "epoch", "t")
+    loss = figures.curve_figure(metrics_frame(runs), "train_loss", "epoch", "t")
     assert len(loss.axes) == 1 and loss.axes[0].get_yscale() == "log"
     plt.close(loss)
 
@@ -415,7 +416,7 @@ def test_protocol_title_states_data_model_seeds_device_and_schedule():
         "schedule": "lr ×0.1 after epoch 22",
         "device": "cpu",
     }
-    assert plotting.protocol_title(facts, 3) == (
+    assert figures.protocol_title(facts, 3) == (
         "digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU\n"
         "30 epochs, batch 128, lr ×0.1 after epoch 22"
     )
@@ -425,8 +426,8 @@ def test_colours_are_one_fixed_mapping_distinct_within_every_experiment():
     for name in experiment_names():
         params = OmegaConf.load(REPO / "experiments" / f"{name}.yaml").hydra.sweeper.params
         labels = str(params.optimizer).split(",")
-        assert len({plotting.color(lbl) for lbl in labels}) == len(labels), name
-    assert plotting.color("my_new_optimizer") == plotting.color("my_new_optimizer")
+        assert len({figures.color(lbl) for lbl in labels}) == len(labels), name
+    assert figures.color("my_new_optimizer") == figures.color("my_new_optimizer")
 
 
 def test_a_run_made_under_an_older_config_is_used_and_not_silently_lost(store, tmp_path):
@@ -541,10 +542,10 @@ def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp
     (tmp_path / "tables").mkdir()
     (tmp_path / "tables" / "stale.md").write_text("old")
     assert _build_figures(store, tmp_path) == 0
-    figures = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
+    drawn = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
     # every metric per epoch, test accuracy against both cost axes, png and pdf
-    assert "cnn-train_loss-epoch.pdf" in figures and "cnn-test_acc-grad_evals.png" in figures
-    assert "cnn-test_acc-time.png" in figures and "cnn-train_acc-time.png" not in figures
+    assert "cnn-train_loss-epoch.pdf" in drawn and "cnn-test_acc-grad_evals.png" in drawn
+    assert "cnn-test_acc-time.png" in drawn and "cnn-train_acc-time.png" not in drawn
     assert not (tmp_path / "figures" / "gone").exists()
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
         f"{EXPERIMENT}{s}" for s in (".md", ".csv", ".runs.csv")
@@ -567,7 +568,7 @@ def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_pat
 
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "kept.txt").write_text("figures")
-    monkeypatch.setattr(build_figures.summarize, "main", lambda argv: 1)  # tables fail last
+    monkeypatch.setattr(build_figures.make_tables, "main", lambda argv: 1)  # tables fail last
     assert _build_figures(store, tmp_path) == 1
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
@@ -591,7 +592,7 @@ def lr_sweep(tmp_path_factory) -> Path:
 
 
 def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep, tmp_path):
-    assert summarize.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
+    assert make_tables.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "default.csv", keep_default_na=False)
     adam = table[table["optimizer"] == "adam"].set_index("setting")
     assert sorted(adam.index) == ["lr=0.001", "lr=0.01"]
@@ -611,7 +612,7 @@ def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_swe
     assert names == ["cifar10-cnn-test_acc-epoch.png", "digits-cnn-test_acc-epoch.png"]
     frame = metrics_frame(load_store(lr_sweep))
     digits = frame[frame["data"] == "digits"]
-    fig = plotting.curve_figure(digits, "test_acc", "epoch", "t")
+    fig = figures.curve_figure(digits, "test_acc", "epoch", "t")
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["Adam lr=0.001 (1 seed)", "Adam lr=0.01 (1 seed)"]
     lines = fig.axes[0].get_lines()
@@ -622,7 +623,7 @@ def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_swe
 
 def test_an_empty_selection_says_what_the_store_holds(lr_sweep, tmp_path, capsys):
     args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--experiment", "nothing"]
-    assert summarize.main(args) == 0
+    assert make_tables.main(args) == 0
     out = capsys.readouterr().out
     assert "nothing: no runs in" in out
     assert "the store holds default (3 runs); select one with --experiment NAME" in out
@@ -643,7 +644,7 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     folders[2].summary.write_text("{not json")
     folders[3].write_config({k: v for k, v in cfgs[3].items() if k != "optimizer"})
     out = tmp_path / "tables"
-    assert summarize.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("broken run ") for line in err)
     said = {line.split(": ", 1)[0].rsplit("-", 1)[-1]: line for line in err}  # by seed
@@ -655,4 +656,4 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     assert table["final_test_acc_mean"] == pytest.approx(0.9)  # seed 0 alone, not seed 1's 0.1
     # nothing readable at all: exit 2
     folders[0].summary.write_text("[1]")
-    assert summarize.main(["--results", str(tmp_path), "--out", str(out)]) == 2
+    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2

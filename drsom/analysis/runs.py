@@ -29,7 +29,7 @@ from drsom.schedules import describe_schedule
 
 log = logging.getLogger("drsom")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT_DIR = ROOT / "experiments"
 
 # A run's state comes from drsom.run_state, the one reader of it; "missing": the grid has the

@@ -1,7 +1,7 @@
 """A results table per experiment, in Markdown (to read) and CSV (to compute with).
 
-    python scripts/summarize.py --results results/runs --out results/tables
-    python scripts/summarize.py --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
+    python scripts/make_tables.py --results results/runs --out results/tables
+    python scripts/make_tables.py --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
 
 Per variant (model, optimizer and the settings that tell its configs apart, e.g. ``adam lr=0.01``;
 two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from drsom import plotting  # noqa: E402
-from drsom.results import (  # noqa: E402
+from drsom.analysis import figures  # noqa: E402
+from drsom.analysis.runs import (  # noqa: E402
     describe,
     experiment_selection,
     found_line,
@@ -30,7 +30,7 @@ from drsom.results import (  # noqa: E402
     readable,
     stored_experiments,
 )
-from drsom.tables import (  # noqa: E402
+from drsom.analysis.tables import (  # noqa: E402
     DEFAULT_TARGETS,
     experiment_table,
     markdown,
@@ -84,7 +84,7 @@ def notes(selection, targets) -> str:
     for pair in dict.fromkeys(r.key()[1:3] for r in selection.runs):
         runs = [r for r in selection.runs if r.key()[1:3] == pair]
         seeds = len({r.key()[4] for r in runs})
-        lines.append(plotting.protocol_title(describe(runs[0]), seeds).replace("\n", "; ") + ".")
+        lines.append(figures.protocol_title(describe(runs[0]), seeds).replace("\n", "; ") + ".")
     origin = provenance(selection.runs)
     lines.append(origin[:1].upper() + origin[1:] + ".")
     goals = ", ".join(f"{target_name(t)}%" for t in targets)

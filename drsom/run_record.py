@@ -1,8 +1,10 @@
 """What ``summary.json`` says about a run: status, results, cost, and where it came from.
 
-Statuses: ``running`` (or killed while running), ``interrupted`` (stopped at an epoch boundary,
-resumable), ``finished``, ``diverged`` (non-finite training loss; a result, not redone) and
-``failed`` (an exception; rerunning resumes from the last checkpoint).
+Statuses (``drsom.run_state.Status``): ``running`` (or killed while running), ``interrupted``
+(stopped at an epoch boundary, resumable), ``finished``, ``diverged`` (non-finite training loss;
+a result, not redone) and ``failed`` (an exception; rerunning resumes from the last checkpoint).
+Provenance: ``git_commit``, ``git_dirty``, ``git_diff_sha`` (``git_state``), ``threads`` and
+``versions`` (``execution``), ``data_fingerprint`` (what was read).
 
 Besides: ``checkpoint_epoch`` (the epoch the newest checkpoint holds: where a rerun resumes, also
 after a failed write) and ``forced_by`` (the launch that cleared the folder for ``force=true``,

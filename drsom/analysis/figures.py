@@ -1,4 +1,4 @@
-"""Curve figures from ``drsom.results.metrics_frame``: one line per optimizer, a band over seeds.
+"""Curve figures from ``runs.metrics_frame``: one line per variant, a band over its seeds.
 
 Every figure the suite makes draws an optimizer in the same colour (``COLORS``, one fixed mapping,
 so a reader can compare figures side by side); the DRSOM variants also carry a marker each, so
