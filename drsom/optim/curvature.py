@@ -204,7 +204,8 @@ class _Diagonal(Curvature):
     def load_state_dict(self, state: dict, like: torch.Tensor) -> None:
         state = dict(state)
         self.t = int(state.pop("t"))
-        self.buffers = {name: buf.to(like) for name, buf in state.items()}
+        # copies: the loaded state must not share storage with the dict it came from
+        self.buffers = {name: buf.to(like, copy=True) for name, buf in state.items()}
 
 
 class AdamDiagonal(_Diagonal):
