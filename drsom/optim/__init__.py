@@ -10,6 +10,7 @@ from .closure import BatchClosure, make_closure
 from .drsom import DRSOM, PRESETS
 from .factory import OPTIMIZER_NAMES, build
 from .protocol import (
+    ORACLES,
     describe,
     needs_double_backward,
     state_numel,
@@ -22,6 +23,7 @@ from .protocol import (
 __all__ = [
     "DRSOM",
     "OPTIMIZER_NAMES",
+    "ORACLES",
     "PRESETS",
     "BatchClosure",
     "build",
