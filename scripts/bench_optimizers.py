@@ -57,7 +57,7 @@ class Stepper:
         from torch import nn
 
         from drsom.models import build_model
-        from drsom.optim import build, make_closure, step_protocol
+        from drsom.optim import build, make_closure, take_step
 
         torch.manual_seed(0)
         model = build_model(args.model, 10).to(device)
@@ -71,17 +71,11 @@ class Stepper:
             cfg["max_trials"] = 1
         self.opt = opt = build(self.kind, model.parameters(), **cfg)
         self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        protocol = step_protocol(opt)
         autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if args.amp else None
 
         def step():
             closure = make_closure(model, nn.functional.cross_entropy, x, y, autocast=autocast)
-            if protocol == "closure":
-                opt.step(closure)
-            else:
-                opt.zero_grad(set_to_none=True)
-                closure().backward(create_graph=protocol == "create_graph")
-                opt.step()
+            take_step(opt, closure)  # by the optimizer's protocol (backward, create_graph, closure)
 
         self.step = step
 
@@ -95,6 +89,8 @@ def worker(args) -> dict:
     import resource
 
     import torch
+
+    from drsom.optim import ORACLES, state_numel, step_counts
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -121,34 +117,20 @@ def worker(args) -> dict:
         run.step()
         adam.step()
     opt = run.opt
-    counts0 = dict(getattr(opt, "counts", {}))
     times, adam_times = [], []
+    total = dict.fromkeys(ORACLES, 0)
     for _ in range(args.repeats):
         times.append(timed(run.step))
         adam_times.append(timed(adam.step))
-    counts = getattr(opt, "counts", None)
-    if counts:
-        per = {k: (counts[k] - counts0[k]) / args.repeats for k in ("forward", "grad", "hvp")}
-    else:
-        hvp = {"adahessian": 1.0, "sophiah": 0.1}.get(run.kind, 0.0)  # sophiah: every 10th step
-        per = {"forward": 1.0, "grad": 1.0, "hvp": hvp}
-
-    def tensors(obj):
-        if isinstance(obj, torch.Tensor):
-            yield obj
-        elif isinstance(obj, dict):
-            for v in obj.values():
-                yield from tensors(v)
-
-    # parameter-sized state only (RNG states and counters are not optimizer memory)
-    state = sum(t.numel() for t in tensors(opt.state_dict()["state"]) if t.is_floating_point())
-    if run.kind == "drsom":  # the gradient row of the direction matrix (p.grad is a view of it)
-        state += opt._R[0].numel()
+        for key, n in step_counts(opt).items():  # what this step cost (e.g. Hutchinson HVPs)
+            total[key] += n
+    per = {key: n / args.repeats for key, n in total.items()}
     return dict(
         optimizer=args.worker,
         median_ms=1e3 * statistics.median(times),
         adam_ms=1e3 * statistics.median(adam_times),
-        state_buffers=state / run.params,
+        # floating-point state besides the parameters (RNG states and counters are not memory)
+        state_buffers=state_numel(opt) / run.params,
         **per,
     )
 
@@ -160,7 +142,7 @@ def trial_statistics(name: str, epochs: int) -> float:
 
     from drsom.data import build_data
     from drsom.models import build_model
-    from drsom.optim import build, make_closure
+    from drsom.optim import build, make_closure, step_diagnostics
 
     cfg = optimizer_config(name)
     cfg.pop("name")
@@ -168,11 +150,14 @@ def trial_statistics(name: str, epochs: int) -> float:
     data = build_data("digits", batch_size=64, seed=0)
     model = build_model("cnn", 10)
     opt = build("drsom", model.parameters(), **cfg)
+    trials = steps = 0
     for epoch in range(epochs):
         data.train.set_epoch(epoch)
         for xb, yb in data.train:
             opt.step(make_closure(model, nn.functional.cross_entropy, xb, yb))
-    return opt.counts["trials"] / opt.counts["steps"]
+            trials += step_diagnostics(opt)["trials"]
+            steps += 1
+    return trials / steps
 
 
 # ------------------------------------------------------------------------------ the driver

@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from drsom.optim import DRSOM, build, make_closure
-from drsom.optim.curvature import HESSIANS
-from drsom.optim.directions import DIRECTIONS
+from drsom.optim.control import make_controller
+from drsom.optim.curvature import HESSIANS, make_curvature
+from drsom.optim.directions import DIRECTIONS, make_directions
+from drsom.optim.subproblem import ReducedModel
 
 F64 = torch.float64
 
@@ -530,3 +532,97 @@ def test_cuda_step_syncs_only_where_it_must(hessian):
         torch.cuda.set_sync_debug_mode(0)
     syncs = [w for w in seen if "synchroniz" in str(w.message)]
     assert len(syncs) <= 1 + opt.last_step["trials"], [str(w.message) for w in syncs]
+
+
+# ------------------------------------------------------------------ the parts own their state
+@pytest.mark.parametrize(
+    ("make", "line"),
+    [
+        (
+            lambda: make_curvature("exact", betas=(0.9, 0.999), eps=1e-8, interp_step=1e-2),
+            "DRSOM: hessian='exact' is not one of 'hvp', 'fd', 'interp', 'adam', 'adabelief'",
+        ),
+        (
+            lambda: make_directions("conjugate", history=3, ema=0.0),
+            "DRSOM: directions='conjugate' is not one of 'gradient', 'momentum', 'history', "
+            "'random'",
+        ),
+        (
+            lambda: make_controller("line_search", radius=1.0, gamma=1e-6, sigma=None),
+            "DRSOM: subproblem='line_search' is not one of 'trust_region', 'regularized', 'cubic'",
+        ),
+    ],
+)
+def test_each_part_factory_refuses_unknown_names(make, line):
+    with pytest.raises(ValueError) as err:
+        make()
+    assert str(err.value) == line
+
+
+@pytest.mark.parametrize("hessian", ["adam", "adabelief"])
+def test_diagonal_source_saves_loads_and_resets_its_averages(hessian):
+    R = torch.randn(2, 300, dtype=F64)
+    src = make_curvature(hessian, betas=(0.9, 0.999), eps=1e-8, interp_step=1e-2)
+    for _ in range(3):
+        src.gram(R)
+        R[0].normal_()
+    copy = make_curvature(hessian, betas=(0.9, 0.999), eps=1e-8, interp_step=1e-2)
+    copy.load_state_dict(src.state_dict(), like=R)
+    assert copy.state_dict()["t"] == 3
+    torch.testing.assert_close(copy.gram(R), src.gram(R), rtol=0, atol=0)
+    torch.testing.assert_close(copy.quadratic(None, R, None), src.quadratic(None, R, None))
+    src.reset()
+    assert src.state_dict()["t"] == 0
+    assert all(buf.eq(0).all() for buf in src.per_element().values())
+    fresh = make_curvature(hessian, betas=(0.9, 0.999), eps=1e-8, interp_step=1e-2)
+    fresh.gram(R)
+    src.gram(R)  # after a reset the source is a fresh one
+    torch.testing.assert_close(src.quadratic(None, R, None), fresh.quadratic(None, R, None))
+
+
+@pytest.mark.parametrize(
+    ("name", "key"), [("trust_region", "radius"), ("regularized", "gamma"), ("cubic", "sigma")]
+)
+def test_controllers_save_load_and_report_their_parameter(name, key):
+    model = ReducedModel(np.array([1.0, -2.0]), np.eye(2), np.diag([1.0, -0.5]))
+    ctrl = make_controller(name, radius=0.7, gamma=1e-3, sigma=None)
+    saved = ctrl.state_dict()  # before the first step: the cubic weight is not balanced yet
+    ctrl.start(model, 0.7)
+    hp = dict(zeta1=0.25, zeta2=0.75, shrink=0.25, expand=2.0, gamma_min=1e-8, gamma_inc=50.0)
+    hp.update(gamma_dec=30.0, gamma_fail_min=1e-4, sigma_min=1e-12)
+    sol = ctrl.propose(model, 1.0, hp, 1.0)
+    ctrl.update(model, sol, -1.0, False, 1.0, hp, 1.0)  # a rejection changes the parameter
+    after = ctrl.diagnostics()
+    assert set(after) == {key} and after[key] > 0 and ctrl.state_dict() == after
+
+    again = make_controller(name, radius=5.0, gamma=1.0, sigma=3.0)
+    again.load_state_dict(ctrl.state_dict())
+    assert again.diagnostics() == after
+    early = make_controller(name, radius=5.0, gamma=1.0, sigma=3.0)
+    early.load_state_dict(saved)
+    early.start(model, 0.7)
+    assert early.propose(model, 1.0, hp, 1.0).norm == pytest.approx(sol.norm, rel=1e-12)
+
+
+def test_history_saves_and_loads_its_ring():
+    R = torch.zeros(4, 5, dtype=F64)
+    dirs = make_directions("history", history=3, ema=0.0)
+    for _ in range(4):
+        R[0].normal_()
+        dirs.accept(R, [0.5, 0.1, 0.0, 0.0][: dirs.active()])
+    again = make_directions("history", history=3, ema=0.0)
+    again.load_state_dict(dirs.state_dict())
+    assert again.active() == dirs.active() == 4
+    assert again.state_dict() == dirs.state_dict() == {"filled": 3, "next": 2}
+    assert again.diagnostics() == {"memory": 3.0}
+
+
+def test_cubic_state_saved_before_the_first_step_loads():
+    torch.manual_seed(0)
+    X, y = torch.randn(16, 4), torch.randn(16, 1)
+    model, other = nn.Linear(4, 1), nn.Linear(4, 1)
+    opt = DRSOM(model.parameters(), subproblem="cubic")
+    again = DRSOM(other.parameters(), subproblem="cubic")
+    again.load_state_dict(opt.state_dict())  # sigma is still unset (None) here
+    again.step(lambda: nn.functional.mse_loss(other(X), y))
+    assert math.isfinite(again.last_step["sigma"]) and again.last_step["sigma"] > 0

@@ -1,19 +1,38 @@
 """DRSOM and the baseline optimizers of the suite.
 
 ``DRSOM`` is the optimizer; ``make_closure`` builds the BatchNorm- and dropout-safe closure it
-steps with; ``build(name, params, **cfg)`` makes any optimizer of the suite by name.
+steps with; ``build(name, params, **cfg)`` makes any optimizer of the suite by name;
+:mod:`drsom.optim.protocol` says, for any ``torch.optim`` optimizer, how to step it, whether it
+needs double backward, what each step cost and what it reports.
 """
 
 from .closure import BatchClosure, make_closure
 from .drsom import DRSOM, PRESETS
-from .factory import OPTIMIZER_NAMES, build, step_protocol
+from .factory import OPTIMIZER_NAMES, build
+from .protocol import (
+    ORACLES,
+    describe,
+    needs_double_backward,
+    state_numel,
+    step_counts,
+    step_diagnostics,
+    step_protocol,
+    take_step,
+)
 
 __all__ = [
     "DRSOM",
     "OPTIMIZER_NAMES",
+    "ORACLES",
     "PRESETS",
     "BatchClosure",
     "build",
+    "describe",
     "make_closure",
+    "needs_double_backward",
+    "state_numel",
+    "step_counts",
+    "step_diagnostics",
     "step_protocol",
+    "take_step",
 ]

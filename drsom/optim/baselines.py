@@ -3,8 +3,8 @@
 ``build_baseline(name, params, **cfg)`` returns a configured ``torch.optim.Optimizer``. Defaults
 are the hyperparameters of the AdaBelief paper's CIFAR runs (Zhuang et al. 2020; the official
 ``PyTorch_Experiments/classification_cifar10/main.py``) and, where it gives none, the library's;
-``cfg`` overrides them. Each optimizer carries ``step_protocol``, telling the training loop how
-to step it:
+``cfg`` overrides them. Each optimizer carries ``step_protocol`` (see :mod:`drsom.optim.protocol`),
+telling the training loop how to step it:
 
 * ``"backward"``: ``loss.backward(); opt.step()``.
 * ``"create_graph"``: ``loss.backward(create_graph=True); opt.step()`` (Hutchinson Hessians).
@@ -40,8 +40,7 @@ from typing import Any
 import pytorch_optimizer as po
 import torch
 
-STEP_BACKWARD = "backward"
-STEP_CREATE_GRAPH = "create_graph"
+from drsom.optim.protocol import STEP_BACKWARD, STEP_CREATE_GRAPH
 
 
 class _CoupledL2:

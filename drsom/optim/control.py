@@ -7,6 +7,10 @@ the step length, so learning-rate schedules act on every subproblem the same way
 
 After a rejection the next proposal is strictly shorter than the rejected one; otherwise a trial
 could repeat itself (an interior Newton point does not move when only the radius shrinks).
+
+A controller owns its state: ``start`` prepares it for a step's model (the cubic weight is
+balanced on the first model it sees), ``state_dict``/``load_state_dict`` save and restore it, and
+``diagnostics`` reports it under its own name (``radius``, ``gamma`` or ``sigma``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,34 @@ __all__ = ["CONTROLLERS", "make_controller"]
 _TINY = 1e-30
 
 
-class TrustRegion:
+class Controller:
+    """Base class of the step-size controllers (see the module doc)."""
+
+    def start(self, model: ReducedModel, radius: float) -> None:
+        """Called once per step with the step's model, before the first proposal."""
+
+    def propose(self, model: ReducedModel, bound: float, hp: dict, scale: float) -> Solution:
+        raise NotImplementedError
+
+    def update(self, model, sol: Solution, rho: float, accepted: bool, bound: float, hp, scale):
+        raise NotImplementedError
+
+    @property
+    def value(self) -> float | None:
+        """The adapted parameter (radius, gamma or sigma)."""
+        raise NotImplementedError
+
+    def diagnostics(self) -> dict[str, float | None]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, s: dict) -> None:
+        raise NotImplementedError
+
+
+class TrustRegion(Controller):
     """min m(alpha) s.t. |alpha|_G <= radius; shrink on failure, expand on a good boundary step."""
 
     def __init__(self, radius: float):
@@ -27,6 +58,9 @@ class TrustRegion:
     @property
     def value(self) -> float:
         return self.radius
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"radius": self.radius}
 
     def propose(self, model: ReducedModel, bound: float, hp: dict, scale: float) -> Solution:
         self.radius = min(self.radius, bound)
@@ -45,7 +79,7 @@ class TrustRegion:
         self.radius = float(s["radius"])
 
 
-class _Shortening:
+class _Shortening(Controller):
     """Shared logic of the radius-free controllers: a smaller parameter p gives longer steps."""
 
     name = ""
@@ -54,8 +88,11 @@ class _Shortening:
         self.p = value
 
     @property
-    def value(self) -> float:
+    def value(self) -> float | None:
         return self.p
+
+    def diagnostics(self) -> dict[str, float | None]:
+        return {self.name: self.p}
 
     def _solve(self, model, p):
         raise NotImplementedError
@@ -88,7 +125,8 @@ class _Shortening:
         return {self.name: self.p}
 
     def load_state_dict(self, s):
-        self.p = float(s[self.name])
+        # None: the cubic weight was not balanced yet (saved before the first step)
+        self.p = None if s[self.name] is None else float(s[self.name])
 
 
 class Regularized(_Shortening):
@@ -131,19 +169,27 @@ class Cubic(_Shortening):
     def _decrease(self, p, hp):
         return p / hp["expand"]
 
-    def initialise(self, model: ReducedModel, radius: float) -> None:
+    def start(self, model: ReducedModel, radius: float) -> None:
         # sigma |alpha|^2 = |c| at |alpha| = radius: the cubic term balances the slope there.
         if self.p is None:
             cn = float((model.chat**2).sum() ** 0.5)
             self.p = cn / radius**2 if cn > 0 else 1.0
 
 
-CONTROLLERS = ("trust_region", "regularized", "cubic")
+# name -> constructor from DRSOM's keywords (each controller takes what it uses)
+_CONTROLLERS = {
+    "trust_region": lambda radius, gamma, sigma: TrustRegion(radius),
+    "regularized": lambda radius, gamma, sigma: Regularized(gamma),
+    "cubic": lambda radius, gamma, sigma: Cubic(sigma),
+}
+
+CONTROLLERS = tuple(_CONTROLLERS)
 
 
-def make_controller(name: str, *, radius: float, gamma: float, sigma: float | None):
-    if name == "trust_region":
-        return TrustRegion(radius)
-    if name == "regularized":
-        return Regularized(gamma)
-    return Cubic(sigma)
+def make_controller(name: str, *, radius: float, gamma: float, sigma: float | None) -> Controller:
+    """The controller of subproblem ``name`` (one of :data:`CONTROLLERS`); others are refused."""
+    if not isinstance(name, str) or name not in _CONTROLLERS:
+        raise ValueError(
+            f"DRSOM: subproblem={name!r} is not one of {', '.join(repr(a) for a in CONTROLLERS)}"
+        )
+    return _CONTROLLERS[name](radius=radius, gamma=gamma, sigma=sigma)

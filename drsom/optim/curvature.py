@@ -14,6 +14,12 @@ interp   fitted to f(x + a_i v_i [+ a_j v_j]) - f(x) - c^T alpha         k(k+1)/
 adam     v_i^T diag(sqrt(v_hat) + eps) v_j, v = EMA of g^2              none
 adabelief v_i^T diag(sqrt(s_hat) + eps) v_j, s = EMA of (g - m)^2 + eps none
 ======== ============================================================ ==========================
+
+A source owns its state: ``state_dict``/``load_state_dict`` save and restore it, ``reset`` forgets
+it (DRSOM's restart after a non-finite gradient), ``diagnostics`` reports it. Per-element state
+(the diagonal sources' moving averages) is laid out like the optimizer's flat parameter buffer;
+``per_element``/``set_per_element`` hand it to the optimizer, which re-lays it out when it re-packs
+the parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ def _symmetrize(Q: torch.Tensor) -> torch.Tensor:
 
 
 class Curvature:
+    """Base class: a source without state (every Q comes from the current point only)."""
+
     needs_graph = False  # whether the gradient must keep its graph (double backward)
     evaluates = False  # whether the source calls the closure (then BatchNorm hygiene matters)
 
@@ -40,8 +48,24 @@ class Curvature:
     def quadratic(self, probe, R: torch.Tensor, c_data: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def per_element(self) -> dict[str, torch.Tensor]:
+        """Flat per-element state, one buffer-sized tensor per name (none here)."""
+        return {}
+
+    def set_per_element(self, buffers: dict[str, torch.Tensor]) -> None:
+        """Take over the re-laid-out per-element state (the names of :meth:`per_element`)."""
+
+    def reset(self) -> None:
+        """Forget what was learnt from past steps."""
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
     def state_dict(self) -> dict:
         return {}
+
+    def load_state_dict(self, state: dict, like: torch.Tensor) -> None:
+        """Restore :meth:`state_dict`; tensors move to the dtype and device of ``like``."""
 
 
 class ExactHVP(Curvature):
@@ -93,10 +117,14 @@ class Interpolation(Curvature):
 
     def __init__(self, step: float = 1e-2):
         self.step = step
+        self.tau = math.nan  # the distance used by the last step
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"interp_step": self.tau}
 
     def quadratic(self, probe, R, c_data):
         k = R.shape[0]
-        tau = min(self.step, probe.step_bound)
+        tau = self.tau = min(self.step, probe.step_bound)
         a = tau / torch.linalg.vector_norm(R, dim=1)
         f0 = probe.loss0
         diag = [None] * k
@@ -159,8 +187,25 @@ class _Diagonal(Curvature):
     def quadratic(self, probe, R, c_data):
         return self._Q
 
+    def per_element(self) -> dict[str, torch.Tensor]:
+        return self.buffers
+
+    def set_per_element(self, buffers: dict[str, torch.Tensor]) -> None:
+        self.buffers = buffers
+
+    def reset(self) -> None:
+        for buf in self.buffers.values():
+            buf.zero_()
+        self.t = 0
+
     def state_dict(self) -> dict:
         return {"t": self.t, **self.buffers}
+
+    def load_state_dict(self, state: dict, like: torch.Tensor) -> None:
+        state = dict(state)
+        self.t = int(state.pop("t"))
+        # copies: the loaded state must not share storage with the dict it came from
+        self.buffers = {name: buf.to(like, copy=True) for name, buf in state.items()}
 
 
 class AdamDiagonal(_Diagonal):
@@ -189,16 +234,22 @@ class AdaBeliefDiagonal(_Diagonal):
         return (s / (1.0 - b2**self.t)).sqrt_().add_(self.eps)
 
 
-HESSIANS = ("hvp", "fd", "interp", "adam", "adabelief")
+# name -> constructor from DRSOM's keywords (each source takes what it uses)
+_SOURCES = {
+    "hvp": lambda betas, eps, interp_step: ExactHVP(),
+    "fd": lambda betas, eps, interp_step: FiniteDifference(),
+    "interp": lambda betas, eps, interp_step: Interpolation(interp_step),
+    "adam": lambda betas, eps, interp_step: AdamDiagonal(betas, eps),
+    "adabelief": lambda betas, eps, interp_step: AdaBeliefDiagonal(betas, eps),
+}
+
+HESSIANS = tuple(_SOURCES)
 
 
 def make_curvature(name: str, *, betas, eps, interp_step) -> Curvature:
-    if name == "hvp":
-        return ExactHVP()
-    if name == "fd":
-        return FiniteDifference()
-    if name == "interp":
-        return Interpolation(interp_step)
-    if name == "adam":
-        return AdamDiagonal(betas, eps)
-    return AdaBeliefDiagonal(betas, eps)
+    """The curvature source ``name`` (one of :data:`HESSIANS`); any other name is refused."""
+    if not isinstance(name, str) or name not in _SOURCES:
+        raise ValueError(
+            f"DRSOM: hessian={name!r} is not one of {', '.join(repr(a) for a in HESSIANS)}"
+        )
+    return _SOURCES[name](betas=betas, eps=eps, interp_step=interp_step)

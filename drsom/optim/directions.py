@@ -9,13 +9,25 @@ A provider is told three things per step: ``prepare`` (fill its rows for this st
 (the step ``s = R^T alpha`` was accepted) and ``reset`` (every trial failed: forget the memory,
 the CG-style restart). ``active`` says how many leading rows carry a direction this step, so rows
 that were never filled cost nothing.
+
+The rows themselves live in the optimizer's matrix (row 0, the gradient, is ``p.grad``'s storage,
+and all rows are re-laid out with the parameters), which saves them; a provider keeps, saves and
+loads its own bookkeeping (``state_dict``/``load_state_dict``) and reports ``diagnostics``.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["DIRECTIONS", "Directions", "GradientOnly", "History", "Momentum", "RandomDirection"]
+__all__ = [
+    "DIRECTIONS",
+    "Directions",
+    "GradientOnly",
+    "History",
+    "Momentum",
+    "RandomDirection",
+    "make_directions",
+]
 
 
 def _write_step(target: torch.Tensor, R: torch.Tensor, alpha, own: int) -> None:
@@ -45,6 +57,10 @@ class Directions:
 
     def reset(self, R: torch.Tensor) -> None:
         pass
+
+    def diagnostics(self) -> dict[str, float]:
+        """``memory``: the directions kept besides the gradient."""
+        return {"memory": float(self.filled)}
 
     def state_dict(self) -> dict:
         return {"filled": self.filled}
@@ -138,4 +154,21 @@ class RandomDirection(Directions):
         self.filled = 1
 
 
-DIRECTIONS = ("gradient", "momentum", "history", "random")
+# name -> constructor from DRSOM's keywords (each provider takes what it uses)
+_PROVIDERS = {
+    "gradient": lambda history, ema: GradientOnly(),
+    "momentum": lambda history, ema: Momentum(ema),
+    "history": lambda history, ema: History(history),
+    "random": lambda history, ema: RandomDirection(),
+}
+
+DIRECTIONS = tuple(_PROVIDERS)
+
+
+def make_directions(name: str, *, history: int, ema: float) -> Directions:
+    """The direction provider ``name`` (one of :data:`DIRECTIONS`); any other name is refused."""
+    if not isinstance(name, str) or name not in _PROVIDERS:
+        raise ValueError(
+            f"DRSOM: directions={name!r} is not one of {', '.join(repr(a) for a in DIRECTIONS)}"
+        )
+    return _PROVIDERS[name](history=history, ema=ema)

@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
-from .control import CONTROLLERS, Cubic, make_controller
-from .curvature import HESSIANS, make_curvature
-from .directions import DIRECTIONS, GradientOnly, History, Momentum, RandomDirection
+from .control import make_controller
+from .curvature import make_curvature
+from .directions import make_directions
+from .protocol import ORACLES, STEP_CLOSURE
 from .subproblem import ReducedModel
 
 __all__ = ["DRSOM", "PRESETS"]
@@ -44,7 +45,16 @@ PRESETS = {
     ),
 }
 
-_COUNTS = ("steps", "accepted", "trials", "forward", "grad", "hvp")
+_COUNTS = ("steps", "accepted", "trials", *ORACLES)
+# last_step's scalar entries that step_diagnostics reports (besides alpha and the parts' own)
+_DIAGNOSTICS = (
+    *("loss", "accepted", "rho", "radius", "trials"),
+    *("k", "pred", "actual", "step_norm", "lam"),
+)
+
+
+def _as_float(value) -> float:
+    return math.nan if value is None else float(value)
 
 
 def _dense_strides(p: torch.Tensor) -> tuple[int, ...]:
@@ -212,10 +222,16 @@ class DRSOM(Optimizer):
 
     After each step ``opt.last_step`` holds ``accepted, rho, radius, alpha`` (coefficients of
     ``[-g, v_2, ...]``), ``loss, trials, forward, grad, hvp`` and more; ``opt.counts`` holds the
-    cumulative oracle counts.
+    cumulative oracle counts. The optimizer protocol (:mod:`drsom.optim.protocol`) reads the same
+    through ``step_counts()`` and ``step_diagnostics()`` (flat floats), and
+    ``needs_double_backward`` (True for ``hessian="hvp"``).
+
+    The optimizer composes three parts, each owning, saving and reporting its own state: the
+    direction set (:mod:`~drsom.optim.directions`), the curvature source
+    (:mod:`~drsom.optim.curvature`) and the step controller (:mod:`~drsom.optim.control`).
     """
 
-    step_protocol = "closure"
+    step_protocol = STEP_CLOSURE
 
     def __init__(
         self,
@@ -248,9 +264,12 @@ class DRSOM(Optimizer):
         seed: int = 0,
         rank_tol: float | None = None,
     ):
-        _choice("hessian", hessian, HESSIANS)
-        _choice("directions", directions, DIRECTIONS)
-        _choice("subproblem", subproblem, CONTROLLERS)
+        # the three parts; each factory refuses a name it does not know
+        dirs = make_directions(directions, history=history, ema=momentum_ema)
+        curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step)
+        ctrl = make_controller(
+            subproblem, radius=radius if radius is not None else lr, gamma=gamma, sigma=sigma
+        )
         _positive("lr", lr)
         if radius is not None:
             _positive("radius", radius)
@@ -327,16 +346,7 @@ class DRSOM(Optimizer):
         _check_parameters(live)
         dtype, device = live[0].dtype, live[0].device
 
-        self._dirs = {
-            "gradient": GradientOnly,
-            "momentum": lambda: Momentum(momentum_ema),
-            "history": lambda: History(history),
-            "random": RandomDirection,
-        }[directions]()
-        self._curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step)
-        self._ctrl = make_controller(
-            subproblem, radius=radius if radius is not None else lr, gamma=gamma, sigma=sigma
-        )
+        self._dirs, self._curv, self._ctrl = dirs, curv, ctrl
         self._R = torch.zeros(0, 0, dtype=dtype, device=device)  # sized by _repack
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(seed)
@@ -405,7 +415,7 @@ class DRSOM(Optimizer):
 
     def _state_rows(self) -> list[torch.Tensor]:
         """Flat per-element state in the buffer's layout: direction rows, moving averages."""
-        return [*self._R[1:], *getattr(self._curv, "buffers", {}).values()]
+        return [*self._R[1:], *self._curv.per_element().values()]
 
     def _repack(self, live: list[torch.Tensor]) -> None:
         """Pack ``live`` into one flat buffer; each ``p.data`` becomes a view of it.
@@ -432,7 +442,7 @@ class DRSOM(Optimizer):
             offset += p.numel()
 
         R = torch.zeros(1 + self._dirs.rows, numel, dtype=dtype, device=device)
-        buffers = getattr(self._curv, "buffers", {})
+        buffers = self._curv.per_element()
         new_bufs = {name: torch.zeros(numel, dtype=dtype, device=device) for name in buffers}
         for p, (shape, strides, off) in zip(live, layout, strict=True):
             old = old_layout.get(id(p))
@@ -461,7 +471,7 @@ class DRSOM(Optimizer):
                 )
         self._params, self._flat, self._R, self._layout = live, flat, R, layout
         self._device, self._numel = device, numel
-        buffers.update(new_bufs)
+        self._curv.set_per_element(new_bufs)
         self._ptrs = [p.data_ptr() for p in live]
         eps = torch.finfo(dtype).eps
         self.rank_tol = self._rank_tol if self._rank_tol is not None else 100 * eps
@@ -521,8 +531,7 @@ class DRSOM(Optimizer):
             return self._finish(loss, info, counts)
         model = ReducedModel(m["c"], m["G"], m["Q"], self.rank_tol)
         info["k"] = model.rank
-        if isinstance(self._ctrl, Cubic):
-            self._ctrl.initialise(model, min(bound, self._radius0))
+        self._ctrl.start(model, min(bound, self._radius0))
 
         # trials: solve, move, ratio test on the same mini-batch
         applied = np.zeros(k)
@@ -656,23 +665,51 @@ class DRSOM(Optimizer):
 
     def _restart_state(self) -> None:
         self._dirs.reset(self._R)
-        if hasattr(self._curv, "buffers"):
-            for buf in self._curv.buffers.values():
-                buf.zero_()
-            self._curv.t = 0
+        self._curv.reset()
 
     def _finish(self, loss, info, counts):
         counts["steps"] += 1
         counts["accepted"] += int(info["accepted"])
         for key in _COUNTS:
             self.counts[key] += counts[key]
-        info.update({key: counts[key] for key in ("forward", "grad", "hvp")})
-        tr = self.subproblem == "trust_region"
-        info["radius"] = self._ctrl.value if tr else info["step_norm"]
-        info["gamma"] = self._ctrl.value if self.subproblem == "regularized" else None
-        info["sigma"] = self._ctrl.value if self.subproblem == "cubic" else None
+        info.update({key: counts[key] for key in ORACLES})
+        # "radius" is the trust radius; a radius-free controller reports its own parameter
+        # (gamma, sigma) instead, and "radius" is then the length of the step taken
+        info.update(radius=info["step_norm"], gamma=None, sigma=None)
+        info.update(self._ctrl.diagnostics())
         self.last_step = info
         return loss
+
+    # --------------------------------------------------------------- protocol
+    @property
+    def needs_double_backward(self) -> bool:
+        """Whether a step differentiates the gradient again (``hessian="hvp"``)."""
+        return self._curv.needs_graph
+
+    def step_counts(self) -> dict[str, int]:
+        """Forwards, gradients and HVPs of the last step (zeros before the first)."""
+        return {key: int(self.last_step.get(key, 0)) for key in ORACLES}
+
+    def step_diagnostics(self) -> dict[str, float]:
+        """The last step as flat floats: the ratio test, the solution and each part's own state.
+
+        ``alpha_i`` are the coefficients of ``[-g, v_2, ...]``, one key per row the direction set
+        can fill (0 for rows that carried no direction), so every step has the same keys.
+        """
+        info = self.last_step
+        if not info:
+            return {}
+        out = {key: _as_float(info[key]) for key in _DIAGNOSTICS}
+        alpha = info["alpha"]
+        out.update({f"alpha_{i}": float(alpha[i]) if i < len(alpha) else 0.0
+                    for i in range(1 + self._dirs.rows)})  # fmt: skip
+        for part in (self._ctrl, self._curv, self._dirs):
+            out.update({key: _as_float(v) for key, v in part.diagnostics().items()})
+        return out
+
+    def state_numel(self) -> int:
+        """Elements of the direction matrix (row 0 is ``p.grad``'s storage) and averages."""
+        return self._R.numel() + sum(b.numel() for b in self._curv.per_element().values())
 
     # ------------------------------------------------------------ state dict
     def state_dict(self):
@@ -702,10 +739,7 @@ class DRSOM(Optimizer):
             )
         self._R[1:].copy_(own["R"])
         self._dirs.load_state_dict(own["directions"])
-        curv = dict(own["curvature"])
-        if hasattr(self._curv, "buffers"):
-            self._curv.t = int(curv.pop("t"))
-            self._curv.buffers = {k: v.to(self._R) for k, v in curv.items()}
+        self._curv.load_state_dict(own["curvature"], like=self._R)
         self._ctrl.load_state_dict(own["controller"])
         self._generator.set_state(own["generator"].cpu())
         self._lr0 = float(own["lr0"])

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from drsom.optim.baselines import BASELINE_NAMES, STEP_BACKWARD, STEP_CREATE_GRAPH, build_baseline
+from drsom.optim.baselines import BASELINE_NAMES, build_baseline
+from drsom.optim.protocol import STEP_CLOSURE, STEP_PROTOCOLS, step_protocol
 
-STEP_CLOSURE = "closure"
-STEP_PROTOCOLS: tuple[str, ...] = (STEP_BACKWARD, STEP_CREATE_GRAPH, STEP_CLOSURE)
+__all__ = ["OPTIMIZER_NAMES", "STEP_CLOSURE", "STEP_PROTOCOLS", "build", "step_protocol"]
 
 OPTIMIZER_NAMES: tuple[str, ...] = ("drsom", *BASELINE_NAMES)
 
@@ -20,8 +20,8 @@ def build(
 ) -> torch.optim.Optimizer:
     """Build optimizer ``name`` (one of ``OPTIMIZER_NAMES``) over ``params`` with keywords ``cfg``.
 
-    Raises ``ValueError`` for an unknown name or keyword. ``step_protocol(opt)`` says how to
-    step the result.
+    Raises ``ValueError`` for an unknown name or keyword. ``drsom.optim.protocol`` says how to
+    step the result, what a step costs and what it reports.
     """
     if name == "drsom":
         # Imported here so the baselines work without the DRSOM module and its import cost.
@@ -43,19 +43,3 @@ def build(
             f"unknown optimizer name={name!r}; accepted values: {', '.join(OPTIMIZER_NAMES)}"
         )
     return build_baseline(name, params, **cfg)
-
-
-def step_protocol(opt: torch.optim.Optimizer) -> str:
-    """How the training loop steps ``opt`` (``"backward"`` where the attribute is absent).
-
-    * ``backward``: ``loss.backward(); opt.step()``.
-    * ``create_graph``: ``loss.backward(create_graph=True); opt.step()``.
-    * ``closure``: ``opt.step(closure)``, the closure returning the loss without calling backward.
-    """
-    protocol = getattr(opt, "step_protocol", STEP_BACKWARD)
-    if protocol not in STEP_PROTOCOLS:
-        raise ValueError(
-            f"{type(opt).__name__}.step_protocol={protocol!r}; accepted values: "
-            f"{', '.join(STEP_PROTOCOLS)}"
-        )
-    return protocol
