@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from drsom.identity import config_hash, group_name, run_id
+from drsom.run_state import TERMINAL
 from drsom.train import Trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -97,7 +98,7 @@ def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any)
         updated_at=_now(),
         **extra,
     )
-    if status in ("finished", "diverged"):
+    if status in TERMINAL:
         summary["ended_at"] = summary["updated_at"]
 
 

@@ -26,13 +26,12 @@ sys.path.insert(0, str(ROOT))
 
 from drsom.identity import run_id  # noqa: E402
 from drsom.run_folder import RunDir, write_csv  # noqa: E402
-from drsom.run_state import TERMINAL  # noqa: E402
+from drsom.run_state import TERMINAL, WRITTEN, Status  # noqa: E402
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS  # noqa: E402
 
-STATUSES = ("running", "interrupted", "finished", "diverged", "failed")
 # wandb's run.state when the runner's own status never reached wandb (its summary is written at
 # the end of a run): a crash or a kill leaves the run resumable, like the local store says.
-WANDB_STATES = {"crashed": "failed", "failed": "failed", "killed": "interrupted"}
+WANDB_STATES = {"crashed": Status.FAILED, "failed": Status.FAILED, "killed": Status.INTERRUPTED}
 # Keys the runner adds to the logged config that are not config keys.
 NOT_CONFIG = ("run_id", "compiled")
 
@@ -197,6 +196,9 @@ SUMMARY_SCALARS = (
     "compile_note",
     "git_commit",
     "git_dirty",
+    "git_diff_sha",
+    "data_fingerprint",
+    "threads",
     "started_at",
     "ended_at",
     "diverged_epoch",
@@ -206,12 +208,12 @@ SUMMARY_SCALARS = (
 
 
 def _status(run: Any, logged: Mapping[str, Any], last: Mapping[str, Any], epochs: Any) -> str:
-    if logged.get("status") in STATUSES and run.state != "running":
+    if logged.get("status") in WRITTEN and run.state != "running":
         return logged["status"]
     if run.state == "finished":
         complete = epochs is not None and last.get("epoch", 0) >= epochs
-        return "finished" if complete else "interrupted"
-    return WANDB_STATES.get(run.state, "running")
+        return Status.FINISHED if complete else Status.INTERRUPTED
+    return WANDB_STATES.get(run.state, Status.RUNNING)
 
 
 def _value(row: Mapping[str, Any], key: str) -> Any:
