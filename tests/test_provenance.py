@@ -122,3 +122,24 @@ def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys)
         "data.read=100+20:aaaa",
         "data.read=50+20:bbbb",
     }
+
+
+def test_rerunning_a_run_made_at_another_commit_says_so_in_one_line(tmp_path, caplog):
+    import json
+    import logging
+
+    from cifar_fixture import write_fake_cifar10
+    from run_helpers import only_run, run_inprocess, tiny
+
+    root = write_fake_cifar10(tmp_path / "cifar", n_train=160, n_test=40)
+    args = tiny(root, tmp_path / "runs", "optimizer=sgd", "trainer.epochs=1")
+    assert run_inprocess(args) == "finished"
+    folder = only_run(tmp_path / "runs")
+    stored = json.loads(folder.summary.read_text())
+    folder.summary.write_text(json.dumps({**stored, "git_commit": "0" * 40}))
+    with caplog.at_level(logging.INFO, logger="drsom"):
+        assert run_inprocess(args) == "finished"  # still a result: not trained again
+    (line,) = [r.getMessage() for r in caplog.records if "was made at commit" in r.getMessage()]
+    assert line.startswith(f"run {folder.name} was made at commit 0000000000, this code is ")
+    assert "force=true reruns it" in line and "scripts/reproduce.py" in line
+    assert json.loads(folder.summary.read_text())["git_commit"] == "0" * 40  # untouched
