@@ -18,8 +18,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python run.py $(ARGS)
 
+# The tests run in a random order (pytest-randomly), so that none can lean on another; the order's
+# seed is printed first, and `make test SEED=<n>` runs that order again.
+SEED ?= $(shell $(PY) -c 'import random; print(random.randrange(10**6))')
 test: $(STAMP)
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+	@echo "test order: make test SEED=$(SEED)"
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED)
 
 test-slow: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow
