@@ -1,6 +1,6 @@
 """Weights & Biases as a mirror of the local store.
 
-The store (``drsom.store``) is the source of truth; wandb is a convenience that must never cost a
+The results store (``drsom.run_folder``) is the source of truth; wandb is a convenience that must never cost a
 result. So:
 
 * wandb is started inside the job (never in a launcher's parent process) and always finished in a

@@ -6,7 +6,7 @@
 For runs logged on a cluster whose folders are not at hand: each wandb run becomes
 ``<out>/<run_id>/`` with ``config.yaml`` (the resolved config, unflattened), ``metrics.csv`` (the
 per-epoch rows), ``steps.csv`` (DRSOM diagnostics, when logged) and ``summary.json`` (status,
-final and best accuracy, cost), exactly what ``plot_curves.py`` and ``summarize.py`` read. The run
+final and best accuracy, cost), exactly what ``plot_curves.py`` and ``make_tables.py`` read. The run
 id is the one the runner logged, so an exported run lands where the cluster wrote it. A local run
 that is already finished or diverged is kept (the local store is the source of truth) unless
 ``--force``. Needs ``wandb login`` (or WANDB_API_KEY) and network access.
