@@ -1,7 +1,7 @@
 """Weights & Biases as a mirror of the local store.
 
-The results store (``drsom.run_folder``) is the source of truth; wandb is a convenience that must never cost a
-result. So:
+The results store (``drsom.run_folder``) is the source of truth; wandb is a convenience that must
+never cost a result. So:
 
 * wandb is started inside the job (never in a launcher's parent process) and always finished in a
   ``finally``, also when the job fails, so runs of one multirun process cannot leak into each other;
