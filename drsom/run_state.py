@@ -27,10 +27,11 @@ from drsom.run_folder import RunDir
 class Status(str, Enum):
     """A run's state; the values are what ``summary.json`` and the tables say."""
 
+    # in the order a sweep's tally lists them
     FINISHED = "finished"
-    DIVERGED = "diverged"
     RUNNING = "running"
     INTERRUPTED = "interrupted"
+    DIVERGED = "diverged"
     FAILED = "failed"
     BROKEN = "broken"
     MISSING = "missing"
