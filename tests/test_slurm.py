@@ -405,7 +405,8 @@ def test_preemption_by_a_higher_priority_partition_resumes_exactly(
     def preempt(job: str) -> None:
         # The run holds every CPU of the node: the urgent job can only run by preempting it.
         out = subprocess.run(
-            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=1G", "--wrap", "sleep 2"],
+            ["sbatch", "--parsable", "-p", "urgent", "-c", "2", "--mem=1G"]
+            + [f"--output={tmp_path}/urgent-%j.out", "--wrap", "sleep 2"],
             capture_output=True,
             text=True,
             check=True,
