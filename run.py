@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent
 NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")
 
 
-@hydra.main(version_base="1.3", config_path="configs", config_name="config")
+@hydra.main(version_base="1.3", config_path="drsom/configs", config_name="config")
 def main(cfg: DictConfig) -> str:
     return jobs.run(cfg, base_dir=ROOT)
 

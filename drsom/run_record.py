@@ -118,9 +118,7 @@ def hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
 # What decides a run's numbers in the checkout: edits here (committed or not, new files too) make
 # a tree dirty; the results store itself (results/) does not, or every run would dirty the next.
 CODE_PATHS = (
-    "drsom",
-    "configs",
-    "experiments",
+    "drsom",  # the configs and experiments included (configs/ and experiments/ link into it)
     "hydra_plugins",
     "scripts",
     "run.py",

@@ -29,8 +29,8 @@ from drsom.schedules import describe_schedule
 
 log = logging.getLogger("drsom")
 
-ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENT_DIR = ROOT / "experiments"
+# The package's own experiments (``experiments/`` in a checkout is a link to this folder).
+EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "configs" / "experiment"
 
 # A run's state comes from drsom.run_state, the one reader of it; "missing": the grid has the
 # run, the store does not.
