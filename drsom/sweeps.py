@@ -27,7 +27,7 @@ from drsom.identity import run_id
 from drsom.run_folder import RunDir
 from drsom.run_state import Status, run_state
 
-# Shipped inside the package, so an installed copy finds them; ``configs/`` in a checkout links here.
+# Inside the package, so an installed copy finds them (``configs/`` in a checkout links here).
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 ROOT = Path(__file__).resolve().parents[1]
 
