@@ -2,7 +2,10 @@
 
 Every problem a user can cause with a value ends here as a ``ConfigError`` whose message is one
 line naming the key, the value and what is accepted; ``run.py`` prints it and exits non-zero.
-(Unknown keys and unknown config options are Hydra's to report, before this code runs.)
+A key the run does not read is refused too (``+trainer.epoch=3`` would otherwise run, do nothing
+and still make a new run id): the top level and ``trainer`` and ``logger`` have the keys below;
+the optimizer, model and data groups take their meta keys and their target's arguments
+(:mod:`drsom.targets`). Unknown config options (``optimizer=nadm``) are Hydra's to report.
 """
 
 from __future__ import annotations
@@ -15,16 +18,25 @@ from typing import Any
 
 import torch
 
-from drsom.data import DATASET_NAMES
-from drsom.models import MODEL_NAMES
-from drsom.optim import OPTIMIZER_NAMES, build
+from drsom.data import check_data
+from drsom.models import check_model
+from drsom.optim import optimizer_factory
 from drsom.schedules import LR_SCHEDULES, milestone_epochs
+from drsom.targets import TargetError
 from drsom.tracking import WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
-# Keys of an optimizer config that are not keyword arguments of build().
-OPTIMIZER_META_KEYS = ("name", "label")
+# What a run reads, per group whose keys the suite defines (configs/config.yaml, trainer/default,
+# logger/wandb); the optimizer, model and data groups are checked against their targets.
+TOP_KEYS = ("model", "optimizer", "data", "trainer", "logger", "seed", "experiment")
+TOP_KEYS += ("results_dir", "force")
+TRAINER_KEYS = (
+    *("epochs", "batch_size", "test_batch_size", "device", "lr_schedule", "lr_milestones"),
+    *("lr_gamma", "eval_every", "log_every_steps", "checkpoint_every", "amp", "compile"),
+    *("channels_last", "progress", "stop_after_epochs"),
+)
+LOGGER_KEYS = ("mode", "project", "entity", "group", "tags", "init_timeout")
 
 # NumPy's global generator takes seeds in [0, 2**32); Python's and torch's take more.
 MAX_SEED = 2**32 - 1
@@ -32,6 +44,8 @@ MAX_SEED = 2**32 - 1
 # The label is part of the run id, a folder name: letters, digits and . _ + = - only, starting with
 # a letter or digit (no "/", no "..", no hidden folder), and short enough for any filesystem.
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
+# Data and model names are parts of the run id that is split at hyphens: no hyphen in them.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=]{0,99}")
 
 
 class ConfigError(Exception):
@@ -39,7 +53,11 @@ class ConfigError(Exception):
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
-    """Raise ConfigError for the first invalid value of the resolved config ``cfg``."""
+    """Raise ConfigError for the first invalid value of the resolved config ``cfg`` (with its
+    names filled in: ``drsom.identity.complete``)."""
+    _known_keys("", cfg, TOP_KEYS)
+    _known_keys("trainer.", cfg["trainer"], TRAINER_KEYS)
+    _known_keys("logger.", cfg["logger"], LOGGER_KEYS)
     t, d = cfg["trainer"], cfg["data"]
     _integer("trainer.epochs", t["epochs"], low=1)
     _integer("trainer.batch_size", t["batch_size"], low=1)
@@ -49,7 +67,6 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _integer("trainer.log_every_steps", t["log_every_steps"], low=0)
     if t["stop_after_epochs"] is not None:
         _integer("trainer.stop_after_epochs", t["stop_after_epochs"], low=1)
-    _number("trainer.weight_decay", t["weight_decay"], low=0.0)
     _choice("trainer.lr_schedule", t["lr_schedule"], LR_SCHEDULES)
     if t["lr_schedule"] == "step":
         try:
@@ -64,40 +81,40 @@ def validate(cfg: Mapping[str, Any]) -> None:
     resolve_device(t["device"])
     _check_logger_mode(cfg["logger"].get("mode"))
 
-    _choice("model.name", cfg["model"]["name"], MODEL_NAMES)
-    _choice("data.name", d["name"], DATASET_NAMES)
-    _integer("data.num_classes", d["num_classes"], low=1)
+    _name("model.name", cfg["model"]["name"], NAME_PATTERN, "no hyphen")
+    _name("data.name", d["name"], NAME_PATTERN, "no hyphen")
+    _name("optimizer.label", cfg["optimizer"]["label"], LABEL_PATTERN, "- allowed")
     if d["train_subset"] is not None:
         _integer("data.train_subset", d["train_subset"], low=1)
     _integer("data.num_workers", d["num_workers"], low=0)
-    for key in ("download", "verify", "augment"):
-        _boolean(f"data.{key}", d[key])
-    _check_optimizer(cfg["optimizer"])
-
-
-def optimizer_kwargs(opt_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments for ``build(opt_cfg["name"], ...)``: null values mean "the default"."""
-    return {k: v for k, v in opt_cfg.items() if k not in OPTIMIZER_META_KEYS and v is not None}
-
-
-def _check_optimizer(opt_cfg: Mapping[str, Any]) -> None:
-    name = opt_cfg.get("name")
-    _choice("optimizer.name", name, OPTIMIZER_NAMES)
-    label = opt_cfg.get("label")
-    if not isinstance(label, str) or not LABEL_PATTERN.fullmatch(label):
-        raise ConfigError(
-            f"optimizer.label={label!r} is not a file-name part (it names the run's folder): "
-            "use letters, digits and . _ + = - (at most 100, starting with a letter or digit)"
-        )
-    if "weight_decay" in opt_cfg and opt_cfg["weight_decay"] is not None:
-        _number("optimizer.weight_decay", opt_cfg["weight_decay"], low=0.0)
-    # Building on a stand-in parameter runs every check of the optimizer's constructor now,
-    # instead of after the dataset has been loaded (or downloaded).
-    probe = torch.zeros(2, requires_grad=True)
+    _boolean("data.augment", d["augment"])
     try:
-        build(name, [probe], **optimizer_kwargs(opt_cfg))
-    except Exception as exc:  # whatever a constructor raises, the user sees one line naming it
-        raise ConfigError(f"optimizer ({label}): {_one_line(exc)}") from None
+        check_model(cfg["model"])
+        check_data(d)
+        # Building on a stand-in parameter runs every check of the optimizer's constructor now,
+        # instead of after the dataset has been loaded (or downloaded).
+        optimizer_factory(cfg["optimizer"])([torch.zeros(2, requires_grad=True)])
+    except TargetError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _known_keys(prefix: str, node: Mapping[str, Any], known: tuple[str, ...]) -> None:
+    unknown = sorted(set(node) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{prefix}{unknown[0]} is not a key the run reads; accepted keys: {', '.join(known)}"
+        )
+    missing = [k for k in known if k not in node]
+    if missing:
+        raise ConfigError(f"{prefix}{missing[0]} is missing from the config")
+
+
+def _name(key: str, value: Any, pattern: re.Pattern, hyphen: str) -> None:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfigError(
+            f"{key}={value!r} is not a file-name part (it names the run's folder): use letters, "
+            f"digits and . _ + = ({hyphen}; at most 100, starting with a letter or digit)"
+        )
 
 
 def _check_logger_mode(mode: Any) -> None:
@@ -131,10 +148,6 @@ def resolve_device(spec: Any) -> torch.device:
             f"trainer.device={spec} but only {torch.cuda.device_count()} CUDA device(s) exist"
         )
     return torch.device("cuda", index)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 def _integer(key: str, value: Any, low: int, high: int | None = None) -> None:

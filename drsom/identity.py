@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from drsom.data.dataset import DATA_DEFAULTS
 from drsom.schedules import milestone_epochs
 
 # Config keys that say where things are, how they are shown, or only how fast they run, not what
@@ -33,6 +34,11 @@ NOT_IDENTITY = (
     "data.download",
     "data.verify",
     "data.num_workers",
+    "data.display",
+    "model.display",
+    "optimizer.display",
+    "optimizer.color",
+    "optimizer.marker",
     "trainer.device",
     "trainer.test_batch_size",
     "trainer.progress",
@@ -47,9 +53,28 @@ SEED_FOLLOWERS = ("optimizer.seed",)
 HASH_CHARS = 10
 
 
+# The name each group's config gives itself in run ids; when the config leaves it out, the last
+# part of its ``_target_`` in lower case (``torch.optim.NAdam`` -> ``nadam``).
+NAME_KEYS = (("data", "name"), ("model", "name"), ("optimizer", "label"))
+
+
+def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of the resolved config with the names of its data, model and optimizer filled in
+    (``NAME_KEYS``), and the data keys a config may leave out (``DATA_DEFAULTS``): what the run
+    records, hashes and names its folder by."""
+    out = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    if isinstance(out.get("data"), dict):
+        out["data"] = {**DATA_DEFAULTS, **out["data"]}
+    for group, key in NAME_KEYS:
+        node = out.get(group)
+        if isinstance(node, dict) and not node.get(key):
+            node[key] = str(node.get("_target_", "")).rsplit(".", 1)[-1].lower()
+    return out
+
+
 def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of the resolved config that decides the results, seed excluded."""
-    ident = json.loads(json.dumps(cfg))  # a deep copy of plain data
+    ident = complete(cfg)
     followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
     for dotted in (*NOT_IDENTITY, *followers):
         *parents, leaf = dotted.split(".")
@@ -85,8 +110,9 @@ class RunKey:
 
     @classmethod
     def of(cls, cfg: Mapping[str, Any]) -> RunKey:
-        label = cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
-        return cls(cfg["data"]["name"], cfg["model"]["name"], label, config_hash(cfg), cfg["seed"])
+        c = complete(cfg)
+        names = [c[group][key] for group, key in NAME_KEYS]
+        return cls(*names, config_hash(c), c["seed"])
 
     @classmethod
     def parse(cls, rid: str) -> RunKey:

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
-from drsom.data import DataBundle, DatasetUnavailable, build_data
-from drsom.identity import group_name, run_id
+from drsom.config import ConfigError, resolve_device, validate
+from drsom.data import DataBundle, DatasetUnavailable, build_data, load_dataset
+from drsom.identity import complete, group_name, run_id
 from drsom.models import build_model
-from drsom.optim import build, step_protocol
+from drsom.optim import optimizer_factory, step_protocol
 from drsom.preemption import PreemptionGuard
 from drsom.run_folder import (
     CheckpointError,
@@ -44,6 +44,7 @@ from drsom.run_folder import (
 from drsom.run_record import git_state, record, start_summary
 from drsom.run_state import TERMINAL, Status, run_state
 from drsom.schedules import build_scheduler
+from drsom.targets import TargetError
 from drsom.tracking import Tracker, new_wandb_id, tracking
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
 
@@ -62,6 +63,7 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     """
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     c.pop("hydra", None)
+    c = complete(c)  # the names a config may leave out, filled in as the run records them
     validate(c)
     device = resolve_device(c["trainer"]["device"])
     base = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -398,24 +400,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also every CUDA device
 
 
-def build_training(c: dict, device: torch.device):
+def build_training(c: dict, device: torch.device, data: DataBundle):
     """Model on its device and memory format first: DRSOM packs the parameters where they are."""
-    t, opt = c["trainer"], c["optimizer"]
-    model = build_model(c["model"]["name"], c["data"]["num_classes"]).to(device)
-    if t["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build(opt["name"], model.parameters(), **optimizer_kwargs(opt))
+    t = c["trainer"]
+    try:
+        model = build_model(c["model"], data.num_classes, data.input_shape).to(device)
+        if t["channels_last"]:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = optimizer_factory(c["optimizer"])(model.parameters())
+    except TargetError as exc:
+        raise ConfigError(str(exc)) from None
     return model, optimizer, build_scheduler(t, optimizer)
 
 
 def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
     d, t = c["data"], c["trainer"]
     try:
-        data = build_data(
-            d["name"],
-            root=_absolute(base, d["root"]),
-            download=d["download"],
-            verify=d["verify"],
+        return build_data(
+            load_dataset(d, base),
             train_subset=d["train_subset"],
             augment=d["augment"],
             batch_size=t["batch_size"],
@@ -425,13 +427,8 @@ def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
             num_workers=d["num_workers"],
             channels_last=t["channels_last"],
         )
-    except ValueError as exc:
+    except ValueError as exc:  # TargetError included
         raise ConfigError(" ".join(str(exc).split())) from None
-    if data.num_classes != d["num_classes"]:
-        raise ConfigError(
-            f"data.num_classes={d['num_classes']} but {d['name']} has {data.num_classes} classes"
-        )
-    return data
 
 
 def build_trainer(
@@ -440,7 +437,7 @@ def build_trainer(
     """A fresh trainer of the run, from its seed: (trainer, compiled, why not compiled)."""
     t = c["trainer"]
     seed_everything(c["seed"])
-    model, optimizer, scheduler = build_training(c, device)
+    model, optimizer, scheduler = build_training(c, device, data)
     net, compiled, compile_note = maybe_compile(model, optimizer, t["compile"])
     amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t["amp"] else None
     trainer = Trainer(

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from drsom.identity import RunKey, group_name, identity
+from drsom.identity import RunKey, complete, group_name, identity
 from drsom.run_folder import RunDir
 from drsom.run_state import Status, run_state
 from drsom.schedules import describe_schedule
@@ -96,7 +96,7 @@ class Run:
 
 
 def label(cfg: dict[str, Any]) -> str:
-    return cfg["optimizer"].get("label") or cfg["optimizer"]["name"]
+    return complete(cfg)["optimizer"]["label"]
 
 
 def variant_suffixes(runs: Iterable[Run]) -> dict[str, str]:
@@ -155,6 +155,7 @@ def load_run(path: str | Path) -> Run | None:
     config = folder.read_config()
     if not config:
         return None
+    config = complete(config)
     state = run_state(folder)
     problem = _config_problem(config) or state.problem
     try:

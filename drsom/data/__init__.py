@@ -1,23 +1,30 @@
-"""Datasets as epoch loaders: ``build_data(name, ...) -> DataBundle``.
+"""Datasets as epoch loaders: ``load_dataset(node) -> ImageDataset``, ``build_data -> DataBundle``.
 
-Names: ``cifar10``, ``cifar100`` (torchvision's readers; ``download`` for users with a network) and
-``digits`` (scikit-learn's 8x8 digits resized to 32x32x3; no download). Images are held in memory as
-uint8 and augmented with torch ops, on the host or, for CUDA, on the device (see ``loader``).
+A data config is a Hydra ``_target_`` node naming a function that returns an
+:class:`~drsom.data.dataset.ImageDataset` (the contract is there): the suite's ``cifar10``,
+``cifar100`` (torchvision's readers; ``download`` for users with a network) and ``digits``
+(scikit-learn's 8x8 digits resized to 32x32x3; no download), or a user's own. Images are held in
+memory as uint8 and augmented with torch ops, on the host or, for CUDA, on the device (see
+``loader``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from drsom.targets import TargetError, build, check_keywords
+
+from .dataset import DATA_DEFAULTS, DATA_META, ImageDataset
 from .errors import DatasetUnavailable
 from .loader import EpochLoader, epoch_seed
-
-DATASET_NAMES: tuple[str, ...] = ("cifar10", "cifar100", "digits")
 
 CROP_PADDING = 4
 SUBSET_SEED = 0  # fixed: the subset is part of the dataset's definition, not of a run's seed
@@ -31,15 +38,59 @@ class DataBundle:
     num_train: int
     num_test: int
     fingerprint: str = ""  # what was read (``fingerprint``), whichever folder it came from
+    input_shape: tuple[int, int, int] = (3, 32, 32)  # (C, H, W) of the model's inputs
 
 
-def fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+def check_data(node: Mapping[str, Any]) -> None:
+    """What can be checked before anything is read: the function and its keywords."""
+    check_keywords("data", node, DATA_META)
+
+
+def load_dataset(node: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> ImageDataset:
+    """Call the data config's function and check what it returns.
+
+    A ``root`` argument (a folder the function reads) is taken relative to ``base_dir``. Raises
+    TargetError (a ValueError) for a broken config or contract, DatasetUnavailable when the data
+    cannot be had.
+    """
+    check_data(node)
+    path = node["_target_"]
+    if "root" in node and node["root"] is not None:
+        root = Path(node["root"]).expanduser()
+        node = {**node, "root": str(root if root.is_absolute() else Path(base_dir) / root)}
+    dataset = build("data", node, DATA_META, passthrough=(DatasetUnavailable,))
+    if not isinstance(dataset, ImageDataset):
+        raise TargetError(
+            f"data._target_={path!r} returned a {type(dataset).__name__}, not a "
+            "drsom.data.ImageDataset (see its docstring for the contract)"
+        )
+    try:
+        return dataset.check(path)
+    except ValueError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def default_name(node: Mapping[str, Any]) -> str:
+    """``data.name`` when set, else the function's name."""
+    return str(node.get("name") or str(node["_target_"]).rsplit(".", 1)[-1]).lower()
+
+
+# The names the fingerprint hashes the arrays under (kept: they are in every stored run's summary).
+_FINGERPRINT_KEYS = (
+    ("train_images", "train_images"),
+    ("train_targets", "train_labels"),
+    ("test_images", "test_images"),
+    ("test_targets", "test_labels"),
+)
+
+
+def fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
     """``<train>+<test>:<sha256[:12]>`` of the images and labels as read (after ``train_subset``):
     two runs on the same data have the same one wherever the files lie; a 200-image copy of
     CIFAR-10 and the real one never do."""
     digest = hashlib.sha256()
-    for key in ("train_images", "train_targets", "test_images", "test_targets"):
-        t = tensors[key].contiguous()
+    for key, field in _FINGERPRINT_KEYS:
+        t = tensors[field].contiguous()
         digest.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
         digest.update(t.numpy().tobytes())
     n_train, n_test = len(tensors["train_images"]), len(tensors["test_images"])
@@ -52,11 +103,8 @@ def _check_positive(label: str, value: int | None) -> None:
 
 
 def build_data(
-    name: str,
+    dataset: ImageDataset,
     *,
-    root: str | os.PathLike = "data",
-    download: bool = True,
-    verify: bool = True,
     train_subset: int | None = None,
     augment: bool = True,
     batch_size: int = 128,
@@ -67,84 +115,86 @@ def build_data(
     num_workers: int = 0,
     channels_last: bool = False,
 ) -> DataBundle:
-    """Load a dataset and wrap both splits in epoch loaders.
+    """Wrap both splits of ``dataset`` in epoch loaders.
 
-    - ``verify=False`` turns off torchvision's MD5 check of the CIFAR files (for small copies in the
-      genuine format); nothing else about reading changes.
     - ``train_subset=N`` keeps the first N examples of a fixed permutation of the training set.
-    - ``augment``: random 32x32 crop of the image padded by 4, and a horizontal flip (not for
-      digits).
+    - ``augment``: random crop of the image padded by 4, and a horizontal flip where the dataset
+      allows it (``dataset.flip``; not for digits).
     - ``test_batch_size`` defaults to ``batch_size``.
     - ``gpu_resident``: keep the whole dataset on ``device`` and augment there; ``None`` means "yes
       when ``device`` is CUDA". True with a CPU device runs the same code on host tensors.
     - ``num_workers``: threads preparing batches ahead on the host path (0: in the calling thread).
     - ``channels_last``: inputs come out NCHW with channels_last strides (no extra copy).
 
-    Raises ValueError for bad arguments and DatasetUnavailable when the data cannot be had.
+    Raises ValueError for bad arguments.
     """
-    key = str(name).strip().lower()
-    if key not in DATASET_NAMES:
-        raise ValueError(
-            f"unknown dataset {name!r}: data must be one of {', '.join(DATASET_NAMES)}"
-        )
     _check_positive("batch_size", batch_size)
     _check_positive("test_batch_size", test_batch_size)
     _check_positive("train_subset", train_subset)
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
-    if key == "digits":
-        from .digits import load_digits
-
-        tensors, num_classes, mean, std = load_digits()
-        flip = False  # digits are not mirror-invariant (a flipped 3 is no digit; 2 and 5 swap)
-    else:
-        from .cifar import load_cifar
-
-        tensors, num_classes, mean, std = load_cifar(key, root, download=download, verify=verify)
-        flip = True
-
-    images, targets = tensors["train_images"], tensors["train_targets"]
+    images, labels = dataset.train_images, dataset.train_labels
     if train_subset is not None:
         if train_subset > len(images):
             raise ValueError(
-                f"train_subset={train_subset} exceeds the {len(images)} training examples of {key}"
+                f"data.train_subset={train_subset} exceeds the {len(images)} training examples"
             )
         keep = np.random.RandomState(SUBSET_SEED).permutation(len(images))[:train_subset]
         keep_t = torch.from_numpy(np.sort(keep))
-        images, targets = images[keep_t], targets[keep_t]
+        images, labels = images[keep_t], labels[keep_t]
 
-    read = fingerprint({**tensors, "train_images": images, "train_targets": targets})
+    read = fingerprint(
+        {
+            "train_images": images,
+            "train_labels": labels,
+            "test_images": dataset.test_images,
+            "test_labels": dataset.test_labels,
+        }
+    )
     device = torch.device(device)
     resident = device.type == "cuda" if gpu_resident is None else bool(gpu_resident)
     storage = device if resident else torch.device("cpu")
-    common = dict(mean=mean, std=std, device=device, channels_last=channels_last)
+    common = dict(mean=dataset.mean, std=dataset.std, device=device, channels_last=channels_last)
     train = EpochLoader(
         images.to(storage),
-        targets.to(storage),
+        labels.to(storage),
         batch_size=batch_size,
         shuffle=True,
         crop_padding=CROP_PADDING if augment else 0,
-        flip=flip and augment,
+        flip=dataset.flip and augment,
         seed=seed,
         num_workers=num_workers,
         **common,
     )
     test = EpochLoader(
-        tensors["test_images"].to(storage),
-        tensors["test_targets"].to(storage),
+        dataset.test_images.to(storage),
+        dataset.test_labels.to(storage),
         batch_size=test_batch_size or batch_size,
         num_workers=num_workers,
         **common,
     )
-    return DataBundle(train, test, num_classes, len(images), len(tensors["test_images"]), read)
+    return DataBundle(
+        train,
+        test,
+        dataset.num_classes,
+        len(images),
+        len(dataset.test_images),
+        read,
+        dataset.input_shape,
+    )
 
 
 __all__ = [
-    "DATASET_NAMES",
+    "DATA_DEFAULTS",
+    "DATA_META",
     "DataBundle",
+    "ImageDataset",
     "DatasetUnavailable",
     "EpochLoader",
     "build_data",
+    "check_data",
+    "default_name",
     "epoch_seed",
+    "load_dataset",
 ]

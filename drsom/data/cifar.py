@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
+from .dataset import ImageDataset
 from .errors import DatasetUnavailable
 
 # The values used by the reference CIFAR training code (the std is the per-image-averaged one that
@@ -94,10 +95,8 @@ def _download(reader: type[CIFAR10], root: Path, pretty: str, hint: str) -> None
         socket.setdefaulttimeout(previous)
 
 
-def load_cifar(
-    name: str, root: str | os.PathLike, *, download: bool, verify: bool
-) -> tuple[dict[str, torch.Tensor], int, tuple[float, ...], tuple[float, ...]]:
-    """Read CIFAR-10/100; returns uint8 NHWC images and int64 labels for both splits."""
+def load_cifar(name: str, root: str | os.PathLike, *, download: bool, verify: bool) -> ImageDataset:
+    """Read CIFAR-10/100: uint8 NHWC images and int64 labels for both splits."""
     base = READERS[name]
     pretty = PRETTY[name]
     root_abs = Path(root).expanduser().resolve()
@@ -126,8 +125,18 @@ def load_cifar(
     tensors: dict[str, torch.Tensor] = {}
     for split, ds in splits.items():
         tensors[f"{split}_images"] = torch.from_numpy(np.ascontiguousarray(ds.data, dtype=np.uint8))
-        tensors[f"{split}_targets"] = torch.as_tensor(ds.targets, dtype=torch.int64)
-    num_classes = len(splits["train"].classes)
-    if name == "cifar10":
-        return tensors, num_classes, CIFAR10_MEAN, CIFAR10_STD
-    return tensors, num_classes, CIFAR100_MEAN, CIFAR100_STD
+        tensors[f"{split}_labels"] = torch.as_tensor(ds.targets, dtype=torch.int64)
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
+    return ImageDataset(
+        **tensors, num_classes=len(splits["train"].classes), mean=mean, std=std, flip=True
+    )
+
+
+def cifar10(root: str | os.PathLike = "data", download: bool = False, verify: bool = True):
+    """CIFAR-10 from ``root``/cifar-10-batches-py (fetched there when ``download``)."""
+    return load_cifar("cifar10", root, download=download, verify=verify)
+
+
+def cifar100(root: str | os.PathLike = "data", download: bool = False, verify: bool = True):
+    """CIFAR-100 from ``root``/cifar-100-python (fetched there when ``download``)."""
+    return load_cifar("cifar100", root, download=download, verify=verify)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .dataset import ImageDataset
 from .errors import DatasetUnavailable
 
 NUM_TEST = 450  # leaves 1,347 for training, the usual 75/25 split
@@ -31,8 +32,8 @@ def _stratified_test_mask(labels: np.ndarray, num_test: int, seed: int) -> np.nd
     return mask
 
 
-def load_digits() -> tuple[dict[str, torch.Tensor], int, tuple[float, ...], tuple[float, ...]]:
-    """Returns uint8 NHWC 32x32x3 images and int64 labels per split, and the train mean/std."""
+def digits() -> ImageDataset:
+    """uint8 NHWC 32x32x3 images and int64 labels per split, normalised by the train mean/std."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as exc:
@@ -50,13 +51,17 @@ def load_digits() -> tuple[dict[str, torch.Tensor], int, tuple[float, ...], tupl
 
     test = torch.from_numpy(_stratified_test_mask(labels, NUM_TEST, SPLIT_SEED))
     targets = torch.from_numpy(labels)
-    tensors = {
-        "train_images": images[~test],
-        "train_targets": targets[~test],
-        "test_images": images[test],
-        "test_targets": targets[test],
-    }
+    train_images = images[~test]
     # Normalise with the training split's statistics (the 3 channels are copies: one mean, one std).
-    pixels = tensors["train_images"].double() / 255.0
+    pixels = train_images.double() / 255.0
     mean, std = float(pixels.mean()), float(pixels.std())
-    return tensors, 10, (mean,) * 3, (std,) * 3
+    return ImageDataset(
+        train_images,
+        targets[~test],
+        images[test],
+        targets[test],
+        num_classes=10,
+        mean=(mean,) * 3,
+        std=(std,) * 3,
+        flip=False,  # digits are not mirror-invariant (a flipped 3 is no digit; 2 and 5 swap)
+    )

@@ -51,10 +51,11 @@ class CifarDenseNet(nn.Module):
         growth: int = 32,
         compression: float = 0.5,
         num_classes: int = 10,
+        in_channels: int = 3,
     ) -> None:
         super().__init__()
         channels = 2 * growth
-        self.stem = nn.Conv2d(3, channels, 3, padding=1, bias=False)
+        self.stem = nn.Conv2d(in_channels, channels, 3, padding=1, bias=False)
         stages: list[nn.Module] = []
         for i, n_layers in enumerate(layers_per_block):
             for _ in range(n_layers):
@@ -74,5 +75,5 @@ class CifarDenseNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def densenet121(num_classes: int = 10) -> CifarDenseNet:
-    return CifarDenseNet((6, 12, 24, 16), growth=32, num_classes=num_classes)
+def densenet121(num_classes: int = 10, in_channels: int = 3, growth: int = 32) -> CifarDenseNet:
+    return CifarDenseNet((6, 12, 24, 16), growth, num_classes=num_classes, in_channels=in_channels)

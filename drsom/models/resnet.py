@@ -33,17 +33,23 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, blocks_per_stage: tuple[int, ...], num_classes: int = 10) -> None:
+    def __init__(
+        self,
+        blocks_per_stage: tuple[int, ...],
+        num_classes: int = 10,
+        in_channels: int = 3,
+        width: int = 64,
+    ) -> None:
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False),
-            nn.BatchNorm2d(64),
+            nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),
         )
         stages = []
-        c_in = 64
+        c_in = width
         for i, n_blocks in enumerate(blocks_per_stage):
-            c_out = 64 * 2**i
+            c_out = width * 2**i
             first_stride = 1 if i == 0 else 2
             blocks = [BasicBlock(c_in, c_out, first_stride)]
             blocks += [BasicBlock(c_out, c_out) for _ in range(n_blocks - 1)]
@@ -58,9 +64,10 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-def resnet18(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet((2, 2, 2, 2), num_classes)
+def resnet18(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> CifarResNet:
+    """ResNet-18 for small images; ``width``: channels of the first stage (doubled per stage)."""
+    return CifarResNet((2, 2, 2, 2), num_classes, in_channels, width)
 
 
-def resnet34(num_classes: int = 10) -> CifarResNet:
-    return CifarResNet((3, 4, 6, 3), num_classes)
+def resnet34(num_classes: int = 10, in_channels: int = 3, width: int = 64) -> CifarResNet:
+    return CifarResNet((3, 4, 6, 3), num_classes, in_channels, width)

@@ -28,10 +28,12 @@ VGG11_LAYOUT: tuple[int | str, ...] = (
 
 
 class CifarVGG(nn.Module):
-    def __init__(self, layout: tuple[int | str, ...], num_classes: int = 10) -> None:
+    def __init__(
+        self, layout: tuple[int | str, ...], num_classes: int = 10, in_channels: int = 3
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        c_in = 3
+        c_in = in_channels
         for item in layout:
             if item == "M":
                 layers.append(nn.MaxPool2d(2))
@@ -47,5 +49,6 @@ class CifarVGG(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
-def vgg11(num_classes: int = 10) -> CifarVGG:
-    return CifarVGG(VGG11_LAYOUT, num_classes)
+def vgg11(num_classes: int = 10, in_channels: int = 3) -> CifarVGG:
+    """VGG-11 for 32x32 inputs (five max-pools leave 1x1 for the linear classifier)."""
+    return CifarVGG(VGG11_LAYOUT, num_classes, in_channels)

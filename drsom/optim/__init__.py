@@ -1,14 +1,15 @@
 """DRSOM and the baseline optimizers of the suite.
 
 ``DRSOM`` is the optimizer; ``make_closure`` builds the BatchNorm- and dropout-safe closure it
-steps with; ``build(name, params, **cfg)`` makes any optimizer of the suite by name;
+steps with; ``optimizer_factory(node)`` builds any optimizer from its ``_target_`` config and
+``build(name, params)`` the suite's own by config name;
 :mod:`drsom.optim.protocol` says, for any ``torch.optim`` optimizer, how to step it, whether it
 needs double backward, what each step cost and what it reports.
 """
 
 from .closure import BatchClosure, make_closure
 from .drsom import DRSOM, PRESETS
-from .factory import OPTIMIZER_NAMES, build
+from .factory import OPTIMIZER_META, build, optimizer_factory
 from .protocol import (
     ORACLES,
     describe,
@@ -22,13 +23,14 @@ from .protocol import (
 
 __all__ = [
     "DRSOM",
-    "OPTIMIZER_NAMES",
+    "OPTIMIZER_META",
     "ORACLES",
     "PRESETS",
     "BatchClosure",
     "build",
     "describe",
     "make_closure",
+    "optimizer_factory",
     "needs_double_backward",
     "state_numel",
     "step_counts",

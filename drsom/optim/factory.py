@@ -1,45 +1,143 @@
-"""One entry point for every optimizer of the suite: ``build(name, params, **cfg)``."""
+"""Optimizers from config: ``optimizer_factory(node)(params)``, and ``build(name, params)``.
+
+An optimizer config is a Hydra ``_target_`` node (:mod:`drsom.targets`) with ``_partial_: true``:
+the suite's own (``configs/optimizer/*.yaml``: DRSOM, ``torch.optim.Adam``, pytorch_optimizer's
+AdaBelief, ...) and a user's (``torch.optim.NAdam``) are read the same way. Its meta keys are
+:data:`OPTIMIZER_META`; every other key is a keyword argument of the target, checked against its
+signature and, for the hyperparameters the suite's optimizers share, against :data:`RULES`, so a
+bad value is one line naming the key before any data is read (the libraries check some of these
+late, partly or not at all: ``lr=0`` passes, adabound's ``final_lr`` is never checked).
+:mod:`drsom.optim.protocol` says how to step the result, what a step costs and what it reports.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+import functools
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
-from drsom.optim.baselines import BASELINE_NAMES, build_baseline
-from drsom.optim.protocol import STEP_CLOSURE, STEP_PROTOCOLS, step_protocol
+from drsom.targets import TargetError, arguments, check_keywords, keywords
+from drsom.targets import build as build_target
 
-__all__ = ["OPTIMIZER_NAMES", "STEP_CLOSURE", "STEP_PROTOCOLS", "build", "step_protocol"]
+__all__ = ["OPTIMIZER_META", "RULES", "build", "optimizer_factory"]
 
-OPTIMIZER_NAMES: tuple[str, ...] = ("drsom", *BASELINE_NAMES)
+# The suite's own keys of an optimizer config, never passed to the optimizer: ``label`` names the
+# variant in run ids (default: the target's class name, lower case); ``display``, ``color`` and
+# ``marker`` are how figures and tables show it (default: the label, a colour fixed by the
+# label, no marker).
+OPTIMIZER_META: tuple[str, ...] = ("label", "display", "color", "marker")
+
+Factory = Callable[[Iterable[torch.Tensor] | Iterable[dict]], torch.optim.Optimizer]
+
+
+def _is_real(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, numbers.Real)
+
+
+def _in_unit(v: float) -> bool:
+    return 0.0 <= v < 1.0
+
+
+# Value rules of the hyperparameters the suite's optimizers share: (accepted values, test).
+RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
+    "lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
+    "final_lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
+    "eps": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
+    "weight_decay": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
+    "momentum": ("a number in [0, 1)", _in_unit),
+    "beta": ("a number in [0, 1)", _in_unit),
+}
+
+
+def _check_values(target: Callable, kwargs: Mapping[str, Any]) -> None:
+    defaults, _ = keywords(target)
+
+    def bad(key: str, accepted: str) -> TargetError:
+        return TargetError(f"optimizer.{key} must be {accepted}, got {kwargs[key]!r}")
+
+    for key, value in kwargs.items():
+        default = defaults.get(key)
+        if key in RULES:
+            accepted, ok = RULES[key]
+            if not (_is_real(value) and ok(float(value))):
+                raise bad(key, accepted)
+        elif key == "betas":
+            pair = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
+            if not (pair and all(_is_real(b) and _in_unit(float(b)) for b in value)):
+                raise bad(key, "a pair of numbers in [0, 1), e.g. [0.9, 0.999]")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise bad(key, "true or false")
+        elif isinstance(default, int) and value is not None:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise bad(key, "an integer")
+        elif isinstance(default, float) and value is not None and not _is_real(value):
+            raise bad(key, "a number")
+    _check_library_quirks(target, kwargs)
+
+
+def _check_library_quirks(target: Callable, kwargs: Mapping[str, Any]) -> None:
+    """Settings a library accepts and then ignores: refused, never run as something else."""
+    import pytorch_optimizer as po
+
+    decay = kwargs.get("weight_decay", 0.0)
+    if target is po.RAdam and kwargs.get("weight_decouple") is False and decay != 0.0:
+        # pytorch_optimizer's RAdam only implements decoupled decay; False would drop it silently.
+        raise TargetError(
+            "optimizer.weight_decouple=false is not supported by pytorch_optimizer.RAdam (its "
+            "weight decay would be ignored); accepted values: true"
+        )
+
+
+def optimizer_factory(node: Mapping[str, Any]) -> Factory:
+    """Check ``node`` now (target, keywords, values); return ``factory(params) -> optimizer``."""
+    target = check_keywords("optimizer", node, OPTIMIZER_META, torch.optim.Optimizer)
+    path = node["_target_"]
+    if node.get("_partial_") is not True:
+        raise TargetError(
+            "optimizer._partial_ must be true: the optimizer is built later, over the model's "
+            "parameters"
+        )
+    kwargs = arguments(node, OPTIMIZER_META)
+    _check_values(target, kwargs)
+    if isinstance(kwargs.get("betas"), list):
+        # Configs deliver lists; torch and the libraries expect a tuple.
+        node = {**node, "betas": tuple(kwargs["betas"])}
+
+    def factory(params):
+        opt = build_target("optimizer", node, OPTIMIZER_META, params)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TargetError(
+                f"optimizer._target_={path!r} returned a {type(opt).__name__}, "
+                "not a torch.optim.Optimizer"
+            )
+        return opt
+
+    return factory
+
+
+@functools.cache
+def _packaged(name: str) -> dict[str, Any]:
+    from drsom.compose import CONFIG_DIR, suite_config
+
+    names = sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
+    if name not in names:
+        raise TargetError(f"unknown optimizer config {name!r}; accepted values: {', '.join(names)}")
+    return suite_config([f"optimizer={name}"])["optimizer"]
 
 
 def build(
-    name: str, params: Iterable[torch.Tensor] | Iterable[dict], **cfg: Any
+    name: str, params: Iterable[torch.Tensor] | Iterable[dict], **overrides: Any
 ) -> torch.optim.Optimizer:
-    """Build optimizer ``name`` (one of ``OPTIMIZER_NAMES``) over ``params`` with keywords ``cfg``.
+    """The suite's optimizer config ``name`` (``configs/optimizer/<name>.yaml``) over ``params``.
 
-    Raises ``ValueError`` for an unknown name or keyword. ``drsom.optim.protocol`` says how to
-    step the result, what a step costs and what it reports.
+    ``overrides`` replace the config's keyword arguments, e.g. ``build("adam", params, lr=3e-4)``.
+    Raises ``TargetError`` (a ``ValueError``) for a bad value, in one line.
     """
-    if name == "drsom":
-        # Imported here so the baselines work without the DRSOM module and its import cost.
-        import inspect
-
-        from drsom.optim.drsom import DRSOM
-
-        accepted = [p for p in inspect.signature(DRSOM).parameters if p != "params"]
-        unknown = sorted(set(cfg) - {*accepted, "preset"})
-        if unknown:
-            raise ValueError(
-                f"unknown keyword argument {unknown[0]!r} for optimizer 'drsom'; accepted values: "
-                f"preset, {', '.join(accepted)}"
-            )
-        preset = cfg.pop("preset", None)
-        return DRSOM.preset(preset, params, **cfg) if preset else DRSOM(params, **cfg)
-    if not isinstance(name, str) or name not in OPTIMIZER_NAMES:
-        raise ValueError(
-            f"unknown optimizer name={name!r}; accepted values: {', '.join(OPTIMIZER_NAMES)}"
-        )
-    return build_baseline(name, params, **cfg)
+    node = {**copy.deepcopy(_packaged(name)), **overrides}
+    return optimizer_factory(node)(params)

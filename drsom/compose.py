@@ -1,0 +1,32 @@
+"""The suite's configs composed outside a Hydra app: ``suite_config(["optimizer=adam", ...])``.
+
+``run.py`` composes through ``@hydra.main``; libraries, scripts and tests that need the same
+composition (an optimizer's packaged config, a sweep's grid) use this, on the package's own
+config folder (``configs/`` in a checkout links to it) or another one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Inside the package, so an installed copy has them too.
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def suite_config(
+    overrides: Sequence[str] = (), *, config_dir: Path = CONFIG_DIR, resolve: bool = True
+) -> dict[str, Any]:
+    """The composed run config for ``overrides`` (``hydra`` node left out), as plain Python."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    GlobalHydra.instance().clear()  # compose needs its own context, whatever ran before
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = compose("config", overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+    return OmegaConf.to_container(cfg, resolve=resolve)
