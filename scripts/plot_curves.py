@@ -122,6 +122,7 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 order=order,
                 legend_notes=legend_notes(runs),
                 reference=ref,
+                shown=figures.looks(runs),
             )
             figures.caption(fig, provenance(runs))
             written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
@@ -148,7 +149,7 @@ def legend_notes(runs) -> dict[str, str]:
         lbl = r.key()[3]
         same = first.setdefault(_unlabelled(r), lbl)
         if same != lbl and "same as" not in text.get(r.variant, ""):
-            same_note = f"same as {figures.name(same)}"
+            same_note = f"same as {figures.name(same, figures.looks(runs))}"
             text[r.variant] = "; ".join(filter(None, [text.get(r.variant), same_note]))
     return text
 

@@ -9,9 +9,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drsom.config import ConfigError, optimizer_kwargs, resolve_device, validate
-from drsom.identity import config_hash, group_name, run_id
-from drsom.optim import build
+from drsom.config import ConfigError, resolve_device, validate
+from drsom.identity import complete, config_hash, group_name, run_id
+from drsom.optim import optimizer_factory
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("model", "optimizer", "data", "trainer", "logger")
@@ -34,7 +34,7 @@ def test_every_group_has_its_options():
     assert set(options("model")) == {"cnn", "resnet18", "resnet34", "vgg11", "densenet121"}
     assert {"cifar10", "cifar100", "digits"} <= set(options("data"))
     assert set(options("optimizer")) >= {
-        *("drsom", "drsom_hvp", "drsom_fd", "drsom_interp", "drsom_adam", "drsom_adabelief"),
+        *("drsom", "drsom_hvp", "drsom_fd", "drsom_interp", "drsom_adabelief"),
         *("drsom_history", "drsom_random", "drsom_official", "sgd", "adam", "adamw"),
         *("adabelief", "radam", "yogi", "adabound", "msvag", "fromage", "adahessian", "sophiah"),
     }
@@ -44,7 +44,7 @@ def test_every_group_has_its_options():
     ("group", "option"), EVERY_OPTION, ids=[f"{g}={o}" for g, o in EVERY_OPTION]
 )
 def test_every_option_composes_resolves_and_validates(group, option):
-    cfg = compose_config(f"{group}={option}", "trainer.device=cpu")
+    cfg = complete(compose_config(f"{group}={option}", "trainer.device=cpu"))
     validate(cfg)  # also builds the optimizer on a stand-in parameter
     if group == "optimizer":
         assert cfg["optimizer"]["label"] == option  # run ids and wandb tags name the variant
@@ -53,7 +53,7 @@ def test_every_option_composes_resolves_and_validates(group, option):
 def test_drsom_fields_are_overridable_from_the_command_line():
     cfg = compose_config("optimizer=drsom", "optimizer.hessian=fd", "optimizer.history=4")
     assert (cfg["optimizer"]["hessian"], cfg["optimizer"]["history"]) == ("fd", 4)
-    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **optimizer_kwargs(cfg["optimizer"]))
+    opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
     assert opt.hessian == "fd"
 
 
@@ -69,26 +69,57 @@ def test_drsom_variants_differ_from_the_default_in_what_their_name_says():
     }
     for variant, change in expected.items():
         cfg = compose_config(f"optimizer={variant}")["optimizer"]
-        diff = {k: v for k, v in cfg.items() if base.get(k) != v and k != "label"}
+        shown = ("label", "display", "color", "marker")
+        diff = {k: v for k, v in cfg.items() if base.get(k) != v and k not in shown}
         assert diff == change, variant
 
 
-def test_official_preset_values_apply_where_the_config_leaves_them_null():
+def test_official_preset_config_sets_only_what_it_changes_and_takes_overrides():
     cfg = compose_config("optimizer=drsom_official")
-    kwargs = optimizer_kwargs(cfg["optimizer"])
-    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **kwargs)
+    assert None not in cfg["optimizer"].values()  # no key repeated as null
+    opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
     assert (opt.hessian, opt.subproblem) == ("hvp", "regularized")
     assert opt.param_groups[0]["lr"] == 10.0 and opt.param_groups[0]["eta"] == 0.08
-    cfg = compose_config("optimizer=drsom_official", "optimizer.lr=5")
-    opt = build("drsom", [torch.zeros(3, requires_grad=True)], **optimizer_kwargs(cfg["optimizer"]))
+    cfg = compose_config("optimizer=drsom_official", "+optimizer.lr=5")
+    opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
     assert opt.param_groups[0]["lr"] == 5.0 and opt.param_groups[0]["eta"] == 0.08
+    with pytest.raises(ValueError, match="optimizer.lr must be a positive finite number"):
+        optimizer_factory({**cfg["optimizer"], "lr": 0})
 
 
-def test_weight_decay_follows_the_trainer_except_where_the_paper_differs():
+# The AdaBelief protocol's weight decay per optimizer (README, "Weight decay"): L2 5e-4 except
+# AdamW (decoupled 1e-2) and Fromage (none), as the paper ran them.
+PROTOCOL_DECAY = {"adamw": 1e-2, "fromage": 0.0}
+
+
+def test_weight_decay_is_each_optimizers_own_setting_and_reaches_it():
     for option in options("optimizer"):
-        cfg = compose_config(f"optimizer={option}", "trainer.weight_decay=0.00123")
-        wd = cfg["optimizer"]["weight_decay"]
-        assert wd == {"adamw": 1e-2, "fromage": 0.0}.get(option, 0.00123), option
+        cfg = compose_config(f"optimizer={option}")
+        assert cfg["optimizer"]["weight_decay"] == PROTOCOL_DECAY.get(option, 5e-4), option
+        opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
+        assert opt.param_groups[0]["weight_decay"] == cfg["optimizer"]["weight_decay"], option
+        cfg = compose_config(f"optimizer={option}", "optimizer.weight_decay=0.00123")
+        opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
+        assert opt.param_groups[0]["weight_decay"] == 0.00123, option  # AdamW and Fromage too
+
+
+UNREAD_KEYS = [
+    ("+trainer.epoch=3", "trainer.epoch is not a key the run reads; accepted keys: epochs,"),
+    ("+label_smoothing=0.1", "label_smoothing is not a key the run reads; accepted keys: model,"),
+    ("+trainer.weight_decay=0.1", "trainer.weight_decay is not a key the run reads"),
+    ("+logger.projekt=x", "logger.projekt is not a key the run reads"),
+    ("+optimizer.momentum=0.9", "optimizer.momentum is not an argument of torch.optim.Adam"),
+    ("+model.depth=3", "model.depth is not an argument of drsom.models.SmallCNN"),
+    ("+data.root=/x", "data.root is not an argument of drsom.data.digits.digits"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), UNREAD_KEYS, ids=[u[0] for u in UNREAD_KEYS])
+def test_keys_the_run_does_not_read_are_refused_not_hashed(override, message):
+    cfg = complete(compose_config("optimizer=adam", "model=cnn", "data=digits", override))
+    with pytest.raises(ConfigError) as err:
+        validate(cfg)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
 
 
 def test_run_id_is_stable_and_ignores_where_and_how_things_are_shown():
@@ -120,12 +151,19 @@ def test_run_id_is_stable_and_ignores_where_and_how_things_are_shown():
 BAD_VALUES = [
     ("trainer.epochs=0", "trainer.epochs must be a positive integer, got 0"),
     ("trainer.batch_size=-4", "trainer.batch_size must be a positive integer, got -4"),
-    ("trainer.weight_decay=-0.1", "trainer.weight_decay must be a number >= 0, got -0.1"),
     ("trainer.device=tpu", "trainer.device='tpu' is not one of auto, cpu, cuda, cuda:N"),
     ("trainer.lr_schedule=linear", "trainer.lr_schedule='linear' is not one of"),
     ("trainer.eval_every=0", "trainer.eval_every must be a positive integer"),
-    ("optimizer.hessian=exact", "optimizer (drsom): DRSOM: hessian='exact' is not one of"),
-    ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a number >= 0"),
+    ("optimizer.hessian=exact", "optimizer (drsom.optim.DRSOM): DRSOM: hessian='exact' is not"),
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a finite number >= 0"),
+    ("optimizer=adam optimizer.weight_decay=-1", "optimizer.weight_decay must be a finite number"),
+    ("optimizer._target_=torch.optim.NAdamX", "optimizer._target_='torch.optim.NAdamX' cannot be"),
+    ("optimizer._target_=torch.nn.Linear", "optimizer._target_='torch.nn.Linear' is not a torch"),
+    ("optimizer._partial_=false", "optimizer._partial_ must be true"),
+    ("optimizer.label=a/b", "optimizer.label='a/b' is not a file-name part"),
+    ("model._target_=torch.optim.Adam", "model._target_='torch.optim.Adam' is not a torch.nn."),
+    ("model.name=res-net", "model.name='res-net' is not a file-name part"),
+    ("data._target_=nowhere.cifar", "data._target_='nowhere.cifar' cannot be imported: No module"),
     ("data.train_subset=0", "data.train_subset must be a positive integer, got 0"),
 ]
 
@@ -133,7 +171,7 @@ BAD_VALUES = [
 @pytest.mark.parametrize(("override", "message"), BAD_VALUES, ids=[b[0] for b in BAD_VALUES])
 def test_invalid_values_are_rejected_with_one_line(override, message):
     with pytest.raises(ConfigError) as err:
-        validate(compose_config(override))
+        validate(complete(compose_config(*override.split())))
     text = str(err.value)
     assert text.startswith(message) and "\n" not in text
 

@@ -1,9 +1,12 @@
 """Curve figures from ``runs.metrics_frame``: one line per variant, a band over its seeds.
 
-Every figure the suite makes draws an optimizer in the same colour (``COLORS``, one fixed mapping,
-so a reader can compare figures side by side); the DRSOM variants also carry a marker each, so
-they stay apart from the baseline whose hue they resemble and survive grey-scale printing.
-Published curves (``--reference``) are drawn dashed in the colour of the optimizer they belong to.
+How an optimizer is shown comes from its runs' configs (``display``, ``color``, ``marker`` of the
+optimizer config; :func:`looks`): every figure draws it in the same colour, so a reader can compare
+figures side by side, and the suite's DRSOM variants carry a marker each, so they stay apart from
+the baseline whose hue they resemble and survive grey-scale printing. A config without a colour
+gets one fixed by its label. The first optimizer of a figure's order (the experiment's first, the
+method under study) is drawn thicker and on top. Published curves (``--reference``) are drawn
+dashed in the colour of the optimizer they belong to.
 """
 
 from __future__ import annotations
@@ -23,78 +26,30 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-COLORS = {
-    "drsom": "#000000",  # the method under study: black, drawn on top
-    # baselines: matplotlib's tab10, in the AdaBelief paper's order
-    "sgd": "#1f77b4",
-    "adam": "#ff7f0e",
-    "adabelief": "#2ca02c",
-    "adamw": "#d62728",
-    "radam": "#9467bd",
-    "yogi": "#8c564b",
-    "adabound": "#e377c2",
-    "msvag": "#7f7f7f",
-    "fromage": "#bcbd22",
-    "adahessian": "#17becf",
-    "sophiah": "#393b79",
-    # DRSOM variants: dark colours, and a marker each (MARKERS)
-    "drsom_hvp": "#b2182b",
-    "drsom_fd": "#2166ac",
-    "drsom_interp": "#1b7837",
-    "drsom_adam": "#762a83",
-    "drsom_adabelief": "#e08214",
-    "drsom_history": "#35978f",
-    "drsom_random": "#8c510a",
-    "drsom_official": "#c51b7d",
-}
-MARKERS = {
-    "drsom_hvp": "o",
-    "drsom_fd": "s",
-    "drsom_interp": "^",
-    "drsom_adam": "v",
-    "drsom_adabelief": "D",
-    "drsom_history": "P",
-    "drsom_random": "X",
-    "drsom_official": "*",
-}
-# For labels not above (a new config): a colour fixed by the label's hash, the same in every figure.
+# For configs without a colour: one fixed by the label's hash, the same in every figure.
 FALLBACK = plt.get_cmap("tab20").colors
 
-NAMES = {
-    "drsom": "DRSOM",
-    "drsom_hvp": "DRSOM-HVP",
-    "drsom_fd": "DRSOM-FD",
-    "drsom_interp": "DRSOM-interp",
-    "drsom_adam": "DRSOM-Adam-diag",
-    "drsom_adabelief": "DRSOM-AdaBelief-diag",
-    "drsom_history": "DRSOM-history",
-    "drsom_random": "DRSOM-random",
-    "drsom_official": "DRSOM-official",
-    "sgd": "SGD",
-    "adam": "Adam",
-    "adabelief": "AdaBelief",
-    "adamw": "AdamW",
-    "radam": "RAdam",
-    "yogi": "Yogi",
-    "adabound": "AdaBound",
-    "msvag": "MSVAG",
-    "fromage": "Fromage",
-    "adahessian": "AdaHessian",
-    "sophiah": "Sophia-H",
-}
-DATASETS = {
-    "digits": "digits (sklearn, {n:,} train images)",
-    "cifar10": "CIFAR-10 ({n:,} train images)",
-    "cifar100": "CIFAR-100 ({n:,} train images)",
-}
-TRAIN_IMAGES = {"digits": 1347, "cifar10": 50000, "cifar100": 50000}
-MODELS = {
-    "cnn": "CNN",
-    "resnet18": "ResNet-18",
-    "resnet34": "ResNet-34",
-    "vgg11": "VGG-11",
-    "densenet121": "DenseNet-121",
-}
+
+class Look(NamedTuple):
+    """How an optimizer label is shown: its config's ``display``, ``color`` and ``marker``."""
+
+    display: str
+    color: str | None = None
+    marker: str | None = None
+
+
+def looks(runs: Sequence) -> dict[str, Look]:
+    """Per optimizer label, how its runs' configs say to show it (the first run's, for a label
+    whose runs disagree)."""
+    out: dict[str, Look] = {}
+    for r in runs:
+        opt = r.config["optimizer"]
+        label = opt["label"]
+        if label not in out:
+            out[label] = Look(opt.get("display") or label, opt.get("color"), opt.get("marker"))
+    return out
+
+
 METRICS = {
     "train_acc": "train accuracy (%)",
     "test_acc": "test accuracy (%)",
@@ -125,12 +80,16 @@ FEW_POINTS = 10  # curves with at most this many points get point markers
 ZOOM_SPAN = 5.0  # accuracy points below the best curve that the magnified panel still shows
 
 
-def color(label: str, setting: str = "", taken: Sequence = ()) -> str | tuple:
-    """The label's fixed colour; a variant of it (``setting``, e.g. ``lr=0.01``) drawn beside
-    other variants of the same label gets one fixed by the two together, in every figure, or
-    the next free one of the palette when that is ``taken`` in the same figure."""
-    if label in COLORS and not setting:
-        return COLORS[label]
+def color(
+    label: str, setting: str = "", taken: Sequence = (), shown: dict[str, Look] | None = None
+) -> str | tuple:
+    """The label's colour (its config's, else one fixed by the label); a variant of it
+    (``setting``, e.g. ``lr=0.01``) drawn beside other variants of the same label gets one fixed
+    by the two together, in every figure, or the next free one of the palette when that is
+    ``taken`` in the same figure."""
+    own = (shown or {}).get(label)
+    if own is not None and own.color and not setting:
+        return own.color
     key = f"{label} {setting}" if setting else label
     start = int(hashlib.sha256(key.encode()).hexdigest(), 16) % len(FALLBACK)
     for i in range(len(FALLBACK)):
@@ -140,8 +99,10 @@ def color(label: str, setting: str = "", taken: Sequence = ()) -> str | tuple:
     return FALLBACK[start]
 
 
-def name(label: str) -> str:
-    return NAMES.get(label, label)
+def name(label: str, shown: dict[str, Look] | None = None) -> str:
+    """How ``label`` is written in figures and tables: its config's ``display``."""
+    own = (shown or {}).get(label)
+    return own.display if own is not None else label
 
 
 def aggregate(frame: pd.DataFrame, metric: str, x: str) -> pd.DataFrame:
@@ -200,12 +161,13 @@ def curve_axes(
     order: Sequence[str] | None = None,
     legend_notes: dict[str, str] | None = None,
     reference: pd.DataFrame | None = None,
+    shown: dict[str, Look] | None = None,
 ) -> list[Curve]:
     """Draw ``metric`` against ``x``: a solid line per optimizer (mean over its runs) and a band.
 
     ``frame``: rows of ``metrics_frame`` for one model. ``reference``: published curves of the
     same model (fractions), drawn dashed for the optimizers present here (epoch axis only).
-    Returns what was drawn, our curves first.
+    ``shown``: how each label is shown (:func:`looks`). Returns what was drawn, our curves first.
     """
     scale = 100.0 if metric.endswith("_acc") else 1.0
     agg = aggregate(frame, metric, x)
@@ -223,24 +185,26 @@ def curve_axes(
     ):
         a = agg[agg["variant"] == variant]
         seeds = runs_of[variant]
-        shown = f"{name(lbl)} {setting}" if setting else name(lbl)
+        title = f"{name(lbl, shown)} {setting}" if setting else name(lbl, shown)
         note = (legend_notes or {}).get(variant) or (legend_notes or {}).get(lbl)
-        text = f"{shown} ({seeds} seed{'s' if seeds != 1 else ''}"
+        text = f"{title} ({seeds} seed{'s' if seeds != 1 else ''}"
         text += f"; {note})" if note else ")"
         xs = a["x"].to_numpy() / x_scale
         lower, upper = band(a, log_scale=metric.endswith("_loss"))
-        # a short run shows where its few measurements are (the DRSOM variants always do)
-        marker = MARKERS.get(lbl) or ("o" if len(xs) <= FEW_POINTS else None)
+        # a short run shows where its few measurements are (marked configs always do)
+        own_marker = getattr((shown or {}).get(lbl), "marker", None)
+        marker = own_marker or ("o" if len(xs) <= FEW_POINTS else None)
+        lead = lbl == labels[0]
         style = {
-            "color": color(lbl, setting, taken=[c.style["color"] for c in curves]),
-            "lw": 2.4 if lbl == "drsom" else 1.8,
-            "zorder": 3 if lbl == "drsom" else 2,
+            "color": color(lbl, setting, [c.style["color"] for c in curves], shown),
+            "lw": 2.4 if lead else 1.8,
+            "zorder": 3 if lead else 2,
             "marker": marker,
-            "markersize": 5 if lbl in MARKERS else 3.5,
+            "markersize": 5 if own_marker else 3.5,
             "markevery": max(1, len(xs) // 6) if marker else None,
         }
         mean = a["mean"].to_numpy() * scale
-        curve = Curve(shown, a["epoch"].to_numpy(), xs, mean, lower * scale, upper * scale, style)
+        curve = Curve(title, a["epoch"].to_numpy(), xs, mean, lower * scale, upper * scale, style)
         _draw(ax, curve, label=text, band_alpha=_band_alpha(len(variants)))
         curves.append(curve)
     if reference is not None and metric in reference.columns:
@@ -249,11 +213,11 @@ def curve_axes(
         for lbl in labels:
             r = reference[reference["optimizer"] == lbl].sort_values("epoch")
             if len(r):
-                style = {"color": color(lbl), "lw": 1.2, "ls": "--", "zorder": 1}
+                style = {"color": color(lbl, shown=shown), "lw": 1.2, "ls": "--", "zorder": 1}
                 epochs = r["epoch"].to_numpy()
                 ys = r[metric].to_numpy() * scale
-                curve = Curve(name(lbl), epochs, epochs, ys, None, None, style)
-                _draw(ax, curve, label=f"{name(lbl)} (published, 1 run)")
+                curve = Curve(name(lbl, shown), epochs, epochs, ys, None, None, style)
+                _draw(ax, curve, label=f"{name(lbl, shown)} (published, 1 run)")
                 curves.append(curve)
     ax.set_xlabel(f"{X_AXES[x][1]}{x_unit}")
     ax.set_ylabel(METRICS.get(metric, metric))
@@ -349,16 +313,16 @@ def _x_scale(largest: float, x: str) -> tuple[float, str]:
     return 1.0, " (s)"
 
 
-def protocol_title(facts: dict, seeds: int, *, train_images: int | None = None) -> str:
-    """``digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU`` + the schedule, two lines."""
-    data = facts["data"]
-    n = train_images or TRAIN_IMAGES.get(data)
-    dataset = DATASETS[data].format(n=n) if data in DATASETS and n else data
+def protocol_title(facts: dict, seeds: int) -> str:
+    """``digits (sklearn), 1,347 train images, CNN, 3 seeds, CPU`` + the schedule, two lines
+    (the names are the configs' ``display``; the image count is what the run read)."""
+    n = facts.get("train_images")
+    dataset = f"{facts['data_display']}, {n:,} train images" if n else facts["data_display"]
     device = facts["device"]
     where = "CPU" if device == "cpu" else "GPU" if device == "cuda" else device
     if device == "cuda" and facts.get("device_name"):
         where = f"GPU ({facts['device_name']})"
-    line1 = f"{dataset}, {MODELS.get(facts['model'], facts['model'])}, "
+    line1 = f"{dataset}, {facts['model_display']}, "
     line1 += f"{seeds} seed{'s' if seeds != 1 else ''}, {where}"
     line2 = f"{facts['epochs']} epochs, batch {facts['batch_size']}, {facts['schedule']}"
     return f"{line1}\n{line2}"

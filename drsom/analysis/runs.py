@@ -380,10 +380,14 @@ def provenance(runs: Sequence[Run]) -> str:
 
 def describe(run: Run) -> dict[str, Any]:
     """The protocol facts a figure title or table header states, from a run's config/summary."""
-    t = run.config["trainer"]
+    t, d, m = run.config["trainer"], run.config["data"], run.config["model"]
+    read = str(run.summary.get("data_fingerprint") or "")  # "<train>+<test>:<hash>"
     return {
-        "data": run.config["data"]["name"],
-        "model": run.config["model"]["name"],
+        "data": d["name"],
+        "model": m["name"],
+        "data_display": d.get("display") or d["name"],
+        "model_display": m.get("display") or m["name"],
+        "train_images": int(read.split("+")[0]) if read.split("+")[0].isdigit() else None,
         "epochs": t["epochs"],
         "batch_size": t["batch_size"],
         "schedule": describe_schedule(t),

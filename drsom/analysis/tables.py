@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from drsom.analysis.figures import looks, name
 from drsom.analysis.runs import COST_COLUMNS, Run, Selection, variant_suffixes
 from drsom.identity import RunKey
 from drsom.run_state import UNFINISHED, Status
@@ -50,6 +51,11 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
     """One row per run of the grid (missing ones too): status, accuracies, time to each target."""
     suffix = variant_suffixes(selection.runs)
     rows = [_run_row(r, targets, suffix[r.variant]) for r in selection.runs]
+    # how the configs name the optimizers and models (a missing run: as its stored siblings)
+    shown = looks(selection.runs)
+    models = {r.key()[2]: r.config["model"].get("display") for r in selection.runs}
+    for row in rows:
+        row["display"] = name(row["optimizer"], shown)
     for _, rid in selection.missing:
         key = RunKey.parse(rid)
         data, model, optimizer, seed, variant = (
@@ -62,8 +68,10 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
         rows.append(
             {"run_id": rid, "data": data, "model": model, "optimizer": optimizer}
             | {"setting": suffix.get(variant, ""), "variant": variant, "seed": seed}
-            | {"status": MISSING}
+            | {"status": MISSING, "display": name(optimizer, shown)}
         )
+    for row in rows:
+        row["model_display"] = models.get(row["model"]) or row["model"]
     return pd.DataFrame(rows)
 
 
@@ -97,6 +105,9 @@ def experiment_table(
         done = cell[status == FINISHED]
         first = cell.iloc[0]
         row = {"model": first["model"], "optimizer": first["optimizer"]}
+        # rows made by hand may not say how to show them: then by label and name
+        row["display"] = first.get("display") or first["optimizer"]
+        row["model_display"] = first.get("model_display") or first["model"]
         row |= {"setting": first["setting"], "variant": variant}
         row |= {"runs": len(cell), "seeds": len(done)}
         row |= {
@@ -134,8 +145,9 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
         header += [f"{units[c]} to {target_name(t)}%" for c in COSTS]
     lines = [f"## {heading}", "", notes, "", _row(header), _row(["---"] * len(header))]
     for _, r in table.iterrows():
-        shown = f"{r['optimizer']} {r['setting']}" if r["setting"] else r["optimizer"]
-        cells = [r["model"], shown, f"{r['seeds']}/{r['runs']}"]
+        who = r.get("display") or r["optimizer"]
+        shown = f"{who} {r['setting']}" if r["setting"] else who
+        cells = [r.get("model_display") or r["model"], shown, f"{r['seeds']}/{r['runs']}"]
         cells += [str(r[c]) for c in ("diverged", "unfinished", "missing")]
         for metric in ("final_test_acc", "best_test_acc", "final_train_acc"):
             cells.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"], 100, "{:.2f}"))
