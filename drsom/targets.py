@@ -134,21 +134,25 @@ def build(
     """``hydra.utils.instantiate`` of ``node`` without its meta keys, called with ``args``.
 
     ``injected`` keywords are what the suite knows only now (the dataset's number of classes);
-    the node's own values win. A ``_partial_: true`` node is called with ``args`` after
-    instantiation (optimizers: the parameters). Whatever the target raises comes back as one
-    ``TargetError`` line naming it, except the exceptions in ``passthrough`` (e.g. a dataset
-    that cannot be had), raised as they are.
+    the node's own values win. ``args`` come first in the call (optimizers: the parameters).
+    Whatever the target raises comes back as one ``TargetError`` line naming it, except the
+    exceptions in ``passthrough`` (e.g. a dataset that cannot be had), raised as they are.
     """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    check_keywords(section, node, meta)
+    target = check_keywords(section, node, meta)
+    named, _ = keywords(target)
     spec = {TARGET: node[TARGET], **injected, **arguments(node, meta)}
-    partial = bool(node.get(PARTIAL, False))
     try:
-        if partial:
-            return instantiate({**spec, PARTIAL: True}, _convert_="all")(*args)
-        return instantiate(spec, *args, _convert_="all")
+        # Always as a partial first: then a YAML list where the target's default is a tuple
+        # (``betas``) is handed over as a tuple, which some libraries insist on.
+        made = instantiate({**spec, PARTIAL: True}, _convert_="all")
+        given = {
+            k: tuple(v) if isinstance(v, list) and isinstance(named.get(k), tuple) else v
+            for k, v in made.keywords.items()
+        }
+        return made.func(*made.args, *args, **given)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, passthrough):

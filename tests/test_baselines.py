@@ -9,8 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drsom.optim.baselines import BASELINE_NAMES, build_baseline
-from drsom.optim.factory import OPTIMIZER_NAMES, build, step_protocol
+from drsom.compose import CONFIG_DIR
+from drsom.optim import build, optimizer_factory, step_protocol
+
+OPTIMIZER_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
+BASELINE_NAMES = [n for n in OPTIMIZER_CONFIGS if not n.startswith("drsom")]
 
 # A diagonal quadratic f = sum 0.5 * a * (theta - c)^2 over two tensors. Entries are chosen so that
 # every ingredient of Algorithm 2 shows in the first steps: large |theta| (weight decay), gradients
@@ -76,7 +79,7 @@ def adabelief_by_hand(
 
 def run_library(name, steps=STEPS, closure=False, **cfg):
     params = [torch.nn.Parameter(t.clone()) for t in THETA0]
-    opt = build_baseline(name, params, **cfg)
+    opt = build(name, params, **cfg)
     for _ in range(steps):
         opt.zero_grad()
         if closure:
@@ -234,7 +237,7 @@ DEFAULTS = {
     "msvag": {"lr": 0.1, "beta": 0.9, "weight_decay": 5e-4},
     "fromage": {"lr": 1e-2, "weight_decay": 0.0},
     "adahessian": {"lr": 0.15, "eps": 1e-4, "weight_decay": 5e-4},
-    "sophiah": {"lr": 6e-2, "weight_decay": 0.0},
+    "sophiah": {"lr": 6e-2, "weight_decay": 5e-4},
 }
 
 
@@ -278,28 +281,40 @@ def test_l2_wrapper_keeps_per_group_weight_decay():
     assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 5e-4]
 
 
-def test_names():
-    assert OPTIMIZER_NAMES[0] == "drsom"
-    assert set(OPTIMIZER_NAMES[1:]) == set(BASELINE_NAMES) == set(DEFAULTS)
+def test_every_baseline_config_has_its_published_defaults():
+    assert set(BASELINE_NAMES) == set(DEFAULTS)
 
 
-@pytest.mark.parametrize("builder", [build, build_baseline])
-def test_unknown_name_is_rejected(builder):
-    with pytest.raises(ValueError, match=r"name='adabeleif'.*accepted values:.*adabelief") as info:
-        builder("adabeleif", [torch.nn.Parameter(torch.zeros(2))])
-    assert "\n" not in str(info.value)
-    if builder is build:
-        assert "drsom" in str(info.value)
+def test_unknown_config_name_is_rejected():
+    with pytest.raises(
+        ValueError, match=r"config 'adabeleif'; accepted values:.*adabelief"
+    ) as info:
+        build("adabeleif", [torch.nn.Parameter(torch.zeros(2))])
+    assert "\n" not in str(info.value) and "drsom" in str(info.value)
 
 
-@pytest.mark.parametrize("builder", [build, build_baseline])
-def test_unknown_keyword_is_rejected(builder):
-    with pytest.raises(ValueError, match=r"'momentun'.*'sgd'.*accepted values:.*momentum") as info:
-        builder("sgd", [torch.nn.Parameter(torch.zeros(2))], momentun=0.9)
+def test_unknown_keyword_is_rejected():
+    with pytest.raises(
+        ValueError,
+        match=r"optimizer.momentun is not an argument of torch.optim.SGD"
+        ".*accepted keys:.*momentum",
+    ) as info:
+        build("sgd", [torch.nn.Parameter(torch.zeros(2))], momentun=0.9)
     assert "\n" not in str(info.value)
     # pytorch_optimizer would file this under the param groups without a word.
-    with pytest.raises(ValueError, match="'rectifiy'"):
-        builder("adabelief", [torch.nn.Parameter(torch.zeros(2))], rectifiy=True)
+    with pytest.raises(ValueError, match="optimizer.rectifiy is not an argument"):
+        build("adabelief", [torch.nn.Parameter(torch.zeros(2))], rectifiy=True)
+
+
+def test_any_importable_optimizer_class_builds_from_its_target():
+    p = torch.nn.Parameter(torch.ones(3))
+    node = {"_target_": "torch.optim.NAdam", "_partial_": True, "lr": 0.01, "betas": [0.9, 0.99]}
+    opt = optimizer_factory(node)([p])
+    assert type(opt).__name__ == "NAdam" and opt.param_groups[0]["betas"] == (0.9, 0.99)
+    with pytest.raises(ValueError, match="optimizer.momentum_decay must be a number, got 'x'"):
+        optimizer_factory({**node, "momentum_decay": "x"})
+    with pytest.raises(ValueError, match="optimizer._target_='torch.optim.NAdamm' cannot be"):
+        optimizer_factory({**node, "_target_": "torch.optim.NAdamm"})
 
 
 def test_radam_without_decoupled_decay_is_rejected():

@@ -103,11 +103,7 @@ def optimizer_factory(node: Mapping[str, Any]) -> Factory:
             "optimizer._partial_ must be true: the optimizer is built later, over the model's "
             "parameters"
         )
-    kwargs = arguments(node, OPTIMIZER_META)
-    _check_values(target, kwargs)
-    if isinstance(kwargs.get("betas"), list):
-        # Configs deliver lists; torch and the libraries expect a tuple.
-        node = {**node, "betas": tuple(kwargs["betas"])}
+    _check_values(target, arguments(node, OPTIMIZER_META))
 
     def factory(params):
         opt = build_target("optimizer", node, OPTIMIZER_META, params)
