@@ -54,6 +54,7 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
     # how the configs name the optimizers and models (a missing run: as its stored siblings)
     shown = looks(selection.runs)
     models = {r.key()[2]: r.config["model"].get("display") for r in selection.runs}
+    datasets = {r.key()[1]: r.config["data"].get("display") for r in selection.runs}
     for row in rows:
         row["display"] = name(row["optimizer"], shown)
     for _, rid in selection.missing:
@@ -72,6 +73,7 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
         )
     for row in rows:
         row["model_display"] = models.get(row["model"]) or row["model"]
+        row["data_display"] = datasets.get(row["data"]) or row["data"]
     return pd.DataFrame(rows)
 
 
@@ -104,10 +106,11 @@ def experiment_table(
         status = cell["status"]
         done = cell[status == FINISHED]
         first = cell.iloc[0]
-        row = {"model": first["model"], "optimizer": first["optimizer"]}
+        row = {"data": first["data"], "model": first["model"], "optimizer": first["optimizer"]}
         # rows made by hand may not say how to show them: then by label and name
         row["display"] = first.get("display") or first["optimizer"]
         row["model_display"] = first.get("model_display") or first["model"]
+        row["data_display"] = first.get("data_display") or first["data"]
         row |= {"setting": first["setting"], "variant": variant}
         row |= {"runs": len(cell), "seeds": len(done)}
         row |= {
@@ -138,7 +141,9 @@ def _mean_std(frame: pd.DataFrame, column: str) -> dict[str, float]:
 # ------------------------------------------------------------------------------- Markdown
 def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes: str) -> str:
     """The table for a reader: percent accuracies, "mean ± std", "(reached/seeds)" per target."""
-    header = ["model", "optimizer", "seeds", "diverged", "unfinished", "missing"]
+    several = table["data"].nunique() > 1 if "data" in table else False  # then a data column
+    header = [*(["data"] if several else []), "model", "optimizer", "seeds"]
+    header += ["diverged", "unfinished", "missing"]
     header += ["final test acc (%)", "best test acc (%)", "final train acc (%)"]
     units = {"epochs": "epochs", "seconds": "train s", "grad_evals": "grad evals"}
     for t in targets:
@@ -147,7 +152,8 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
     for _, r in table.iterrows():
         who = r.get("display") or r["optimizer"]
         shown = f"{who} {r['setting']}" if r["setting"] else who
-        cells = [r.get("model_display") or r["model"], shown, f"{r['seeds']}/{r['runs']}"]
+        cells = [r.get("data_display") or r["data"]] if several else []
+        cells += [r.get("model_display") or r["model"], shown, f"{r['seeds']}/{r['runs']}"]
         cells += [str(r[c]) for c in ("diverged", "unfinished", "missing")]
         for metric in ("final_test_acc", "best_test_acc", "final_train_acc"):
             cells.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"], 100, "{:.2f}"))
