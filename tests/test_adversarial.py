@@ -28,8 +28,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from run_helpers import only_run, read_csv, run_inprocess, tiny
 
-from drsom import config, jobs, run_folder, runner
+from drsom import jobs, run_folder, runner
 from drsom.config import ConfigError, validate
+from drsom.identity import complete
 from drsom.run_folder import RunDir, StorageError
 from drsom.run_state import run_state
 from drsom.tracking import start_tracker
@@ -126,16 +127,21 @@ def test_labels_that_are_file_name_parts_are_accepted(cifar_root, tmp_path):
     assert only_run(tmp_path).name.startswith("cifar10-cnn-sgd_lr0.1-")
 
 
-def test_any_error_of_the_optimizer_probe_is_one_line_naming_the_optimizer(monkeypatch):
-    def broken(*args, **kwargs):
+class BrokenOptimizer(torch.optim.SGD):
+    """An optimizer whose constructor fails in an unexpected way (two lines, no ValueError)."""
+
+    def __init__(self, params, lr=0.1, momentum=0.0, nesterov=False, weight_decay=0.0):
         raise RuntimeError("something odd\nin two lines")
 
-    monkeypatch.setattr(config, "build", broken)
+
+def test_any_error_of_the_optimizer_probe_is_one_line_naming_the_optimizer():
+    target = f"{__name__}.BrokenOptimizer"
+    overrides = ["optimizer=sgd", f"optimizer._target_={target}", "trainer.device=cpu"]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("config", overrides=["trainer.device=cpu", "logger.mode=disabled"])
+        cfg = compose("config", overrides=[*overrides, "logger.mode=disabled"])
     with pytest.raises(ConfigError) as err:
-        validate(OmegaConf.to_container(cfg, resolve=True))
-    assert str(err.value) == "optimizer (drsom): something odd in two lines"
+        validate(complete(OmegaConf.to_container(cfg, resolve=True)))
+    assert str(err.value) == f"optimizer ({target}): something odd in two lines"
 
 
 def test_amp_on_the_cpu_says_so_in_one_warning(cifar_root, tmp_path, caplog):

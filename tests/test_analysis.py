@@ -234,12 +234,13 @@ def test_time_to_target_takes_the_first_epoch_at_or_above_it():
 
 def test_markdown_shows_percent_mean_std_and_partial_counts(table):
     text = markdown(table.reset_index(), (0.90, 0.93), EXPERIMENT, "notes")
-    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| cnn")}
-    assert "| 3/3 | 0 | 0 | 0 | 96.00 ± 1.00 |" in lines["drsom"]
-    assert "| 2/3 | 1 | 0 | 0 | 93.00 ± 1.41 |" in lines["adam"]
-    assert "5.0 (1/2)" in lines["adam"]  # epochs to 93%: one of the two finished seeds
-    assert "| 1/3 | 0 | 1 | 1 | 93.00 |" in lines["adabelief"]
-    assert "not reached (0/3)" in lines["sgd"]
+    # models and optimizers as their configs' `display` names them
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| CNN")}
+    assert "| 3/3 | 0 | 0 | 0 | 96.00 ± 1.00 |" in lines["DRSOM"]
+    assert "| 2/3 | 1 | 0 | 0 | 93.00 ± 1.41 |" in lines["Adam"]
+    assert "5.0 (1/2)" in lines["Adam"]  # epochs to 93%: one of the two finished seeds
+    assert "| 1/3 | 0 | 1 | 1 | 93.00 |" in lines["AdaBelief"]
+    assert "not reached (0/3)" in lines["SGD"]
 
 
 def test_summarize_writes_markdown_and_csv(store, tmp_path):
@@ -258,7 +259,7 @@ def test_summarize_writes_markdown_and_csv(store, tmp_path):
         ("missing", 1),
     ]
     text = (out / f"{EXPERIMENT}.md").read_text()
-    assert "digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU" in text
+    assert "digits (sklearn), CNN, 3 seeds, CPU" in text  # no fingerprint: no image count
 
 
 # -------------------------------------------------------------------------------- figures
@@ -271,6 +272,7 @@ def test_one_line_per_optimizer_with_the_fixed_colours_and_seed_counts(selection
         "title",
         order=["drsom", "adam", "adabelief", "sgd"],
         legend_notes=plot_curves.legend_notes(selection.runs),
+        shown=figures.looks(selection.runs),
     )
     ax = fig.axes[0]
     lines = {line.get_label(): line for line in ax.get_lines()}
@@ -281,8 +283,9 @@ def test_one_line_per_optimizer_with_the_fixed_colours_and_seed_counts(selection
         "SGD (3 seeds)",
     ]
     drsom = lines["DRSOM (3 seeds)"]
-    assert drsom.get_color() == figures.COLORS["drsom"]
-    assert lines["SGD (3 seeds)"].get_color() == figures.COLORS["sgd"]
+    # the colours the configs give (configs/optimizer/drsom.yaml, sgd.yaml); DRSOM on top
+    assert drsom.get_color() == "#000000" and drsom.get_zorder() == 3
+    assert lines["SGD (3 seeds)"].get_color() == "#1f77b4"
     np.testing.assert_allclose(drsom.get_xdata(), [1, 2, 3, 4, 5])
     np.testing.assert_allclose(drsom.get_ydata(), [55, 88.333333, 91.333333, 94, 96], rtol=1e-6)
     # the diverged adam seed counts while it has epochs: mean of 3 runs, then of 2
@@ -311,7 +314,8 @@ def test_band_is_std_from_three_seeds_and_min_max_below():
 def test_x_axis_time_and_gradient_evaluations_use_the_stores_cost_columns(selection):
     frame = metrics_frame(selection.runs)
     for x, expected in (("time", [11, 21, 31, 41, 51]), ("grad_evals", [33, 66, 99, 132, 165])):
-        fig = figures.curve_figure(frame, "test_acc", x, "t", order=["drsom"])
+        shown = figures.looks(selection.runs)
+        fig = figures.curve_figure(frame, "test_acc", x, "t", order=["drsom"], shown=shown)
         drsom = next(li for li in fig.axes[0].get_lines() if li.get_label().startswith("DRSOM"))
         np.testing.assert_allclose(drsom.get_xdata(), expected)  # mean over seeds 0, 1, 2
         plt.close(fig)
@@ -347,11 +351,12 @@ def test_reference_curves_are_dashed_in_the_optimizers_colour_and_in_percent(tmp
     runs = [synthetic_run("sgd", 0, [0.5, 0.6]), synthetic_run("drsom", 0, [0.55, 0.7])]
     facts = {"data": "cifar10", "model": "resnet34"}
     ref = plot_curves._reference_for(reference, facts, "epoch")
-    fig = figures.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t", reference=ref)
+    frame, shown = metrics_frame(runs), figures.looks(runs)
+    fig = figures.curve_figure(frame, "test_acc", "epoch", "t", reference=ref, shown=shown)
     dashed = [li for li in fig.axes[0].get_lines() if li.get_linestyle() == "--"]
     # sgd has our runs and published ones; adabelief is not in the figure; vgg11 is another model
     assert [li.get_label() for li in dashed] == ["SGD (published, 1 run)"]
-    assert dashed[0].get_color() == figures.COLORS["sgd"]
+    assert dashed[0].get_color() == SHOWN["sgd"][1]
     np.testing.assert_allclose(dashed[0].get_ydata(), [45.0, 65.0])
     plt.close(fig)
     assert (
@@ -368,12 +373,19 @@ def test_a_wrong_reference_file_is_one_line_and_exit_code_2(store, tmp_path, cap
         assert err.startswith(f"error: --reference {path}") and err.count("\n") == 1
 
 
+# how the synthetic runs' configs say to show them (display, colour)
+SHOWN = {"drsom": ("DRSOM", "#000000"), "sgd": ("SGD", "#1f77b4"), "adam": ("Adam", "#ff7f0e")}
+
+
 def synthetic_run(optimizer: str, seed: int, accs: list[float]) -> Run:
+    display, color = SHOWN.get(optimizer, (optimizer, None))
     cfg = {
         "experiment": "x",
         "data": {"name": "cifar10"},
         "model": {"name": "resnet34"},
-        "optimizer": {"label": optimizer, "name": optimizer.split("_")[0]},
+        # drsom_twin: drsom's config under a second label (the same target and arguments)
+        "optimizer": {"_target_": f"x.{optimizer.split('_')[0]}", "label": optimizer}
+        | {"display": display, "color": color},
         "seed": seed,
     }
     metrics = pd.DataFrame(metric_rows(optimizer, seed, accs))
@@ -385,7 +397,9 @@ def test_accuracy_figures_magnify_the_second_half_in_a_panel_of_their_own():
     runs = [synthetic_run("drsom", s, [a - 0.01 * s for a in accs]) for s in range(3)]
     runs.append(synthetic_run("sgd", 0, [0.3, 0.4]))  # diverged early: no second half
     runs.append(synthetic_run("adam", 0, [0.5] * 10))  # far below: named, not drawn
-    fig = figures.curve_figure(metrics_frame(runs), "test_acc", "epoch", "t")
+    fig = figures.curve_figure(
+        metrics_frame(runs), "test_acc", "epoch", "t", shown=figures.looks(runs)
+    )
     main, zoom = fig.axes
     assert len(main.get_lines()) == 3 and len(zoom.get_lines()) == 1
     assert [text.get_text() for text in zoom.texts] == ["below the frame: Adam"]
@@ -400,7 +414,7 @@ def test_accuracy_figures_magnify_the_second_half_in_a_panel_of_their_own():
 
 def test_legend_names_a_second_label_of_the_same_config_and_lost_runs():
     runs = [synthetic_run("drsom", 0, [0.5]), synthetic_run("sgd", 0, [0.5])]
-    runs += [synthetic_run("drsom_adam", 0, [0.5]), synthetic_run("drsom_adam", 1, [0.5])]
+    runs += [synthetic_run("drsom_twin", 0, [0.5]), synthetic_run("drsom_twin", 1, [0.5])]
     runs[-1].summary["status"] = "diverged"
     runs[-1].config["seed"] = 1
     # seed 0 is DRSOM's config under a second name; seed 1 has no DRSOM twin and diverged
@@ -411,23 +425,29 @@ def test_protocol_title_states_data_model_seeds_device_and_schedule():
     facts = {
         "data": "digits",
         "model": "cnn",
+        "data_display": "digits (sklearn)",
+        "model_display": "CNN",
+        "train_images": 1347,
         "epochs": 30,
         "batch_size": 128,
         "schedule": "lr ×0.1 after epoch 22",
         "device": "cpu",
     }
     assert figures.protocol_title(facts, 3) == (
-        "digits (sklearn, 1,347 train images), CNN, 3 seeds, CPU\n"
+        "digits (sklearn), 1,347 train images, CNN, 3 seeds, CPU\n"
         "30 epochs, batch 128, lr ×0.1 after epoch 22"
     )
 
 
-def test_colours_are_one_fixed_mapping_distinct_within_every_experiment():
+def test_colours_come_from_the_configs_and_differ_within_every_experiment():
     for name in experiment_names():
         params = OmegaConf.load(REPO / "experiments" / f"{name}.yaml").hydra.sweeper.params
         labels = str(params.optimizer).split(",")
-        assert len({figures.color(lbl) for lbl in labels}) == len(labels), name
+        colours = {compose_config(f"optimizer={lbl}")["optimizer"]["color"] for lbl in labels}
+        assert len(colours) == len(labels), name
+    # a config without one: a colour fixed by its label, the same in every figure
     assert figures.color("my_new_optimizer") == figures.color("my_new_optimizer")
+    assert figures.color("my_new_optimizer") != figures.color("my_other_optimizer")
 
 
 def test_a_run_made_under_an_older_config_is_used_and_not_silently_lost(store, tmp_path):
@@ -587,7 +607,7 @@ def lr_sweep(tmp_path_factory) -> Path:
         ["data=cifar10", "model=cnn", "trainer.epochs=3", "optimizer=sgd"],
     )
     for cfg, accs in zip(cfgs, ([0.6, 0.9, 0.97], [0.2, 0.25, 0.3], [0.4, 0.5, 0.6]), strict=True):
-        write_run(root, cfg, metric_rows(cfg["optimizer"]["name"], 0, accs), "finished")
+        write_run(root, cfg, metric_rows(cfg["optimizer"]["label"], 0, accs), "finished")
     return root
 
 
@@ -602,7 +622,9 @@ def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep,
     # the SGD run is alone of its label on its data: no setting to name
     assert table.loc[table["optimizer"] == "sgd", "setting"].tolist() == [""]
     text = (tmp_path / "default.md").read_text()
-    assert "| cnn | adam lr=0.001 | 1/1 |" in text and "| cnn | adam lr=0.01 | 1/1 |" in text
+    # two datasets: a data column; names as the configs display them
+    assert "| digits (sklearn) | CNN | Adam lr=0.001 | 1/1 |" in text
+    assert "| digits (sklearn) | CNN | Adam lr=0.01 | 1/1 |" in text
 
 
 def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_sweep, tmp_path):
@@ -612,7 +634,9 @@ def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_swe
     assert names == ["cifar10-cnn-test_acc-epoch.png", "digits-cnn-test_acc-epoch.png"]
     frame = metrics_frame(load_store(lr_sweep))
     digits = frame[frame["data"] == "digits"]
-    fig = figures.curve_figure(digits, "test_acc", "epoch", "t")
+    fig = figures.curve_figure(
+        digits, "test_acc", "epoch", "t", shown=figures.looks(load_store(lr_sweep))
+    )
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert labels == ["Adam lr=0.001 (1 seed)", "Adam lr=0.01 (1 seed)"]
     lines = fig.axes[0].get_lines()

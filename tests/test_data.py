@@ -18,9 +18,8 @@ from cifar_fixture import write_fake_cifar10, write_fake_cifar100
 
 import drsom.data.cifar as cifar_module
 from drsom.data import DataBundle, DatasetUnavailable, EpochLoader, build_data
-from drsom.data.cifar import cifar10, cifar100
+from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD, cifar10, cifar100
 from drsom.data.digits import digits as load_digits
-from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
