@@ -11,7 +11,9 @@ from .drsom import DRSOM, PRESETS
 from .factory import OPTIMIZER_NAMES, build
 from .protocol import (
     ORACLES,
+    RESERVED_DIAGNOSTICS,
     describe,
+    hyperparameters,
     needs_double_backward,
     state_numel,
     step_counts,
@@ -25,9 +27,11 @@ __all__ = [
     "OPTIMIZER_NAMES",
     "ORACLES",
     "PRESETS",
+    "RESERVED_DIAGNOSTICS",
     "BatchClosure",
     "build",
     "describe",
+    "hyperparameters",
     "make_closure",
     "needs_double_backward",
     "state_numel",
