@@ -3,8 +3,9 @@
 ``<results_dir>/<run_id>/`` holds
 
 * ``config.yaml``    the resolved config of the run;
-* ``metrics.csv``    one row per completed epoch (columns: ``drsom.train.METRIC_COLUMNS``);
-* ``steps.csv``      DRSOM diagnostics every ``trainer.log_every_steps`` steps;
+* ``metrics.csv``    one row per completed epoch (columns: ``drsom.train.Trainer.metric_columns``);
+* ``steps.csv``      every ``trainer.log_every_steps`` steps: the loss and the optimizer's
+                     diagnostics (columns: ``drsom.train.Trainer.step_columns``);
 * ``summary.json``   status (running|interrupted|finished|diverged|failed), final and best
                      accuracies, wall time, git commit, versions;
 * ``checkpoint.pt``  everything needed to continue the run exactly (never committed), and

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from drsom.identity import config_hash, group_name, run_id
+from drsom.optim import hyperparameters
 from drsom.run_state import TERMINAL
 from drsom.train import Trainer
 
@@ -100,19 +101,6 @@ def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any)
     )
     if status in TERMINAL:
         summary["ended_at"] = summary["updated_at"]
-
-
-def hyperparameters(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """The effective values of the first param group: defaults and presets filled in."""
-    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-    for attr in ("hessian", "directions", "subproblem"):  # DRSOM's choices
-        if hasattr(optimizer, attr):
-            group[attr] = getattr(optimizer, attr)
-    plain = (bool, int, float, str, type(None))
-    return {
-        k: list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else repr(v)
-        for k, v in group.items()
-    }
 
 
 # What decides a run's numbers in the checkout: edits here (committed or not, new files too) make

@@ -31,7 +31,7 @@ from drsom.config import ConfigError, resolve_device, validate
 from drsom.data import DataBundle, DatasetUnavailable, build_data, load_dataset
 from drsom.identity import complete, group_name, run_id
 from drsom.models import build_model
-from drsom.optim import optimizer_factory, step_protocol
+from drsom.optim import needs_double_backward, optimizer_factory
 from drsom.preemption import PreemptionGuard
 from drsom.run_folder import (
     CheckpointError,
@@ -378,9 +378,9 @@ def _record_storage_failure(
 
 
 def _write_tables(run_dir: RunDir, trainer: Trainer) -> None:
-    run_dir.write_table("metrics", METRIC_COLUMNS, trainer.metrics)
+    run_dir.write_table("metrics", trainer.metric_columns(), trainer.metrics)
     if trainer.steps:
-        run_dir.write_table("steps", STEP_COLUMNS, trainer.steps)
+        run_dir.write_table("steps", trainer.step_columns(), trainer.steps)
     else:
         run_dir.steps.unlink(missing_ok=True)
 
@@ -460,10 +460,10 @@ def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, want
     """(module to run, whether it is compiled, why not when compiling was asked for)."""
     if not wanted:
         return model, False, None
-    if step_protocol(optimizer) == "create_graph" or getattr(optimizer, "hessian", None) == "hvp":
+    if needs_double_backward(optimizer):
         note = (
-            "trainer.compile ignored: this optimizer needs double backward (exact Hessian-"
-            "vector products), which torch.compile cannot run; training eagerly"
+            "trainer.compile ignored: this optimizer needs double backward (it differentiates "
+            "a gradient again), which torch.compile cannot run; training eagerly"
         )
         log.warning(note)
         return model, False, note
@@ -525,6 +525,7 @@ def _absolute(base: Path, path: str) -> Path:
 
 # -------------------------------------------------------------------------------- display
 def _epoch_line(row: dict, epochs: int) -> str:
+    """The epoch's log line: losses, accuracies, lr, the optimizer's diagnostics, seconds."""
     parts = [
         f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
         f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}",
@@ -532,13 +533,18 @@ def _epoch_line(row: dict, epochs: int) -> str:
     if row["test_acc"] == row["test_acc"]:  # NaN: not evaluated this epoch
         parts.append(f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}")
     parts.append(f"lr {row['lr']:.3g}")
-    if row.get("radius") is not None:
-        parts.append(f"radius {row['radius']:.3g} accepted {row['accept_rate']:.0%}")
+    # the optimizer's epoch means (Trainer.metric_columns), whatever its keys are
+    own = [(k.removesuffix("_mean"), v) for k, v in row.items() if k not in METRIC_COLUMNS]
+    means = [f"{k} {v:.3g}" for k, v in own]
+    if means:
+        parts.append("mean " + " ".join(means))
     parts.append(f"{row['train_seconds']:.1f}s train / {row['total_seconds']:.1f}s total")
     return "  ".join(parts)
 
 
 def _step_log(row: dict) -> dict[str, Any]:
-    out = {f"drsom/{k}": v for k, v in row.items() if k not in ("step", "alpha")}
-    out.update({f"drsom/alpha_{i}": a for i, a in enumerate(row["alpha"])})
-    return out
+    """A steps.csv row for wandb: the loop's columns as ``step/<key>``, the optimizer's
+    diagnostics as ``opt/<key>`` (wandb's own step is the row's step)."""
+    return {
+        f"step/{k}" if k in STEP_COLUMNS else f"opt/{k}": v for k, v in row.items() if k != "step"
+    }

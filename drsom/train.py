@@ -1,10 +1,21 @@
-"""The training loop: one code path for DRSOM and the baselines, resumable bit for bit.
+"""The training loop: one code path for every optimizer, resumable bit for bit.
 
-Every optimizer is stepped on the same mini-batch closure (``drsom.optim.make_closure``): DRSOM
-calls it itself, as often as its ratio test needs (``opt.step(closure)``); the others call it
-once and differentiate it (``loss = closure(); loss.backward(); opt.step()``, with
-``create_graph`` for the Hutchinson methods). Either way ``closure.loss`` and ``closure.outputs``
-are the first forward at the current parameters, so losses and accuracies mean the same thing.
+The loop knows optimizers only through the optimizer protocol (:mod:`drsom.optim.protocol`):
+every optimizer is stepped on the same mini-batch closure (``drsom.optim.make_closure``) by
+``take_step``, which calls ``opt.step(closure)`` for closure optimizers (they evaluate it as often
+as they need) and differentiates it once for the others (``create_graph`` where the optimizer
+asks for it). Either way ``closure.loss`` and ``closure.outputs`` are the first forward at the
+current parameters, so losses and accuracies mean the same thing for every optimizer. What a
+step cost comes from ``step_counts``; what it reports from ``step_diagnostics``, a flat mapping
+the loop logs under the optimizer's own keys without knowing them:
+
+* ``steps.csv`` (every ``log_every_steps`` steps): ``STEP_COLUMNS`` (step, epoch, loss), then the
+  diagnostics of that step, one column per key;
+* ``metrics.csv`` (every epoch): ``METRIC_COLUMNS``, then ``<key>_mean`` per diagnostic key.
+
+The diagnostic columns of a run are the keys of its first step's diagnostics, kept in the state
+(so a resumed run writes the same header). A key that appears later is not logged and a key that
+disappears is left empty, each said once in a warning: a table's header never changes mid-run.
 
 ``Trainer.state_dict`` holds everything the future of a run depends on: model, optimizer and
 scheduler states, the global RNG states (dropout, Hutchinson probes), the counters and the rows so
@@ -20,11 +31,11 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import math
 import random
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,7 +45,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from drsom.data import DataBundle
-from drsom.optim import make_closure, step_protocol
+from drsom.optim import make_closure, step_counts, step_diagnostics, take_step
+
+log = logging.getLogger("drsom")
 
 METRIC_COLUMNS = (
     "epoch",  # epochs completed (1-based)
@@ -43,16 +56,23 @@ METRIC_COLUMNS = (
     "train_acc",  # fraction in [0, 1], same forward as train_loss
     "test_loss",  # empty on epochs without evaluation (trainer.eval_every)
     "test_acc",  # fraction in [0, 1]
-    "lr",  # lr during the epoch (DRSOM: the step bound)
-    "radius",  # DRSOM: trust radius after the epoch's last step (regularized: its step length)
-    "accept_rate",  # DRSOM: fraction of this epoch's steps whose trial was accepted
+    "lr",  # lr during the epoch (param group 0; what it means is the optimizer's)
     "train_seconds",  # cumulative seconds in training steps (no evaluation, no bookkeeping)
     "total_seconds",  # cumulative wall-clock seconds of all epochs (evaluation and saving too)
     "forward",  # cumulative forward passes of the training loop (evaluation not counted)
     "grad",  # cumulative gradient evaluations
     "hvp",  # cumulative Hessian-vector products
+    # then one "<key>_mean" column per diagnostic key of the optimizer (see the module doc): the
+    # mean of that diagnostic over the epoch's steps, NaN values ("not defined this step")
+    # skipped, empty when no step of the epoch defined it; e.g. a 0/1 "accepted" gives the
+    # fraction of accepted steps. Means, not last values: an epoch's row summarises all its steps.
 )
-STEP_COLUMNS = ("step", "epoch", "loss", "rho", "radius", "alpha", "accept_rate", "trials", "lam")
+STEP_COLUMNS = (
+    "step",  # optimizer steps so far, this one included
+    "epoch",  # the epoch the step belongs to (1-based)
+    "loss",  # the step's mini-batch loss at the parameters before it (closure.loss)
+    # then the step's diagnostics, one column per key (empty where NaN)
+)
 WALL_CLOCK_COLUMNS = ("train_seconds", "total_seconds")
 
 PROGRESS_EVERY = 10  # steps between progress-bar updates (each one waits for the device)
@@ -101,15 +121,6 @@ def _tuples(x: Any) -> Any:
     return tuple(_tuples(v) for v in x) if isinstance(x, list | tuple) else x
 
 
-def hutchinson_products(opt: torch.optim.Optimizer) -> int:
-    """HVPs the next step of AdaHessian / Sophia-H will take: ``num_samples`` on refresh steps.
-
-    Mirrors pytorch_optimizer's rule (refresh when ``step % update_period == 0``, counted from 0).
-    """
-    done = int(opt.param_groups[0].get("step", 0))
-    return int(opt.num_samples) if done % int(opt.update_period) == 0 else 0
-
-
 class Trainer:
     def __init__(
         self,
@@ -134,8 +145,6 @@ class Trainer:
         self.epochs, self.eval_every, self.log_every_steps = epochs, eval_every, log_every_steps
         self.autocast, self.progress, self.on_log_step = autocast, progress, on_log_step
         self.should_stop = should_stop  # asked after every step but an epoch's last: pause?
-        self.protocol = step_protocol(optimizer)
-        self.is_drsom = self.protocol == "closure"
         self.device = next(model.parameters()).device
         self.epoch = 0  # epochs completed
         self.step = 0
@@ -143,6 +152,9 @@ class Trainer:
         self.seconds = {"train": 0.0, "total": 0.0}
         self.metrics: list[dict] = []
         self.steps: list[dict] = []
+        # the optimizer's diagnostic keys: the columns of its tables (None until the first step)
+        self.diagnostic_keys: tuple[str, ...] | None = None
+        self._odd_keys: set[str] = set()  # keys off the first step's, warned about once
         self.partial: dict[str, Any] | None = None  # position inside the epoch after a Paused
 
     # ---------------------------------------------------------------------------- state
@@ -158,6 +170,7 @@ class Trainer:
             "seconds": dict(self.seconds),
             "metrics": list(self.metrics),
             "steps": list(self.steps),
+            "diagnostic_keys": None if self.diagnostic_keys is None else list(self.diagnostic_keys),
             "partial": dict(self.partial) if self.partial else None,
         }
 
@@ -170,6 +183,8 @@ class Trainer:
         self.counts, self.seconds = dict(state["counts"]), dict(state["seconds"])
         self.metrics, self.steps = list(state["metrics"]), list(state["steps"])
         self.partial = state.get("partial")  # absent in checkpoints of epoch boundaries only
+        keys = state.get("diagnostic_keys")
+        self.diagnostic_keys = None if keys is None else tuple(keys)
         set_rng_state(state["rng"])  # last: nothing above may consume random numbers after it
 
     # ----------------------------------------------------------------------------- loop
@@ -206,8 +221,9 @@ class Trainer:
         steps = int(done.get("batches", 0))
         loss_sum = torch.tensor(done.get("loss_sum", 0.0), dtype=torch.float64, device=self.device)
         correct = torch.tensor(done.get("correct", 0), dtype=torch.int64, device=self.device)
-        seen, accepted = int(done.get("seen", 0)), int(done.get("accepted", 0))
-        window: list[dict] = list(done.get("window", []))
+        seen = int(done.get("seen", 0))
+        # per diagnostic key: [sum, steps that defined it] over this epoch's steps
+        sums: dict[str, list] = {k: list(v) for k, v in done.get("diagnostic_sums", {}).items()}
         bar = tqdm(
             # Batch i of an epoch is a function of (seed, epoch, i): skipping is exact.
             itertools.islice(loader, steps, None),
@@ -228,25 +244,19 @@ class Trainer:
             seen += len(targets)
             loss_sum += closure.loss.double() * len(targets)
             correct += (closure.outputs.argmax(1) == targets).sum()
-            postfix: dict[str, str] = {}
-            if self.is_drsom:
-                info = self.optimizer.last_step
-                accepted += info["accepted"]
-                if not math.isfinite(info["loss"]):
-                    raise Diverged(self.epoch + 1, self.step)
-                if self.log_every_steps:
-                    window.append(_window_entry(info))
-                    if self.step % self.log_every_steps == 0:
-                        self._log_steps(window)
-                        window = []
-                postfix = {"rho": f"{info['rho']:.2f}", "radius": f"{info['radius']:.3g}"}
+            diagnostics = self._diagnostics()
+            for key, value in diagnostics.items():
+                if not math.isnan(value):
+                    total = sums.setdefault(key, [0.0, 0])
+                    total[0] += value
+                    total[1] += 1
+            if self.log_every_steps and self.step % self.log_every_steps == 0:
+                self._log_step(float(closure.loss), diagnostics)
             if steps % PROGRESS_EVERY == 0 or steps == len(loader):
                 mean_loss = loss_sum.item() / seen  # waits for the device: only now and then
                 if not math.isfinite(mean_loss):
                     raise Diverged(self.epoch + 1, self.step)
-                bar.set_postfix(
-                    loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}", **postfix
-                )
+                bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}")
             if steps < len(loader) and self.should_stop is not None and self.should_stop():
                 self._sync()
                 self.seconds["train"] += time.perf_counter() - start
@@ -256,8 +266,7 @@ class Trainer:
                     "loss_sum": loss_sum.item(),  # float64 both ways: the sums resume exactly
                     "correct": int(correct.item()),
                     "seen": seen,
-                    "accepted": int(accepted),
-                    "window": window,
+                    "diagnostic_sums": {k: list(v) for k, v in sums.items()},  # Python floats
                 }
                 bar.close()
                 raise Paused(self.epoch + 1, steps, len(loader))
@@ -265,28 +274,40 @@ class Trainer:
         self.seconds["train"] += time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)  # frees create_graph graphs before evaluation
         row = {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
-        if self.is_drsom:
-            row.update(
-                radius=float(self.optimizer.last_step["radius"]), accept_rate=accepted / steps
-            )
+        for key in self.diagnostic_keys or ():
+            total, n = sums.get(key, (0.0, 0))
+            row[f"{key}_mean"] = total / n if n else math.nan
         return row
 
     def _optimizer_step(self, closure) -> None:
-        if self.protocol == "closure":
-            self.optimizer.step(closure)
-            cost = self.optimizer.last_step
-            self._count(cost["forward"], cost["grad"], cost["hvp"])
-            return
-        hvps = hutchinson_products(self.optimizer) if self.protocol == "create_graph" else 0
-        self.optimizer.zero_grad(set_to_none=True)  # also breaks create_graph's grad cycles
-        loss = closure()
-        with warnings.catch_warnings():
-            # torch warns that create_graph=True leaks through a parameter-gradient cycle; the
-            # zero_grad(set_to_none=True) above breaks that cycle every step.
-            warnings.filterwarnings("ignore", "Using backward.. with create_graph=True")
-            loss.backward(create_graph=self.protocol == "create_graph")
-        self.optimizer.step()
-        self._count(1, 1, hvps)
+        """One step by the optimizer's protocol, counted by what it reports it cost."""
+        take_step(self.optimizer, closure)
+        for key, n in step_counts(self.optimizer).items():
+            self.counts[key] += n
+
+    def _diagnostics(self) -> dict[str, float]:
+        """The step's diagnostics under the run's keys: those of its first step (module doc)."""
+        diagnostics = step_diagnostics(self.optimizer)
+        if self.diagnostic_keys is None:
+            self.diagnostic_keys = tuple(diagnostics)
+        keys = self.diagnostic_keys
+        odd = (set(diagnostics) ^ set(keys)) - self._odd_keys
+        if odd:
+            self._odd_keys |= odd
+            log.warning(
+                f"{type(self.optimizer).__name__}: step {self.step} reports the diagnostics "
+                f"{sorted(diagnostics)}, the run's tables have {sorted(keys)}: "
+                f"{sorted(odd)} left out or empty from here on"
+            )
+        return {key: diagnostics.get(key, math.nan) for key in keys}
+
+    def metric_columns(self) -> tuple[str, ...]:
+        """The columns of ``metrics.csv``: the fixed ones, then ``<key>_mean`` per diagnostic."""
+        return METRIC_COLUMNS + tuple(f"{key}_mean" for key in self.diagnostic_keys or ())
+
+    def step_columns(self) -> tuple[str, ...]:
+        """The columns of ``steps.csv``: step, epoch, loss, then the diagnostics' keys."""
+        return STEP_COLUMNS + tuple(self.diagnostic_keys or ())
 
     @torch.no_grad()
     def evaluate(self) -> tuple[float, float]:
@@ -304,11 +325,6 @@ class Trainer:
         return loss_sum.item() / seen, correct.item() / seen
 
     # --------------------------------------------------------------------------- helpers
-    def _count(self, forward: int, grad: int, hvp: int) -> None:
-        self.counts["forward"] += forward
-        self.counts["grad"] += grad
-        self.counts["hvp"] += hvp
-
     def _cumulative(self) -> dict[str, float]:
         return {
             "train_seconds": self.seconds["train"],
@@ -316,18 +332,10 @@ class Trainer:
             **self.counts,
         }
 
-    def _log_steps(self, window: list[dict]) -> None:
-        last = window[-1]
-        row = {
-            "step": self.step,
-            "epoch": self.epoch + 1,
-            # float(): the optimizer may report numpy scalars, which a weights-only
-            # torch.load of the checkpoint would refuse
-            **{k: float(last[k]) for k in ("loss", "rho", "radius", "lam")},
-            "alpha": [float(a) for a in last["alpha"]],
-            "accept_rate": sum(s["accepted"] for s in window) / len(window),
-            "trials": sum(s["trials"] for s in window) / len(window),
-        }
+    def _log_step(self, loss: float, diagnostics: Mapping[str, float]) -> None:
+        # plain Python floats (step_diagnostics' contract): the rows go into the checkpoint,
+        # which loads with torch.load(weights_only=True)
+        row = {"step": self.step, "epoch": self.epoch + 1, "loss": loss, **diagnostics}
         self.steps.append(row)
         if self.on_log_step is not None:
             self.on_log_step(row)
@@ -335,18 +343,3 @@ class Trainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-
-
-def _window_entry(info: dict) -> dict[str, Any]:
-    """What ``_log_steps`` reads of a DRSOM step, as plain Python numbers.
-
-    The window of a paused epoch goes into the checkpoint, which loads with
-    ``torch.load(weights_only=True)``: no numpy scalars.
-    """
-    entry = {k: float(info[k]) for k in ("loss", "rho", "radius", "lam")}
-    entry.update(
-        alpha=[float(a) for a in info["alpha"]],
-        accepted=int(info["accepted"]),
-        trials=int(info["trials"]),
-    )
-    return entry

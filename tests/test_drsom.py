@@ -47,6 +47,16 @@ def _cg_steps(A, b, tol):
     raise AssertionError("CG did not converge")
 
 
+def remember(opt: DRSOM, dirs: torch.Tensor) -> None:
+    """Give ``opt`` the direction memory ``dirs`` (rows) through its saved state, as a restored
+    run would have it: the state dict is the public way in."""
+    sd = opt.state_dict()
+    own = sd["state"]["drsom"]
+    own["R"][: len(dirs)] = dirs
+    own["directions"]["filled"] = len(dirs)
+    opt.load_state_dict(sd)
+
+
 # --------------------------------------------------------------------------- curvature sources
 @pytest.mark.parametrize("hessian", ["hvp", "fd", "interp"])
 @pytest.mark.parametrize("k", [2, 3])
@@ -55,8 +65,7 @@ def test_sources_reproduce_VAV_on_a_quadratic(hessian, k):
     x = torch.randn(20, dtype=F64, generator=torch.Generator().manual_seed(1)).requires_grad_()
     opt = DRSOM([x], hessian=hessian, directions="history", history=k - 1, lr=10.0)
     dirs = torch.randn(k - 1, 20, dtype=F64, generator=torch.Generator().manual_seed(2))
-    opt._R[1:k] = dirs
-    opt._dirs.filled = k - 1
+    remember(opt, dirs)
 
     def f():
         return 0.5 * x @ A @ x + b @ x
@@ -77,8 +86,7 @@ def test_diagonal_sources_equal_V_diag_h_V(hessian):
     w = torch.randn(30, dtype=F64)
     opt = DRSOM([x], hessian=hessian, betas=(0.9, 0.99), eps=1e-8)
     d = torch.randn(30, dtype=F64)
-    opt._R[1] = d
-    opt._dirs.filled = 1
+    remember(opt, d[None])
 
     def f():
         return (w * x).pow(2).sum() + x.sum()

@@ -13,6 +13,7 @@ from torch import nn
 from drsom.optim import (
     build,
     describe,
+    hyperparameters,
     make_closure,
     needs_double_backward,
     state_numel,
@@ -179,3 +180,23 @@ def test_hooks_the_protocol_reads_are_checked():
     opt.step_protocol = "twice"
     with pytest.raises(ValueError, match=r"^Noisy.step_protocol='twice'; accepted values: back"):
         describe(opt)
+
+
+def test_a_diagnostic_named_like_a_column_of_the_loop_is_refused():
+    class Clash(torch.optim.SGD):
+        def step_diagnostics(self):
+            return {"gain": 1.0, "loss": 0.5}
+
+    opt = Clash([nn.Parameter(torch.zeros(2))], lr=0.1)
+    with pytest.raises(ValueError, match=r"^Clash.step_diagnostics\(\) reports 'loss', a name"):
+        step_diagnostics(opt)
+
+
+def test_hyperparameters_are_the_first_group_plus_the_optimizers_own_choices():
+    params = [nn.Parameter(torch.zeros(3))]
+    nadam = hyperparameters(torch.optim.NAdam(params, lr=2e-3))
+    assert nadam["lr"] == 2e-3 and nadam["betas"] == [0.9, 0.999] and "params" not in nadam
+    opt = build("drsom", params, hessian="fd", directions="history", subproblem="cubic")
+    own = hyperparameters(opt)
+    assert (own["hessian"], own["directions"], own["subproblem"]) == ("fd", "history", "cubic")
+    assert own["max_trials"] == 5 and own["momentum"] is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -20,10 +21,11 @@ import torch
 from cifar_fixture import write_fake_cifar10
 from run_helpers import only_run, read_csv, run_inprocess, tiny
 
+from drsom import runner
 from drsom.config import ConfigError
 from drsom.data import DatasetUnavailable
 from drsom.run_folder import RunBusy, RunDir, atomic_file
-from drsom.train import METRIC_COLUMNS, WALL_CLOCK_COLUMNS, Trainer
+from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, WALL_CLOCK_COLUMNS, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIMIZERS = sorted(p.stem for p in (REPO / "configs" / "optimizer").glob("*.yaml"))
@@ -59,8 +61,15 @@ def test_every_optimizer_config_trains_end_to_end(optimizer, cifar_root, tmp_pat
     assert summary["status"] == "finished" and summary["epoch"] == 2
     assert summary["optimizer"] == optimizer and summary["compiled"] is False
 
-    rows = read_csv(rd.metrics)
-    assert list(rows[0]) == list(METRIC_COLUMNS)
+    rows, steps = read_csv(rd.metrics), read_csv(rd.steps)
+    # steps.csv: the loop's columns, then the optimizer's diagnostics; metrics.csv: the fixed
+    # columns, then the epoch mean of each diagnostic, in the same order
+    assert list(steps[0])[: len(STEP_COLUMNS)] == list(STEP_COLUMNS)
+    own = list(steps[0])[len(STEP_COLUMNS) :]
+    assert list(rows[0]) == [*METRIC_COLUMNS, *(f"{key}_mean" for key in own)]
+    assert [int(s["step"]) for s in steps] == [3, 6]  # trainer.log_every_steps=3
+    assert [int(s["epoch"]) for s in steps] == [1, 2]
+    assert all(0.0 < float(s["loss"]) < 100.0 for s in steps)
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert [int(r["step"]) for r in rows] == [4, 8]  # 128 examples / batch 32
     for r in rows:
@@ -69,21 +78,127 @@ def test_every_optimizer_config_trains_end_to_end(optimizer, cifar_root, tmp_pat
         for key in ("train_acc", "test_acc"):
             assert 0.0 <= float(r[key]) <= 1.0
     forward, grad, hvp = (int(rows[-1][k]) for k in ("forward", "grad", "hvp"))
+    assert summary["counts"] == {"forward": forward, "grad": grad, "hvp": hvp}
     if optimizer in FIRST_ORDER:
-        assert (forward, grad, hvp) == (8, 8, 0)
-        assert rows[0]["radius"] == "" and not rd.steps.exists()
+        assert (forward, grad, hvp) == (8, 8, 0) and own == []
     elif optimizer == "adahessian":  # one Hutchinson product per step
-        assert (forward, grad, hvp) == (8, 8, 8)
+        assert (forward, grad, hvp) == (8, 8, 8) and own == []
     elif optimizer == "sophiah":  # refreshed on steps 0 (and 10, not reached)
-        assert (forward, grad, hvp) == (8, 8, 1)
+        assert (forward, grad, hvp) == (8, 8, 1) and own == []
     else:  # DRSOM: a forward per trial on top of the gradient's, one gradient per step at least
         assert forward >= 16 and grad >= 8
         assert hvp > 0 if optimizer in ("drsom_hvp", "drsom_official") else hvp == 0
-        assert float(rows[-1]["radius"]) > 0 and 0 <= float(rows[-1]["accept_rate"]) <= 1
-        steps = read_csv(rd.steps)
-        assert [int(s["step"]) for s in steps] == [3, 6]
-        assert all(0.0 <= float(s["accept_rate"]) <= 1.0 for s in steps)
+        assert {"rho", "radius", "accepted", "trials"} <= set(own)
+        assert float(rows[-1]["radius_mean"]) > 0 and 0 <= float(rows[-1]["accepted_mean"]) <= 1
+        assert all(float(s["accepted"]) in (0.0, 1.0) for s in steps)
     assert rd.checkpoint.exists() and rd.config.exists()
+
+
+# ---------------------------------------------------------------- the optimizer protocol
+class ToyClosureOptimizer(torch.optim.Optimizer):
+    """Gradient descent on a closure it evaluates twice a step (gradient, then the new point),
+    with diagnostics, counts and a hyperparameter of its own: nothing the suite knows by name.
+
+    ``foo`` is the step number; ``bar`` is defined on even steps only (NaN otherwise); with
+    ``shifting=True`` even steps report ``baz`` instead of ``foo`` (keys that change mid-run).
+    """
+
+    step_protocol = "closure"
+
+    def __init__(self, params, lr: float = 0.05, shifting: bool = False):
+        super().__init__(params, {"lr": lr})
+        self.taken, self.shifting, self.last = 0, shifting, {}
+
+    @torch.no_grad()
+    def step(self, closure):
+        params = [p for group in self.param_groups for p in group["params"]]
+        with torch.enable_grad():
+            loss = closure()
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None:
+                p.add_(g, alpha=-self.param_groups[0]["lr"])
+        closure()  # the second forward its counts report
+        self.taken += 1
+        n, even = float(self.taken), self.taken % 2 == 0
+        if self.shifting:
+            self.last = {"baz": n} if even else {"foo": n}
+        else:
+            self.last = {"foo": n, "bar": n if even else math.nan}
+        return loss
+
+    def step_counts(self):
+        return {"forward": 2, "grad": 1}
+
+    def step_diagnostics(self):
+        return dict(self.last)
+
+    def describe_hyperparameters(self):
+        return {"flavour": "toy"}
+
+
+def toy(*overrides: str) -> list[str]:
+    """The SGD config turned into the toy optimizer by its import path (a user's plug-in)."""
+    return [
+        "optimizer=sgd",
+        f"optimizer._target_={__name__}.ToyClosureOptimizer",
+        *("~optimizer.momentum", "~optimizer.nesterov", "~optimizer.weight_decay"),
+        "optimizer.lr=0.05",
+        *overrides,
+    ]
+
+
+def test_an_optimizer_unknown_to_the_suite_is_stepped_counted_and_logged_by_its_protocol(
+    cifar_root, tmp_path, caplog
+):
+    with caplog.at_level(logging.INFO, logger="drsom"):
+        assert run_inprocess(tiny(cifar_root, tmp_path, *toy())) == "finished"
+    rd = only_run(tmp_path)
+    steps, rows = read_csv(rd.steps), read_csv(rd.metrics)
+    assert list(steps[0]) == [*STEP_COLUMNS, "foo", "bar"]
+    assert [(s["step"], s["foo"], s["bar"]) for s in steps] == [
+        ("3", "3.0", ""),
+        ("6", "6.0", "6.0"),
+    ]
+    assert list(rows[0]) == [*METRIC_COLUMNS, "foo_mean", "bar_mean"]
+    # epoch 1 holds steps 1-4, epoch 2 steps 5-8; bar's NaNs are skipped: (2+4)/2, (6+8)/2
+    assert [(r["foo_mean"], r["bar_mean"]) for r in rows] == [("2.5", "3.0"), ("6.5", "7.0")]
+    assert [(r["forward"], r["grad"], r["hvp"]) for r in rows] == [
+        ("8", "4", "0"),
+        ("16", "8", "0"),
+    ]
+    summary = json.loads(rd.summary.read_text())
+    assert summary["counts"] == {"forward": 16, "grad": 8, "hvp": 0}
+    assert summary["optimizer_hyperparameters"] == {"lr": 0.05, "flavour": "toy"}
+    assert "mean foo 2.5 bar 3  " in caplog.text  # the epoch line shows whatever it reports
+    row = {"step": 3, "epoch": 1, "loss": 0.5, "foo": 3.0}
+    assert runner._step_log(row) == {"step/epoch": 1, "step/loss": 0.5, "opt/foo": 3.0}
+
+
+def test_diagnostic_keys_that_change_mid_run_keep_the_tables_header(cifar_root, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="drsom"):
+        args = tiny(cifar_root, tmp_path, *toy("+optimizer.shifting=true"))
+        assert run_inprocess(args) == "finished"
+    rd = only_run(tmp_path)
+    steps, rows = read_csv(rd.steps), read_csv(rd.metrics)
+    assert list(steps[0]) == [*STEP_COLUMNS, "foo"]  # the first step's keys
+    assert [(s["step"], s["foo"]) for s in steps] == [("3", "3.0"), ("6", "")]
+    assert [r["foo_mean"] for r in rows] == ["2.0", "6.0"]  # (1+3)/2, (5+7)/2
+    assert caplog.text.count("left out or empty") == 1 and "['baz', 'foo']" in caplog.text
+
+
+def test_a_plain_torch_optimizer_is_counted_by_the_defaults(cifar_root, tmp_path):
+    nadam = ["optimizer=sgd", "optimizer._target_=torch.optim.NAdam", "optimizer.lr=1e-3"]
+    nadam += ["~optimizer.momentum", "~optimizer.nesterov"]
+    assert run_inprocess(tiny(cifar_root, tmp_path, *nadam)) == "finished"
+    rd = only_run(tmp_path)
+    steps, rows = read_csv(rd.steps), read_csv(rd.metrics)
+    assert list(rows[0]) == list(METRIC_COLUMNS) and list(steps[0]) == list(STEP_COLUMNS)
+    assert [(r["forward"], r["grad"], r["hvp"]) for r in rows] == [("4", "4", "0"), ("8", "8", "0")]
+    summary = json.loads(rd.summary.read_text())
+    assert summary["counts"] == {"forward": 8, "grad": 8, "hvp": 0}
+    hp = summary["optimizer_hyperparameters"]
+    assert (hp["lr"], hp["momentum_decay"], hp["betas"]) == (1e-3, 4e-3, [0.9, 0.999])
 
 
 def test_the_runs_learn(cifar_root, tmp_path):
@@ -276,7 +391,7 @@ def test_wandb_mirrors_the_run_and_resumes_the_same_wandb_run(cifar_root, tmp_pa
     assert run.finished == [0, 0]
     epochs = [d["epoch"] for _, d in run.logged if "epoch" in d and "train_loss" in d]
     assert epochs == [1, 2]
-    assert any("drsom/rho" in d for _, d in run.logged)
+    assert any("opt/rho" in d and "step/loss" in d for _, d in run.logged)  # DRSOM's steps
     assert json.loads(rd.summary.read_text())["wandb_id"] == inits[0]["id"]
 
 

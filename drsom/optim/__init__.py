@@ -12,7 +12,9 @@ from .drsom import DRSOM, PRESETS
 from .factory import OPTIMIZER_META, build, optimizer_factory
 from .protocol import (
     ORACLES,
+    RESERVED_DIAGNOSTICS,
     describe,
+    hyperparameters,
     needs_double_backward,
     state_numel,
     step_counts,
@@ -26,9 +28,11 @@ __all__ = [
     "OPTIMIZER_META",
     "ORACLES",
     "PRESETS",
+    "RESERVED_DIAGNOSTICS",
     "BatchClosure",
     "build",
     "describe",
+    "hyperparameters",
     "make_closure",
     "optimizer_factory",
     "needs_double_backward",

@@ -46,9 +46,10 @@ PRESETS = {
 }
 
 _COUNTS = ("steps", "accepted", "trials", *ORACLES)
-# last_step's scalar entries that step_diagnostics reports (besides alpha and the parts' own)
+# last_step's scalar entries that step_diagnostics reports (besides alpha and the parts' own);
+# not "loss": the training loop logs the mini-batch loss itself (protocol.RESERVED_DIAGNOSTICS)
 _DIAGNOSTICS = (
-    *("loss", "accepted", "rho", "radius", "trials"),
+    *("accepted", "rho", "radius", "trials"),
     *("k", "pred", "actual", "step_norm", "lam"),
 )
 
@@ -706,6 +707,10 @@ class DRSOM(Optimizer):
         for part in (self._ctrl, self._curv, self._dirs):
             out.update({key: _as_float(v) for key, v in part.diagnostics().items()})
         return out
+
+    def describe_hyperparameters(self) -> dict[str, str]:
+        """The choices of the three parts, which are not param-group values."""
+        return dict(hessian=self.hessian, directions=self.directions, subproblem=self.subproblem)
 
     def state_numel(self) -> int:
         """Elements of the direction matrix (row 0 is ``p.grad``'s storage) and averages."""

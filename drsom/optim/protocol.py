@@ -16,6 +16,8 @@ function                 hook the optimizer may define       default without the
                                                              Hutchinson optimizers their HVPs
 ``step_diagnostics``     ``step_diagnostics()`` -> mapping   ``{}``
 ``(opt)``
+``hyperparameters``      ``describe_hyperparameters()``      the first param group's plain
+``(opt)``                -> mapping                          values
 ``state_numel(opt)``     ``state_numel()`` -> int            floating-point elements in
                                                              ``opt.state``
 =======================  ==================================  =====================================
@@ -33,7 +35,12 @@ function                 hook the optimizer may define       default without the
 * **Diagnostics** (``step_diagnostics``): a flat mapping of floats about the step just made, which
   a loop logs under its keys without knowing them (DRSOM: ``rho``, ``radius``, ``accepted``,
   ``trials``, ``alpha_0``, ...; first-order optimizers: nothing). NaN marks "not defined this
-  step" (e.g. ``rho`` when no trial was made).
+  step" (e.g. ``rho`` when no trial was made). The keys should be the same every step (a
+  run's tables take their columns from its first step) and may not be one of
+  :data:`RESERVED_DIAGNOSTICS`, the names the training loop logs itself.
+* **Hyperparameters** (``describe_hyperparameters``): the optimizer's own choices that are not in
+  its param groups (DRSOM: ``hessian``, ``directions``, ``subproblem``), as plain values, for run
+  summaries; :func:`hyperparameters` puts them beside the first param group's values.
 * **State size** (``state_numel``): floating-point elements the optimizer keeps besides the
   parameters, for memory tables.
 
@@ -49,6 +56,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -59,7 +67,9 @@ __all__ = [
     "STEP_CREATE_GRAPH",
     "STEP_PROTOCOLS",
     "Description",
+    "RESERVED_DIAGNOSTICS",
     "describe",
+    "hyperparameters",
     "needs_double_backward",
     "state_numel",
     "step_counts",
@@ -74,6 +84,10 @@ STEP_CLOSURE = "closure"
 STEP_PROTOCOLS: tuple[str, ...] = (STEP_BACKWARD, STEP_CREATE_GRAPH, STEP_CLOSURE)
 
 ORACLES: tuple[str, ...] = ("forward", "grad", "hvp")
+
+# What the training loop logs beside an optimizer's diagnostics (drsom.train.STEP_COLUMNS): an
+# optimizer's diagnostic of one of these names would overwrite the loop's column.
+RESERVED_DIAGNOSTICS: tuple[str, ...] = ("step", "epoch", "loss")
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,31 @@ def step_diagnostics(opt: torch.optim.Optimizer) -> dict[str, float]:
     own = getattr(opt, "step_diagnostics", None)
     if not callable(own):
         return {}
-    return {str(key): _float(value) for key, value in own().items()}
+    out = {str(key): _float(value) for key, value in own().items()}
+    clash = [key for key in RESERVED_DIAGNOSTICS if key in out]
+    if clash:
+        raise ValueError(
+            f"{type(opt).__name__}.step_diagnostics() reports {clash[0]!r}, a name the training "
+            f"loop logs itself; reserved names: {', '.join(RESERVED_DIAGNOSTICS)}"
+        )
+    return out
+
+
+def hyperparameters(opt: torch.optim.Optimizer) -> dict[str, Any]:
+    """The effective values of the first param group, with the optimizer's own choices.
+
+    ``params`` left out, tuples as lists, other non-plain values as their ``repr`` (JSON-safe);
+    ``describe_hyperparameters()`` (where defined) adds what is not in the param groups.
+    """
+    values = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+    own = getattr(opt, "describe_hyperparameters", None)
+    if callable(own):
+        values.update(own())
+    plain = (bool, int, float, str, type(None))
+    return {
+        str(k): list(v) if isinstance(v, tuple) else v if isinstance(v, plain) else repr(v)
+        for k, v in values.items()
+    }
 
 
 def state_numel(opt: torch.optim.Optimizer) -> int:
