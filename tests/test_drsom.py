@@ -336,7 +336,7 @@ def test_lr_scheduler_decays_the_step_bound():
 
 def test_official_preset_constants():
     p = torch.zeros(2, requires_grad=True)
-    opt = build("drsom", [p], preset="official")
+    opt = build("drsom_official", [p])  # configs/optimizer/drsom_official.yaml
     g = opt.param_groups[0]
     assert (g["eta"], g["zeta1"], g["zeta2"]) == (0.08, 0.25, 0.75)
     assert (g["gamma_inc"], g["gamma_dec"], g["lr"]) == (50.0, 30.0, 10.0)
@@ -457,7 +457,7 @@ VARIANTS = [
     dict(directions="random"),
     dict(subproblem="regularized"),
     dict(subproblem="cubic"),
-    dict(preset="official", hessian="fd"),
+    dict(config="drsom_official", hessian="fd"),
 ]
 
 
@@ -475,7 +475,8 @@ def test_tiny_cnn_learns_with_every_variant(variant):
         nn.Dropout(0.1),
         nn.Linear(128, 4),
     )
-    opt = build("drsom", model.parameters(), **variant)
+    settings = dict(variant)
+    opt = build(settings.pop("config", "drsom"), model.parameters(), **settings)
     for _epoch in range(2):
         for i in range(0, len(X), 32):
             closure = make_closure(model, nn.functional.cross_entropy, X[i : i + 32], y[i : i + 32])
