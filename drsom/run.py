@@ -1,9 +1,15 @@
-"""Train one configuration: ``python run.py optimizer=drsom model=resnet18 [key=value ...]``.
+"""Train one configuration: ``drsom-run optimizer=drsom model=resnet18 [key=value ...]``.
 
-Configs live in configs/ (see README). Results go to ``<results_dir>/<run_id>/``; rerunning the
-same command resumes an interrupted run and skips a finished one (``force=true`` redoes it).
+Also ``python -m drsom``, and ``python run.py`` in a checkout (a shim calling ``main``). The configs
+are the package's own (drsom/configs; ``configs/`` in a checkout links there). Results go to
+``<results_dir>/<run_id>/``; rerunning the same command resumes an interrupted run and skips a
+finished one (``force=true`` redoes it).
 
-Sweeps: ``python run.py -m hydra/launcher=slurm experiment=<name> seed=0,1,2`` runs each point of
+Relative paths of the config (``results_dir``, ``data.root``) are taken from ``base_dir``:
+the current directory for the installed command, the repository root for a checkout's ``run.py``
+(what it always did, from wherever it is launched).
+
+Sweeps: ``drsom-run -m hydra/launcher=slurm experiment=<name> seed=0,1,2`` runs each point of
 the grid as its own job (README, "Sweeps on a SLURM cluster"); launching the same sweep again
 fills the gaps: finished runs are skipped, the others resume.
 """
@@ -15,21 +21,40 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from drsom import jobs  # light: torch, CUDA and wandb start inside the job, never here
+from drsom import CONFIG_DIR, jobs  # light: torch, CUDA and wandb start inside the job, never here
 
-ROOT = Path(__file__).resolve().parent
 # Hydra's flags that print something instead of running a job (no log folder is made).
 NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")
 
 
-@hydra.main(version_base="1.3", config_path="drsom/configs", config_name="config")
-def main(cfg: DictConfig) -> str:
-    return jobs.run(cfg, base_dir=ROOT)
+def main(base_dir: Path | None = None) -> None:
+    """The command line: Hydra parses ``sys.argv`` (overrides, ``-m``, ``--cfg``, ...)."""
+    if problem := hydra_output_problem(sys.argv[1:], Path(os.getcwd())):
+        sys.exit(problem)
+    app(Path.cwd() if base_dir is None else Path(base_dir).resolve())()
+
+
+def app(base_dir: Path) -> Callable[[], None]:
+    """Hydra's application, with relative config paths taken from ``base_dir``.
+
+    The launchers that run jobs in other processes (submitit, joblib) pickle the task function;
+    cloudpickle sends a closure by value, ``base_dir`` with it, so every job resolves paths as
+    the launching process does, whatever its own working directory. The function lives in this
+    module, so Hydra names the job ``run`` (its log: ``run.log``); the configs are read from the
+    package's folder, wherever it is installed.
+    """
+
+    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+    def run(cfg: DictConfig) -> str:
+        return jobs.run(cfg, base_dir=base_dir)
+
+    return run
 
 
 def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:
@@ -61,6 +86,4 @@ def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:
 
 
 if __name__ == "__main__":
-    if problem := hydra_output_problem(sys.argv[1:], Path(os.getcwd())):
-        sys.exit(problem)
     main()

@@ -1,6 +1,6 @@
 """Every figure and table from a run store, replaced all at once: what ``make figures`` runs.
 
-    python scripts/build_figures.py [--results results/runs] [--figures results/figures]
+    drsom-figures [--results results/runs] [--figures results/figures]
         [--tables results/tables] [--reference ../shared/reference/adabelief_cifar10_curves.csv]
 
 Everything is drawn into a temporary folder beside the outputs first (per-epoch curves of all four
@@ -18,20 +18,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import make_tables  # noqa: E402
-import plot_curves  # noqa: E402
-
-from drsom.analysis.runs import load_reference  # noqa: E402
+from drsom.analysis.runs import load_reference
+from drsom.tools import make_tables, plot_curves
 
 # (x axis, metrics); None: every metric
 FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_evals", ["test_acc"]))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv, base_dir or Path.cwd())
     if args.reference is not None:
         try:  # checked before anything is drawn: a wrong path costs nothing
             load_reference(args.reference)
@@ -68,12 +63,12 @@ def _replace(target: Path, new: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "runs", help="run store")
-    p.add_argument("--figures", type=Path, default=ROOT / "results" / "figures")
-    p.add_argument("--tables", type=Path, default=ROOT / "results" / "tables")
-    p.add_argument("--reference", type=Path, help="published curves (see plot_curves.py)")
+    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
+    p.add_argument("--figures", type=Path, default=base / "results" / "figures")
+    p.add_argument("--tables", type=Path, default=base / "results" / "tables")
+    p.add_argument("--reference", type=Path, help="published curves (see drsom-curves)")
     return p.parse_args(argv)
 
 

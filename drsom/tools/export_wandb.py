@@ -1,12 +1,12 @@
 """Pull the runs of a wandb project into the local store, so figures can be made from them.
 
-    python scripts/export_wandb.py --project drsom-bench [--entity TEAM] --out results/runs
-    python scripts/export_wandb.py --project drsom-bench --experiment drsom_vs_baselines_resnet18
+    drsom-export-wandb --project drsom-bench [--entity TEAM] --out results/runs
+    drsom-export-wandb --project drsom-bench --experiment drsom_vs_baselines_resnet18
 
 For runs logged on a cluster whose folders are not at hand: each wandb run becomes
 ``<out>/<run_id>/`` with ``config.yaml`` (the resolved config, unflattened), ``metrics.csv`` (the
 per-epoch rows), ``steps.csv`` (DRSOM diagnostics, when logged) and ``summary.json`` (status,
-final and best accuracy, cost), exactly what ``plot_curves.py`` and ``make_tables.py`` read. The run
+final and best accuracy, cost), exactly what ``drsom-curves`` and ``drsom-tables`` read. The run
 id is the one the runner logged, so an exported run lands where the cluster wrote it. A local run
 that is already finished or diverged is kept (the local store is the source of truth) unless
 ``--force``. Needs ``wandb login`` (or WANDB_API_KEY) and network access.
@@ -21,13 +21,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from drsom.identity import run_id  # noqa: E402
-from drsom.run_folder import RunDir, write_csv  # noqa: E402
-from drsom.run_state import TERMINAL, WRITTEN, Status  # noqa: E402
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS  # noqa: E402
+from drsom.identity import run_id
+from drsom.run_folder import RunDir, write_csv
+from drsom.run_state import TERMINAL, WRITTEN, Status
+from drsom.train import METRIC_COLUMNS, STEP_COLUMNS
 
 # wandb's run.state when the runner's own status never reached wandb (its summary is written at
 # the end of a run): a crash or a kill leaves the run resumable, like the local store says.
@@ -36,8 +33,8 @@ WANDB_STATES = {"crashed": Status.FAILED, "failed": Status.FAILED, "killed": Sta
 NOT_CONFIG = ("run_id", "compiled")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv, base_dir or Path.cwd())
     import wandb
 
     path = f"{args.entity}/{args.project}" if args.entity else args.project
@@ -52,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--project", required=True)
     p.add_argument("--entity", help="wandb user or team (default: your default entity)")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "runs")
+    p.add_argument("--out", type=Path, default=base / "results" / "runs")
     p.add_argument("--experiment", help="only runs whose config has experiment=<NAME>")
     p.add_argument("--force", action="store_true", help="overwrite finished local runs too")
     return p.parse_args(argv)

@@ -1,7 +1,7 @@
 """A results table per experiment, in Markdown (to read) and CSV (to compute with).
 
-    python scripts/make_tables.py --results results/runs --out results/tables
-    python scripts/make_tables.py --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
+    drsom-tables --results results/runs --out results/tables
+    drsom-tables --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
 
 Per variant (model, optimizer and the settings that tell its configs apart, e.g. ``adam lr=0.01``;
 two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
@@ -17,11 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from drsom.analysis import figures  # noqa: E402
-from drsom.analysis.runs import (  # noqa: E402
+from drsom.analysis import figures
+from drsom.analysis.runs import (
     describe,
     experiment_selection,
     found_line,
@@ -30,7 +27,7 @@ from drsom.analysis.runs import (  # noqa: E402
     readable,
     stored_experiments,
 )
-from drsom.analysis.tables import (  # noqa: E402
+from drsom.analysis.tables import (
     DEFAULT_TARGETS,
     experiment_table,
     markdown,
@@ -39,8 +36,8 @@ from drsom.analysis.tables import (  # noqa: E402
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv, base_dir or Path.cwd())
     store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
@@ -63,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "runs", help="run store")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "tables")
+    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
+    p.add_argument("--out", type=Path, default=base / "results" / "tables")
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
     p.add_argument(
         "--targets",

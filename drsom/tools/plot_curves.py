@@ -1,8 +1,8 @@
 """Accuracy and loss curves of an experiment's runs, one figure per model and metric.
 
-    python scripts/plot_curves.py --results results/runs --out results/figures
-    python scripts/plot_curves.py --experiment digits_drsom_vs_baselines_cnn --x time
-    python scripts/plot_curves.py --experiment adabelief_protocol_resnet34 \\
+    drsom-curves --results results/runs --out results/figures
+    drsom-curves --experiment digits_drsom_vs_baselines_cnn --x time
+    drsom-curves --experiment adabelief_protocol_resnet34 \\
         --reference ../shared/reference/adabelief_cifar10_curves.csv
 
 Which runs belong to a figure is the experiment's grid (experiments/<NAME>.yaml, expanded as the
@@ -18,11 +18,8 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from drsom.analysis import figures  # noqa: E402
-from drsom.analysis.runs import (  # noqa: E402
+from drsom.analysis import figures
+from drsom.analysis.runs import (
     Selection,
     describe,
     experiment_selection,
@@ -34,14 +31,14 @@ from drsom.analysis.runs import (  # noqa: E402
     readable,
     stored_experiments,
 )
-from drsom.identity import config_hash  # noqa: E402
-from drsom.run_state import UNFINISHED, Status  # noqa: E402
+from drsom.identity import config_hash
+from drsom.run_state import UNFINISHED, Status
 
 METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv, base_dir or Path.cwd())
     store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
@@ -65,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--results", type=Path, default=ROOT / "results" / "runs", help="run store")
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "figures")
+    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
+    p.add_argument("--out", type=Path, default=base / "results" / "figures")
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
     p.add_argument("--x", choices=tuple(figures.X_AXES), default="epoch")
     p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))

@@ -1,6 +1,6 @@
 """Rerun a stored run from its stored config and say whether it reproduces, column by column.
 
-    python scripts/reproduce.py results/runs/<run_id> [--epochs N] [--keep DIR]
+    drsom-reproduce results/runs/<run_id> [--epochs N] [--keep DIR]
 
 The run's ``config.yaml`` is trained again, into a temporary store (``--keep``: that folder, kept),
 for all its epochs or the first ``N`` (``trainer.stop_after_epochs``: the schedule stays the one of
@@ -24,17 +24,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from drsom.run_folder import RunDir  # noqa: E402
-from drsom.run_record import git_state  # noqa: E402
-from drsom.train import WALL_CLOCK_COLUMNS  # noqa: E402
+from drsom.run_folder import RunDir
+from drsom.run_record import git_state
+from drsom.train import WALL_CLOCK_COLUMNS
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv)
     stored = RunDir(args.run)
     config = stored.read_config()
@@ -52,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         from drsom.runner import run
 
-        status = run(rerun, base_dir=ROOT)
+        status = run(rerun, base_dir=base_dir or Path.cwd())  # a relative data.root
         (folder,) = [p for p in out.iterdir() if p.is_dir()]
         print(f"reran {epochs} epoch(s) of {stored.name} into {folder} ({status})")
         same = True

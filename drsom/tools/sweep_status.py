@@ -1,6 +1,6 @@
-"""Where each run of a sweep stands: ``python scripts/sweep_status.py --experiment NAME [k=v ...]``.
+"""Where each run of a sweep stands: ``drsom-status --experiment NAME [k=v ...]``.
 
-Lists every run of the grid that ``python run.py -m experiment=NAME [k=v ...]`` launches (extra
+Lists every run of the grid that ``drsom-run -m experiment=NAME [k=v ...]`` launches (extra
 overrides narrow or change it as they would the sweep, e.g. ``seed=0,1``) as finished, running,
 interrupted, diverged, failed or missing, with its last completed epoch. "running" is checked
 against the run folder's lock: a job that died without a word (SIGKILL, a lost node) shows as
@@ -21,13 +21,10 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from drsom.sweeps import SweepRunState, counts, run_states, sweep_runs, varying_keys  # noqa: E402
+from drsom.sweeps import SweepRunState, counts, run_states, sweep_runs, varying_keys
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--experiment", help="experiments/<NAME>.yaml (default: none)")
     parser.add_argument(
@@ -36,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, sweeps included")
     args = parser.parse_args(argv)
     try:
-        runs = sweep_runs(args.experiment, args.overrides)
+        runs = sweep_runs(args.experiment, args.overrides, base_dir=base_dir or Path.cwd())
     except (HydraException, OmegaConfBaseException, ValueError) as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

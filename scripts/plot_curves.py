@@ -1,0 +1,9 @@
+"""``drsom-curves`` (drsom/tools/plot_curves.py) in a checkout, with its default paths under the
+repository root instead of the current directory."""
+
+from pathlib import Path
+
+from drsom.tools.plot_curves import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(base_dir=Path(__file__).resolve().parents[1]))

@@ -1,0 +1,9 @@
+"""``drsom-status`` (drsom/tools/sweep_status.py) in a checkout, with its default paths under the
+repository root instead of the current directory."""
+
+from pathlib import Path
+
+from drsom.tools.sweep_status import main
+
+if __name__ == "__main__":
+    raise SystemExit(main(base_dir=Path(__file__).resolve().parents[1]))
