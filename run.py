@@ -1,66 +1,9 @@
-"""Train one configuration: ``python run.py optimizer=drsom model=resnet18 [key=value ...]``.
+"""``python run.py [key=value ...]`` in a checkout: ``drsom-run`` (drsom/run.py), with relative
+``results_dir`` and ``data.root`` taken from the repository root, wherever it is launched."""
 
-Configs live in configs/ (see README). Results go to ``<results_dir>/<run_id>/``; rerunning the
-same command resumes an interrupted run and skips a finished one (``force=true`` redoes it).
-
-Sweeps: ``python run.py -m hydra/launcher=slurm experiment=<name> seed=0,1,2`` runs each point of
-the grid as its own job (README, "Sweeps on a SLURM cluster"); launching the same sweep again
-fills the gaps: finished runs are skipped, the others resume.
-"""
-
-from __future__ import annotations
-
-import errno
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
-import hydra
-from omegaconf import DictConfig
-
-from drsom import jobs  # light: torch, CUDA and wandb start inside the job, never here
-
-ROOT = Path(__file__).resolve().parent
-# Hydra's flags that print something instead of running a job (no log folder is made).
-NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")
-
-
-@hydra.main(version_base="1.3", config_path="drsom/configs", config_name="config")
-def main(cfg: DictConfig) -> str:
-    return jobs.run(cfg, base_dir=ROOT)
-
-
-def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:
-    """Why Hydra could not create its log folder of this launch (one line), or None.
-
-    Hydra makes ``hydra.run.dir`` (``hydra.sweep.dir`` with -m; default: under ``outputs/`` or
-    ``multirun/`` of the working directory) before any of our code runs, and reports a failure as
-    a traceback. So the folder the log would go in is tried here first: the nearest existing
-    ancestor of the path given on the command line (a relative one is taken from ``cwd``).
-    """
-    if any(a.split("=", 1)[0] in NO_OUTPUT_FLAGS for a in argv):
-        return None  # help, printing the config, ...: Hydra makes no folder for those
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    given = [a.split("=", 1)[1] for a in argv if a.lstrip("+").startswith(key)]
-    target = cwd / Path(given[-1].split("${", 1)[0] or ".") if given else cwd
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    try:
-        shutil.rmtree(tempfile.mkdtemp(prefix=".drsom-write-test-", dir=target))
-    except OSError as exc:
-        why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno, exc.errno)})"
-        option = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-        return (
-            f"error: cannot create Hydra's log folder of this launch under {target}: {why}; "
-            f"run from a writable folder or give {option}=<a writable folder>"
-        )
-    return None
-
+from drsom.run import main
 
 if __name__ == "__main__":
-    if problem := hydra_output_problem(sys.argv[1:], Path(os.getcwd())):
-        sys.exit(problem)
-    main()
+    main(base_dir=Path(__file__).resolve().parent)

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Inside the package, so an installed copy has them too.
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+from drsom import CONFIG_DIR
 
 
 def suite_config(

@@ -220,8 +220,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except ClusterError as exc:
             sys.exit(str(exc))  # the one line, exit 1 (Hydra would add a hint about tracebacks)
 
-        # The job unpickles this launcher, whose class Hydra wants in the repository's
-        # hydra_plugins/ folder: the repository root goes on the job's PYTHONPATH.
+        # The job unpickles this launcher, whose class Hydra wants in the hydra_plugins/ folder
+        # beside drsom/ (the repository root of a checkout; site-packages when installed): that
+        # folder goes on the job's PYTHONPATH.
         path = [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
         setup = [*path, *FORWARD_USR2, *(self.params.get("setup") or [])]
         params = {**self.params, "setup": setup}

@@ -23,13 +23,10 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
+from drsom import CONFIG_DIR
 from drsom.identity import run_id
 from drsom.run_folder import RunDir
 from drsom.run_state import Status, run_state
-
-# Inside the package, so an installed copy finds them (``configs/`` in a checkout links here).
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -52,15 +49,17 @@ def sweep_runs(
     overrides: Sequence[str] = (),
     *,
     config_dir: Path = CONFIG_DIR,
-    base_dir: Path = ROOT,
+    base_dir: Path | None = None,
 ) -> list[SweepRun]:
     """Every run of the sweep ``experiment=<experiment> <overrides>``, in launch order.
 
     ``overrides`` are command-line overrides, sweeps included (``seed=0,1,2``,
     ``optimizer=drsom,adam``); ``hydra.*`` ones (``hydra.searchpath=[...]``) are passed to every
-    composition and are not part of the grid. Relative ``results_dir`` are taken from
-    ``base_dir`` (the repository root), as ``run.py`` does.
+    composition and are not part of the grid. A relative ``results_dir`` is taken from
+    ``base_dir`` (default: the current directory), which must be the launch's own: ``run.py``
+    in a checkout uses the repository root, ``drsom-run`` the current directory.
     """
+    base_dir = Path.cwd() if base_dir is None else base_dir
     arguments = ([f"experiment={experiment}"] if experiment else []) + list(overrides)
     hydra_args = [a for a in arguments if _is_hydra(a)]
     task_args = [a for a in arguments if not _is_hydra(a)]

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from drsom import CONFIG_DIR
+from drsom.data import DataBundle, EpochLoader
+from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from drsom.runner import build_training, maybe_compile
+from drsom.train import Trainer
 
-from drsom.data import DataBundle, EpochLoader  # noqa: E402
-from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402
-from drsom.runner import build_training, maybe_compile  # noqa: E402
-from drsom.train import Trainer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]) -> dict:
@@ -34,7 +34,7 @@ def compose(overrides: list[str]) -> dict:
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose("config", overrides=overrides)
     return OmegaConf.to_container(cfg, resolve=True)
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from drsom import CONFIG_DIR  # noqa: E402
 
 
 def optimizer_config(name: str) -> dict:
@@ -38,7 +38,7 @@ def optimizer_config(name: str) -> dict:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("config", overrides=[f"optimizer={name}"])
     from drsom.config import optimizer_kwargs
 
@@ -47,7 +47,7 @@ def optimizer_config(name: str) -> dict:
 
 
 def all_optimizers() -> list[str]:
-    return sorted(p.stem for p in (ROOT / "configs" / "optimizer").glob("*.yaml"))
+    return sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
 
 
 # ---------------------------------------------------------------------------------- worker

@@ -37,14 +37,11 @@ from drsom.analysis.runs import (
 from drsom.analysis.tables import experiment_table, markdown, run_rows, time_to_target
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
+from drsom.tools import build_figures, export_wandb, make_tables, plot_curves
 from drsom.tracking import flatten
 from drsom.train import METRIC_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import export_wandb  # noqa: E402
-import make_tables  # noqa: E402
-import plot_curves  # noqa: E402
 
 EXPERIMENT = "digits_drsom_vs_baselines_cnn"
 
@@ -550,8 +547,6 @@ def test_store_round_trip_reads_every_run_folder(store):
 
 # ------------------------------------------------------------------------- make figures
 def _build_figures(store: Path, out: Path, *extra: str) -> int:
-    import build_figures
-
     argv = ["--results", str(store), "--figures", str(out / "figures")]
     return build_figures.main([*argv, "--tables", str(out / "tables"), *extra])
 
@@ -584,8 +579,6 @@ def test_build_figures_with_a_wrong_reference_leaves_everything_as_it_was(store,
 
 
 def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_path, monkeypatch):
-    import build_figures
-
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "kept.txt").write_text("figures")
     monkeypatch.setattr(build_figures.make_tables, "main", lambda argv: 1)  # tables fail last

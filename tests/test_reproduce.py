@@ -1,16 +1,16 @@
-"""scripts/reproduce.py: a stored run rerun from its config, compared column by column."""
+"""drsom-reproduce (drsom/tools/reproduce.py): a stored run rerun from its config, compared
+column by column."""
 
 from __future__ import annotations
 
 import csv
-import sys
 from pathlib import Path
 
 from run_helpers import only_run, run_inprocess
 
+from drsom.tools import reproduce
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import reproduce  # noqa: E402
 
 DIGITS = [
     "data=digits",

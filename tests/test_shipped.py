@@ -3,12 +3,11 @@ cannot land unnoticed (rerun the experiments and ship their new results with it 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from drsom.tools import reproduce
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import reproduce  # noqa: E402
 
 # DRSOM (the default config) in the shipped digits_drsom_vs_baselines_cnn study, seed 0
 SHIPPED = REPO / "results" / "runs" / "digits-cnn-drsom-88e4e872fe-s0"

@@ -8,7 +8,6 @@ requeues. Every file goes under tmp_path; wandb is disabled or offline.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -146,13 +145,10 @@ def epochs_done(results: Path) -> int:
 
 
 def sweep_status(*args: str) -> int:
-    """scripts/sweep_status.py's main(), in this process (it prints to stdout)."""
-    spec = importlib.util.spec_from_file_location(
-        "sweep_status", REPO / "scripts" / "sweep_status.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main(list(args))
+    """drsom-status's main(), in this process (it prints to stdout)."""
+    from drsom.tools import sweep_status
+
+    return sweep_status.main(list(args))
 
 
 def job_logs(sweep_dir: Path) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from drsom import CONFIG_DIR
 from drsom.identity import RunKey, complete, group_name, identity
 from drsom.run_folder import RunDir
 from drsom.run_state import Status, run_state
@@ -30,7 +31,7 @@ from drsom.schedules import describe_schedule
 log = logging.getLogger("drsom")
 
 # The package's own experiments (``experiments/`` in a checkout is a link to this folder).
-EXPERIMENT_DIR = Path(__file__).resolve().parents[1] / "configs" / "experiment"
+EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 
 # A run's state comes from drsom.run_state, the one reader of it; "missing": the grid has the
 # run, the store does not.

@@ -1,0 +1,172 @@
+"""Accuracy and loss curves of an experiment's runs, one figure per model and metric.
+
+    drsom-curves --results results/runs --out results/figures
+    drsom-curves --experiment digits_drsom_vs_baselines_cnn --x time
+    drsom-curves --experiment adabelief_protocol_resnet34 \\
+        --reference ../shared/reference/adabelief_cifar10_curves.csv
+
+Which runs belong to a figure is the experiment's grid (experiments/<NAME>.yaml, expanded as the
+sweep expands it); without --experiment every experiment with runs in --results is drawn. A line
+per optimizer is the mean over its seeds, with a band (±1 std; min-max for 2 seeds). Files:
+``<out>/<experiment>/<model>-<metric>-<x>.png`` and ``.pdf``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from drsom.analysis import figures
+from drsom.analysis.runs import (
+    Selection,
+    describe,
+    experiment_selection,
+    found_line,
+    load_reference,
+    load_store,
+    metrics_frame,
+    provenance,
+    readable,
+    stored_experiments,
+)
+from drsom.identity import config_hash
+from drsom.run_state import UNFINISHED, Status
+
+METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
+
+
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv, base_dir or Path.cwd())
+    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
+    if not readable(store):
+        print(f"error: no readable runs in {args.results}", file=sys.stderr)
+        return 2
+    try:
+        reference = load_reference(args.reference) if args.reference else None
+    except (OSError, ValueError) as exc:  # a wrong path or a file in another format
+        print(f"error: --reference {args.reference}: {exc}", file=sys.stderr)
+        return 2
+    written = []
+    for name in args.experiment or stored_experiments(store):
+        selection = experiment_selection(args.results, name, store)
+        if missing_line(selection):
+            print(missing_line(selection))
+        if not selection.runs:
+            print(f"{name}: no runs in {args.results}; {found_line(store)}")
+            continue
+        written += plot_experiment(selection, args.out, args.x, args.metrics, reference)
+    for path in written:
+        print(path)
+    return 0
+
+
+def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
+    p.add_argument("--out", type=Path, default=base / "results" / "figures")
+    p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
+    p.add_argument("--x", choices=tuple(figures.X_AXES), default="epoch")
+    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
+    p.add_argument(
+        "--reference",
+        type=Path,
+        help="published curves, long format (model, optimizer, epoch, train_acc, test_acc in %%)",
+    )
+    return p.parse_args(argv)
+
+
+def missing_line(selection: Selection) -> str | None:
+    if not selection.missing:
+        return None
+    ids = ", ".join(rid for _, rid in selection.missing[:3])
+    more = ", ..." if len(selection.missing) > 3 else ""
+    n = len(selection.missing)
+    return f"{selection.experiment}: {n} run(s) of the grid missing: {ids}{more}"
+
+
+def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference) -> list[Path]:
+    """The figures of one selection: per dataset and model, one per metric (a line per variant).
+
+    Files are ``<model>-<metric>-<x>`` when the selection holds one dataset (an experiment
+    file's grid), ``<data>-<model>-<metric>-<x>`` otherwise (ad-hoc runs of several datasets).
+    """
+    frame = metrics_frame(selection.runs)
+    order = list(dict.fromkeys(r.key()[3] for r in selection.runs))  # the grid's order
+    pairs = list(dict.fromkeys((r.key()[1], r.key()[2]) for r in selection.runs))
+    several_datasets = len({data for data, _ in pairs}) > 1
+    written = []
+    for data, model in pairs:
+        runs = [r for r in selection.runs if r.key()[1:3] == (data, model)]
+        facts = describe(runs[0])
+        seeds = len({r.key()[4] for r in runs})
+        title = figures.protocol_title(facts, seeds)
+        ref = _reference_for(reference, facts, x)
+        if reference is not None and ref is None:
+            print(
+                f"{selection.experiment}: no published curves for {facts['data']} / {model} "
+                f"with --x {x}; drawn without them"
+            )
+        part = frame[(frame["data"] == data) & (frame["model"] == model)]
+        stem = f"{data}-{model}" if several_datasets else model
+        for metric in metrics:
+            fig = figures.curve_figure(
+                part,
+                metric,
+                x,
+                title,
+                order=order,
+                legend_notes=legend_notes(runs),
+                reference=ref,
+                shown=figures.looks(runs),
+            )
+            figures.caption(fig, provenance(runs))
+            written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
+    return written
+
+
+def legend_notes(runs) -> dict[str, str]:
+    """Per variant: "1 diverged", "2 unfinished" (a mean over fewer runs is never silent), and
+    "same as DRSOM" for a variant that is another label's config under a second name (the
+    same numbers: its line lies under the other one)."""
+    notes: dict[str, list[str]] = {}
+    for r in runs:
+        what = {Status.DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(
+            r.status
+        )
+        if what:
+            notes.setdefault(r.variant, []).append(what)
+    text = {
+        variant: ", ".join(f"{whats.count(w)} {w}" for w in dict.fromkeys(whats))
+        for variant, whats in notes.items()
+    }
+    first: dict[tuple, str] = {}
+    for r in runs:
+        lbl = r.key()[3]
+        same = first.setdefault(_unlabelled(r), lbl)
+        if same != lbl and "same as" not in text.get(r.variant, ""):
+            same_note = f"same as {figures.name(same, figures.looks(runs))}"
+            text[r.variant] = "; ".join(filter(None, [text.get(r.variant), same_note]))
+    return text
+
+
+def _unlabelled(run) -> tuple:
+    """The run's config hash and seed with the optimizer's label taken out."""
+    cfg = json.loads(json.dumps(run.config))
+    cfg["optimizer"].pop("label", None)
+    return config_hash(cfg), run.key()[4]
+
+
+def _reference_for(reference, facts: dict, x: str):
+    """The published curves of this model, when the figure is theirs: CIFAR-10, per epoch."""
+    if reference is None:
+        return None
+    if facts["data"] != "cifar10" or x != "epoch":
+        return None
+    ref = reference[reference["model"] == facts["model"]]
+    return ref if len(ref) else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Rerun a stored run from its stored config and say whether it reproduces, column by column.
+
+    drsom-reproduce results/runs/<run_id> [--epochs N] [--keep DIR]
+
+The run's ``config.yaml`` is trained again, into a temporary store (``--keep``: that folder, kept),
+for all its epochs or the first ``N`` (``trainer.stop_after_epochs``: the schedule stays the one of
+the full run, so the first N epochs are the same computation), with the CPU thread count the run
+recorded. Then every column of
+``metrics.csv`` and ``steps.csv`` is compared with the stored one, wall-clock columns excluded:
+``identical``, or the first row that differs with both values. Floats are compared as stored
+(full precision), so "identical" means bit for bit. The commit that made the stored run and the
+current one are printed with it; a dirty tree on either side is said too.
+
+Exit status: 0 when everything compared is identical, 1 when something differs, 2 for a folder
+that holds no run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from drsom.run_folder import RunDir
+from drsom.run_record import git_state
+from drsom.train import WALL_CLOCK_COLUMNS
+
+
+def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+    args = parse_args(argv)
+    stored = RunDir(args.run)
+    config = stored.read_config()
+    if not config or not stored.metrics.exists():
+        print(f"error: {args.run} holds no run (config.yaml and metrics.csv)", file=sys.stderr)
+        return 2
+    epochs = args.epochs or len(read_rows(stored.metrics))
+    print(provenance(stored))
+    threads = (stored.read_summary() or {}).get("threads")
+    if isinstance(threads, int):  # CPU results depend on it: rerun with the stored count
+        torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
+        out = Path(args.keep) if args.keep else Path(tmp)
+        rerun = rerun_config(config, out, epochs)
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        from drsom.runner import run
+
+        status = run(rerun, base_dir=base_dir or Path.cwd())  # a relative data.root
+        (folder,) = [p for p in out.iterdir() if p.is_dir()]
+        print(f"reran {epochs} epoch(s) of {stored.name} into {folder} ({status})")
+        same = True
+        for table in ("metrics", "steps"):
+            same &= report(table, getattr(stored, table), getattr(RunDir(folder), table), epochs)
+    print("reproduced: identical" if same else "NOT reproduced: see the differences above")
+    return 0 if same else 1
+
+
+def rerun_config(config: dict, results: Path, epochs: int) -> dict:
+    """The stored config, into ``results``, stopping after ``epochs``, without wandb."""
+    c = {**config, "results_dir": str(results), "force": False}
+    c["logger"] = {**c["logger"], "mode": "disabled"}
+    c["trainer"] = {**c["trainer"], "progress": False}
+    if epochs < c["trainer"]["epochs"]:
+        c["trainer"]["stop_after_epochs"] = epochs
+    return c
+
+
+def provenance(stored: RunDir) -> str:
+    summary = stored.read_summary() or {}
+    then = summary.get("git_commit") or "unknown"
+    then += " (dirty tree)" if summary.get("git_dirty") else ""
+    current = git_state()
+    now = (current["git_commit"] or "unknown") + (" (dirty tree)" if current["git_dirty"] else "")
+    same = "same commit" if summary.get("git_commit") == current["git_commit"] else "OTHER commit"
+    return f"stored run made at {then}; rerun at {now} ({same})"
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def report(table: str, stored_path: Path, new_path: Path, epochs: int) -> bool:
+    """Print one line per column; True when every compared column is identical."""
+    old, new = read_rows(stored_path), read_rows(new_path)
+    old = [r for r in old if int(r["epoch"]) <= epochs]  # the epochs that were rerun
+    if not old and not new:
+        print(f"{table}.csv: absent in both")
+        return True
+    if len(old) != len(new):
+        print(f"{table}.csv: {len(old)} stored rows vs {len(new)} rerun rows")
+    columns = [c for c in (old or new)[0] if c not in WALL_CLOCK_COLUMNS]
+    same = len(old) == len(new)
+    for column in columns:
+        first = next(
+            (i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a[column] != b[column]),
+            None,
+        )
+        if first is None:
+            print(f"{table}.csv {column}: identical")
+            continue
+        same = False
+        a, b = old[first], new[first]
+        where = f"epoch {a['epoch']}" + (f", step {a['step']}" if table == "steps" else "")
+        values = f"{a[column]} stored vs {b[column]} rerun"
+        print(f"{table}.csv {column}: first differs at row {first + 1} ({where}): {values}")
+    return same
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="a run folder: <results_dir>/<run_id>")
+    p.add_argument("--epochs", type=int, help="rerun only the first N epochs (default: all)")
+    p.add_argument("--keep", type=Path, help="rerun into this folder and keep it")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
