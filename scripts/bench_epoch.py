@@ -20,7 +20,6 @@ from pathlib import Path
 
 import torch
 
-from drsom import CONFIG_DIR
 from drsom.data import DataBundle, EpochLoader
 from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from drsom.runner import build_training, maybe_compile
@@ -30,13 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]) -> dict:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from omegaconf import OmegaConf
+    from drsom.compose import suite_config
+    from drsom.identity import complete
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = hydra_compose("config", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
+    return complete(suite_config(overrides))
 
 
 def synthetic(n: int, batch: int, device, resident: bool, channels_last: bool) -> DataBundle:
@@ -88,13 +84,13 @@ def bench(optimizer: str, resident: bool, args, device) -> dict:
     ]
     c = compose(overrides)
     torch.manual_seed(0)
-    model, opt, _ = build_training(c, device)
+    warm = synthetic(4 * args.batch_size, args.batch_size, device, resident, args.channels_last)
+    data = synthetic(args.images, args.batch_size, device, resident, args.channels_last)
+    model, opt, _ = build_training(c, device, data)
     net, compiled, _ = maybe_compile(model, opt, args.compile)
     autocast = None
     if args.amp:
         autocast = lambda: torch.autocast(device.type, torch.bfloat16)  # noqa: E731
-    warm = synthetic(4 * args.batch_size, args.batch_size, device, resident, args.channels_last)
-    data = synthetic(args.images, args.batch_size, device, resident, args.channels_last)
     trainer = Trainer(model, opt, None, warm, epochs=2, net=net, autocast=autocast)
     trainer.train_epoch()  # warm-up (kernels, autotuning, compilation)
     trainer.data = data

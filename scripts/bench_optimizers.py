@@ -35,15 +35,25 @@ from drsom import CONFIG_DIR  # noqa: E402
 
 def optimizer_config(name: str) -> dict:
     """The optimizer group of the composed run config (interpolations resolved)."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    from drsom.compose import suite_config
 
-    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=[f"optimizer={name}"])
-    from drsom.config import optimizer_kwargs
+    return suite_config([f"optimizer={name}"])["optimizer"]
 
-    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    return {"name": opt["name"], **optimizer_kwargs(opt)}
+
+def model(name: str):
+    """The suite's model config ``name`` for 10 classes of 32x32x3 images."""
+    from drsom.compose import suite_config
+    from drsom.models import build_model
+
+    return build_model(suite_config([f"model={name}"])["model"], 10, (3, 32, 32))
+
+
+def one_trial(cfg: dict) -> dict:
+    """``cfg`` with one ratio-test trial per step, for an optimizer that has trials."""
+    from drsom.targets import keywords, locate
+
+    named, _ = keywords(locate("optimizer", cfg))
+    return {**cfg, "max_trials": 1} if "max_trials" in named else cfg
 
 
 def all_optimizers() -> list[str]:
@@ -58,25 +68,22 @@ class Stepper:
         import torch
         from torch import nn
 
-        from drsom.models import build_model
-        from drsom.optim import build, make_closure, take_step
+        from drsom.optim import make_closure, optimizer_factory, take_step
 
         torch.manual_seed(0)
-        model = build_model(args.model, 10).to(device)
+        net = model(args.model).to(device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
-        model = model.to(memory_format=fmt)
+        net = net.to(memory_format=fmt)
         x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
         y = torch.randint(0, 10, (args.batch_size,), device=device)
-        cfg = optimizer_config(name)
-        self.kind = cfg.pop("name")
-        if "max_trials" in cfg:  # one trial per step: the cost structure (see the module doc)
-            cfg["max_trials"] = 1
-        self.opt = opt = build(self.kind, model.parameters(), **cfg)
-        self.params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        # one trial per step: the cost structure (see the module doc)
+        cfg = one_trial(optimizer_config(name))
+        self.opt = opt = optimizer_factory(cfg)(net.parameters())
+        self.params = sum(p.numel() for p in net.parameters() if p.requires_grad)
         autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if args.amp else None
 
         def step():
-            closure = make_closure(model, nn.functional.cross_entropy, x, y, autocast=autocast)
+            closure = make_closure(net, nn.functional.cross_entropy, x, y, autocast=autocast)
             take_step(opt, closure)  # by the optimizer's protocol (backward, create_graph, closure)
 
         self.step = step
@@ -143,20 +150,18 @@ def trial_statistics(name: str, epochs: int) -> float:
     from torch import nn
 
     from drsom.data import build_data
-    from drsom.models import build_model
-    from drsom.optim import build, make_closure, step_diagnostics, take_step
+    from drsom.data.digits import digits
+    from drsom.optim import make_closure, optimizer_factory, step_diagnostics, take_step
 
-    cfg = optimizer_config(name)
-    kind = cfg.pop("name")
     torch.manual_seed(0)
-    data = build_data("digits", batch_size=64, seed=0)
-    model = build_model("cnn", 10)
-    opt = build(kind, model.parameters(), **cfg)
+    data = build_data(digits(), batch_size=64, seed=0)
+    net = model("cnn")
+    opt = optimizer_factory(optimizer_config(name))(net.parameters())
     trials = steps = 0
     for epoch in range(epochs):
         data.train.set_epoch(epoch)
         for xb, yb in data.train:
-            take_step(opt, make_closure(model, nn.functional.cross_entropy, xb, yb))
+            take_step(opt, make_closure(net, nn.functional.cross_entropy, xb, yb))
             trials += step_diagnostics(opt)["trials"]
             steps += 1
     return trials / steps
@@ -222,7 +227,7 @@ def main() -> None:
         if len(results) < 2:
             continue
         row = {**results[0], **results[1]}
-        if args.trial_epochs and "max_trials" in optimizer_config(name):
+        if args.trial_epochs and one_trial(optimizer_config(name)) != optimizer_config(name):
             row["trials_per_step"] = trial_statistics(name, args.trial_epochs)
         rows.append(row)
         ratio = row["median_ms"] / row["adam_ms"]

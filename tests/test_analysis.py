@@ -477,11 +477,9 @@ def wandb_history(optimizer: str, accs: list[float]) -> list[dict]:
     history = []
     for row in metric_rows(optimizer, 0, accs):
         if optimizer == "drsom":
-            alphas = {"drsom/alpha_0": 0.1, "drsom/alpha_1": -0.02}
             history.append(
-                {"_step": row["step"] - 1, "drsom/epoch": row["epoch"], "drsom/loss": 0.5}
-                | {"drsom/rho": 0.8, "drsom/radius": 0.1, "drsom/accept_rate": 1.0}
-                | {"drsom/trials": 1.0, "drsom/lam": 0.0, **alphas}
+                {"_step": row["step"] - 1, "step/epoch": row["epoch"], "step/loss": 0.5}
+                | {"opt/rho": 0.8, "opt/radius": 0.1, "opt/alpha_0": 0.1, "opt/alpha_1": -0.02}
             )
         history.append({"_step": row["step"], "_runtime": 1.0, **row})
     return history
@@ -516,7 +514,8 @@ def test_export_wandb_writes_a_store_the_summarizer_reads(tmp_path):
     config = drsom.read_config()
     assert config == cfgs["drsom"]  # unflattened, without wandb's and the runner's extra keys
     steps = pd.read_csv(drsom.steps)
-    assert steps["alpha"].iloc[0] == "0.1 -0.02" and steps["step"].tolist() == [10, 21, 32, 43, 54]
+    assert list(steps) == ["step", "epoch", "loss", "rho", "radius", "alpha_0", "alpha_1"]
+    assert steps["alpha_1"].iloc[0] == -0.02 and steps["step"].tolist() == [10, 21, 32, 43, 54]
     summary = drsom.read_summary()
     assert summary["best_test_acc"] == 0.95 and summary["counts"] == {
         "forward": 110,

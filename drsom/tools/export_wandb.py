@@ -5,11 +5,11 @@
 
 For runs logged on a cluster whose folders are not at hand: each wandb run becomes
 ``<out>/<run_id>/`` with ``config.yaml`` (the resolved config, unflattened), ``metrics.csv`` (the
-per-epoch rows), ``steps.csv`` (DRSOM diagnostics, when logged) and ``summary.json`` (status,
-final and best accuracy, cost), exactly what ``drsom-curves`` and ``drsom-tables`` read. The run
-id is the one the runner logged, so an exported run lands where the cluster wrote it. A local run
-that is already finished or diverged is kept (the local store is the source of truth) unless
-``--force``. Needs ``wandb login`` (or WANDB_API_KEY) and network access.
+per-epoch rows), ``steps.csv`` (the loss and the optimizer's diagnostics) and ``summary.json``
+(status, final and best accuracy, cost), exactly what ``drsom-curves`` and ``drsom-tables``
+read. The run id is the one the runner logged, so an exported run lands where the cluster wrote
+it. A local run that is already finished or diverged is kept (the local store is the source of
+truth) unless ``--force``. Needs ``wandb login`` (or WANDB_API_KEY) and network access.
 """
 
 from __future__ import annotations
@@ -88,9 +88,10 @@ def export_run(
     steps = step_rows(history)
     summary = build_summary(run, config, metrics, rid, source)
     folder.write_config(config)
-    write_csv(folder.metrics, METRIC_COLUMNS, metrics)
+    # the optimizer's columns after the loop's, in the order of its first logged row
+    write_csv(folder.metrics, [*METRIC_COLUMNS, *_extra(metrics, METRIC_COLUMNS)], metrics)
     if steps:
-        write_csv(folder.steps, STEP_COLUMNS, steps)
+        write_csv(folder.steps, [*STEP_COLUMNS, *_extra(steps, STEP_COLUMNS)], steps)
     folder.write_summary(summary)
     return rid, summary["status"]
 
@@ -120,12 +121,16 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def epoch_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The per-epoch rows (they carry ``train_loss``), one per epoch: a resumed run's last wins."""
+    """The per-epoch rows (they carry ``train_loss``), one per epoch: a resumed run's last wins.
+
+    The optimizer's epoch means (``<key>_mean``, ``drsom.train.Trainer.metric_columns``) come
+    with them."""
     rows: dict[int, dict[str, Any]] = {}
     for h in history:
         if _value(h, "train_loss") is None or _value(h, "epoch") is None:
             continue
-        row = {c: _value(h, c) for c in METRIC_COLUMNS}
+        keys = [*METRIC_COLUMNS, *(k for k in h if k.endswith("_mean"))]
+        row = {c: _value(h, c) for c in keys}
         row["epoch"] = int(row["epoch"])
         row["step"] = int(_value(h, "step") if _value(h, "step") is not None else h["_step"])
         rows[row["epoch"]] = row
@@ -133,19 +138,21 @@ def epoch_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def step_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """DRSOM diagnostics logged as ``drsom/<key>`` (``alpha`` as ``drsom/alpha_<i>``)."""
+    """The steps.csv rows the runner logged: ``step/<column>`` and the optimizer's diagnostics
+    as ``opt/<key>`` (``drsom.runner._step_log``)."""
     rows = []
     for h in history:
-        if _value(h, "drsom/rho") is None:
+        if "step/loss" not in h:
             continue
-        row = {c: _value(h, f"drsom/{c}") for c in STEP_COLUMNS if c not in ("step", "alpha")}
-        row["step"] = int(h["_step"])
-        alphas = sorted(
-            (int(k.rsplit("_", 1)[1]), v) for k, v in h.items() if k.startswith("drsom/alpha_")
-        )
-        row["alpha"] = [v for _, v in alphas if v is not None]
+        row = {"step": int(h["_step"])}
+        row.update({k[5:]: _value(h, k) for k in h if k.startswith("step/")})
+        row.update({k[4:]: _value(h, k) for k in h if k.startswith("opt/")})
         rows.append(row)
     return rows
+
+
+def _extra(rows: list[dict[str, Any]], fixed: Iterable[str]) -> list[str]:
+    return [k for k in rows[0] if k not in fixed] if rows else []
 
 
 def build_summary(
