@@ -150,8 +150,24 @@ def _file_sha(path: Path) -> str:
 
 def execution() -> dict[str, Any]:
     """What changes a run's numbers without being in its config: CPU threads (1 and 2 threads
-    differ from the first epoch), the interpreter and libraries (``versions``)."""
-    return {"threads": torch.get_num_threads(), "versions": versions()}
+    differ from the first epoch), the processor (``machine``), the interpreter and libraries
+    (``versions``)."""
+    return {"threads": torch.get_num_threads(), "machine": machine(), "versions": versions()}
+
+
+def machine() -> dict[str, str]:
+    """The processor and the kernels torch picks for it: float results differ between an AVX2
+    and an AVX-512 CPU (and between math libraries), so bitwise reruns need the same ones."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                model,
+            )
+    except OSError:  # not Linux
+        pass
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def versions() -> dict[str, str | None]:

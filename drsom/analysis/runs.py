@@ -364,6 +364,11 @@ def provenance(runs: Sequence[Run]) -> str:
         parts.append(f"{dirty} of {len(runs)} runs from a dirty tree")
     facts = {
         "CPU threads": lambda s: s.get("threads"),
+        "CPU": lambda s: (
+            "{cpu} ({cpu_capability})".format_map(s["machine"])
+            if isinstance(s.get("machine"), dict)
+            else None
+        ),
         "device": lambda s: str(s.get("device", "?")).split(":")[0],
         "torch": lambda s: (s.get("versions") or {}).get("torch"),
     }

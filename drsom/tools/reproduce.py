@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from drsom.run_folder import RunDir
-from drsom.run_record import git_state
+from drsom.run_record import git_state, machine
 from drsom.train import WALL_CLOCK_COLUMNS
 
 
@@ -76,7 +76,15 @@ def provenance(stored: RunDir) -> str:
     current = git_state()
     now = (current["git_commit"] or "unknown") + (" (dirty tree)" if current["git_dirty"] else "")
     same = "same commit" if summary.get("git_commit") == current["git_commit"] else "OTHER commit"
-    return f"stored run made at {then}; rerun at {now} ({same})"
+    text = f"stored run made at {then}; rerun at {now} ({same})"
+    made_on, here = summary.get("machine"), machine()
+    if isinstance(made_on, dict) and made_on != here:
+        text += (
+            f"\nstored run made on {made_on.get('cpu')} ({made_on.get('cpu_capability')}), "
+            f"rerun on {here['cpu']} ({here['cpu_capability']}): float results differ between "
+            "processors, so 'identical' is expected only on the same kind"
+        )
+    return text
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
