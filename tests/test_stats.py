@@ -24,6 +24,7 @@ from drsom.analysis.stats import (
     performance_ratios,
 )
 from drsom.analysis.summary_stats import interval_table, paired_table
+from drsom.analysis.tables import experiment_table
 
 
 def _t2(p: float) -> float:
@@ -194,6 +195,20 @@ def test_interval_table_has_mean_and_t_interval_over_finished_seeds():
     assert (drsom["epochs_to_90_mean"], drsom["epochs_to_90_n"]) == (2.5, 2)
     assert drsom["seconds_to_90_high"] == pytest.approx(25 + T975_1 * math.sqrt(50) / math.sqrt(2))
     assert sgd["epochs_to_90_n"] == 0 and math.isnan(sgd["epochs_to_90_mean"])
+
+
+def test_interval_table_agrees_with_the_experiment_tables_mean_and_std():
+    # the same finished seeds as experiment_table: half-width = t_{0.975,n-1} * std / sqrt(n)
+    ours = interval_table(_rows()).set_index("optimizer")
+    theirs = experiment_table(_rows(), targets=(0.90,)).set_index("optimizer")
+    for opt in ("drsom", "sgd"):
+        for c in ("final_test_acc", "epochs_to_90"):
+            assert ours.loc[opt, f"{c}_mean"] == pytest.approx(
+                theirs.loc[opt, f"{c}_mean"], nan_ok=True
+            )
+    std, n = theirs.loc["sgd", "final_test_acc_std"], ours.loc["sgd", "final_test_acc_n"]
+    half = ours.loc["sgd", "final_test_acc_high"] - ours.loc["sgd", "final_test_acc_mean"]
+    assert half == pytest.approx(T975_2 * std / math.sqrt(n))
 
 
 def test_paired_table_pairs_finished_seeds_against_the_baseline():

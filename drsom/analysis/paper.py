@@ -3,7 +3,9 @@ LaTeX tables.
 
 A figure made inside ``with paper.style("column"):`` is 3.3 in wide (one column of a two-column
 paper), ``"full"`` 6.75 in (the text width), with font sizes that read at that size. Fonts are
-embedded as TrueType (``pdf.fonttype = 42``), never Type 3, which publishers and arXiv refuse.
+embedded as TrueType (``pdf.fonttype = 42``; matplotlib writes a Type0 font with a CIDFontType2,
+i.e. TrueType, descendant), never Type 3 (glyphs as drawing procedures, which publishers' PDF
+checks flag).
 matplotlib reads ``pdf.fonttype`` when the file is *written*: save inside the ``with`` block, or
 with :func:`save`, which sets it itself. The page size is the figure size (``savefig.bbox``
 "standard", not "tight", which would crop the width to the drawing).
