@@ -98,5 +98,6 @@ def _who(first: pd.Series) -> dict:
         "model": first["model"],
         "optimizer": first["optimizer"],
         "display": first.get("display") or first["optimizer"],
+        "model_display": first.get("model_display") or first["model"],
         "setting": first.get("setting") or "",
     }

@@ -181,3 +181,71 @@ def _pm(mean: float, std: float, scale: float, fmt: str) -> str:
 
 def _row(cells: Sequence[str]) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+# --------------------------------------------------------------------- confidence intervals
+CI_NOTE = (
+    "95% confidence intervals over the finished seeds: Student-t (mean ± t(0.975, n-1) s/sqrt(n);"
+    " with 3-5 seeds a bootstrap of the seeds is degenerate); none with one seed. A cost's n is "
+    "the seeds that reached the target."
+)
+
+
+def interval_markdown(
+    ci: pd.DataFrame, paired: pd.DataFrame | None, targets, baseline: str | None = None
+) -> str:
+    """The intervals table (``summary_stats.interval_table``) and the paired comparison against
+    ``baseline`` (its display name), for a reader: accuracies in percent as ``mean [low, high]``."""
+    header = ["model", "optimizer", "seeds", "final test acc (%)", "best test acc (%)"]
+    header += [f"epochs to {target_name(t)}%" for t in targets]
+    header += [f"grad evals to {target_name(t)}%" for t in targets]
+    lines = ["### 95% confidence intervals", "", CI_NOTE, "", _row(header)]
+    lines.append(_row(["---"] * len(header)))
+    for _, r in ci.iterrows():
+        who = f"{r['display']} {r['setting']}".strip()
+        cells = [r["model_display"], who, f"{r['seeds']}/{r['runs']}"]
+        cells += [_ci(r, c, 100, "{:.2f}") for c in ("final_test_acc", "best_test_acc")]
+        for cost, fmt in (("epochs", "{:.1f}"), ("grad_evals", "{:,.0f}")):
+            cells += [_ci(r, f"{cost}_to_{target_name(t)}", 1, fmt, counted=True) for t in targets]
+        lines.append(_row(cells))
+    if paired is not None and len(paired):
+        base = baseline or paired["baseline"].iloc[0]
+        lines += ["", f"Final test accuracy minus {base}'s, paired by seed (points):", ""]
+        lines += [_row(["model", "optimizer", "difference [95% CI]", "seeds paired"])]
+        lines.append(_row(["---"] * 4))
+        for _, r in paired.iterrows():
+            who = f"{r['display']} {r['setting']}".strip()
+            shown = _ci(r.rename(lambda k: k.replace("diff_", "d_")), "d", 100, "{:+.2f}")
+            lines.append(_row([r["model_display"], who, shown, str(r["paired"])]))
+    return "\n".join(lines) + "\n"
+
+
+def _ci(r: pd.Series, key: str, scale: float, fmt: str, counted: bool = False) -> str:
+    mean, low, high = (r.get(f"{key}_{p}") for p in ("mean", "low", "high"))
+    if mean is None or np.isnan(mean):
+        return "–"
+    text = fmt.format(mean * scale)
+    if low is not None and not np.isnan(low):
+        text += f" [{fmt.format(low * scale)}, {fmt.format(high * scale)}]"
+    n, seeds = r.get(f"{key}_n"), r.get("seeds")
+    if counted and n is not None and seeds and n != seeds:
+        text += f" ({int(n)}/{seeds})"
+    return text
+
+
+def interval_latex(ci: pd.DataFrame, targets, name: str) -> str:
+    """The intervals table as a booktabs LaTeX table (``drsom.analysis.paper.latex_table``)."""
+    from drsom.analysis.paper import Column, latex_table
+
+    shown = [f"{d} {s}".strip() for d, s in zip(ci["display"], ci["setting"], strict=True)]
+    frame = ci.assign(shown=shown)
+    columns = [Column("model_display", "model"), Column("shown", "optimizer")]
+    columns += [Column("seeds", "seeds")]
+    columns += [Column("final_test_acc", "final test acc. (%)", scale=100)]
+    columns += [Column("best_test_acc", "best test acc. (%)", scale=100)]
+    columns += [
+        Column(f"epochs_to_{target_name(t)}", f"epochs to {target_name(t)}%", digits=1)
+        for t in targets
+    ]
+    caption = f"{name}: mean and 95% confidence interval over seeds (Student-t)."
+    return latex_table(frame, columns, caption, f"tab:{name}")

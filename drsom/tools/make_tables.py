@@ -7,8 +7,11 @@ Per variant (model, optimizer and the settings that tell its configs apart, e.g.
 two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
 over the finished seeds), and the epochs / training seconds / gradient evaluations + HVPs to reach
 each target test accuracy; runs that diverged, are unfinished or were never started are counted in
-their own columns. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row per cell) and
-``<experiment>.runs.csv`` (one row per run).
+their own columns. Below it, the same accuracies and costs with 95% confidence intervals over the
+seeds (Student-t, ``drsom.analysis.stats``) and each variant's final test accuracy minus the
+``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row
+per cell), ``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and
+``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex`` (booktabs, for a paper).
 """
 
 from __future__ import annotations
@@ -27,9 +30,13 @@ from drsom.analysis.runs import (
     readable,
     stored_experiments,
 )
+from drsom.analysis.stats import check_targets
+from drsom.analysis.summary_stats import interval_table, paired_table
 from drsom.analysis.tables import (
     DEFAULT_TARGETS,
     experiment_table,
+    interval_latex,
+    interval_markdown,
     markdown,
     run_rows,
     target_name,
@@ -42,7 +49,11 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
-    targets = [t / 100 if t > 1 else t for t in args.targets]  # 93 and 0.93 both mean 93%
+    try:
+        targets = check_targets(args.targets)  # 93 and 0.93 both mean 93%
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.experiment or stored_experiments(store):
         selection = experiment_selection(args.results, name, store)
@@ -55,7 +66,24 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         rows.to_csv(stem.with_suffix(".runs.csv"), index=False)
         table.to_csv(stem.with_suffix(".csv"), index=False)
         text = markdown(table, targets, name, notes(selection, targets))
+        ci = interval_table(rows)
+        ci.to_csv(stem.with_suffix(".ci.csv"), index=False)
+        has_baseline = args.baseline in set(rows["optimizer"])
+        try:
+            paired = paired_table(rows, args.baseline) if has_baseline else None
+        except ValueError as exc:  # the baseline label is several variants (an lr sweep)
+            print(f"{name}: no paired comparison: {exc}", file=sys.stderr)
+            paired = None
+        if paired is not None:
+            paired.to_csv(stem.with_suffix(".paired.csv"), index=False)
+        base_name = (
+            rows.loc[rows["optimizer"] == args.baseline, "display"].iloc[0]
+            if has_baseline
+            else None
+        )
+        text += "\n" + interval_markdown(ci, paired, targets, base_name)
         stem.with_suffix(".md").write_text(text)
+        stem.with_suffix(".tex").write_text(interval_latex(ci, targets, name))
         print(f"{stem.with_suffix('.md')}:\n{text}")
     return 0
 
@@ -67,10 +95,15 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
     p.add_argument(
         "--targets",
-        type=float,
         nargs="+",
         default=list(DEFAULT_TARGETS),
-        help="target test accuracies, fractions or percent (default: 0.90 0.93)",
+        help="target test accuracies, percent in (1, 100) or fractions in (0, 1) "
+        "(default: 0.90 0.93)",
+    )
+    p.add_argument(
+        "--baseline",
+        default="adam",
+        help="optimizer label the others are compared with, seed by seed (default: adam)",
     )
     return p.parse_args(argv)
 
