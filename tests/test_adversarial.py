@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import io
-import json
 import logging
 import os
 import shutil
@@ -23,45 +22,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_fixture import write_fake_cifar10
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from run_helpers import only_run, read_csv, run_inprocess, tiny
+from run_helpers import only_run, read_csv, run_inprocess, summary_of, tiny
 
 from drsom import jobs, run_folder, runner
 from drsom.config import ConfigError, validate
 from drsom.identity import complete
-from drsom.run_folder import RunDir, StorageError
+from drsom.run_folder import StorageError
 from drsom.run_state import run_state
 from drsom.tracking import start_tracker
 
 REPO = Path(__file__).resolve().parents[1]
-JOB_ID_VARIABLES = ("SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_JOB_ID")
-JOB_ID_VARIABLES += ("SUBMITIT_LOCAL_JOB_ID",)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()  # tiny models: a second thread only adds waiting
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def no_scheduler_job(monkeypatch):
-    # Tests may themselves run inside a SLURM job: its id must not make two tests one launch.
-    for name in JOB_ID_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory) -> Path:
-    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), n_train=250, n_test=50)
-
-
-def summary_of(rd: RunDir) -> dict:
-    return json.loads(rd.summary.read_text())
+pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 
 def cli(*args: str, cwd: Path, env: dict | None = None, run_dir: bool = True):

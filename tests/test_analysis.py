@@ -21,8 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from run_helpers import compose_config, compose_configs
 
 from drsom.analysis import figures
 from drsom.analysis.runs import (
@@ -94,16 +94,6 @@ def write_run(root: Path, cfg: dict, rows: list[dict], status: str) -> RunDir:
     summary = {"run_id": folder.name, "status": status, "device": "cpu", "epoch": len(rows)}
     folder.write_summary(summary)
     return folder
-
-
-def compose_configs(*override_lists: list[str]) -> list[dict]:
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfgs = [compose("config", overrides=list(o)) for o in override_lists]
-    return [OmegaConf.to_container(cfg, resolve=True) for cfg in cfgs]
-
-
-def compose_config(*overrides: str) -> dict:
-    return compose_configs(list(overrides))[0]
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,6 @@ CENTRE = [
 STEPS = 3
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Each test starts from one global RNG state, whatever ran before it in the process."""
-    torch.manual_seed(0)
-
-
 def quadratic_grads(thetas):
     return [a * (t - c) for t, a, c in zip(thetas, CURV, CENTRE, strict=True)]
 
