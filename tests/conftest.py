@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-# pytest puts tests/ on sys.path (no __init__.py there), so the helper module imports directly.
+# pytest puts tests/ on sys.path (no __init__.py there), so the helper modules import directly.
+from analysis_store import write_lr_sweep, write_store
 from cifar_fixture import write_fake_cifar10
 
 TEST_SEED = 0
@@ -60,3 +61,15 @@ def no_scheduler_job(monkeypatch):
     """No SLURM/submitit job id in the environment: a test run inside a job is not one launch."""
     for name in JOB_ID_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    """The synthetic results store of analysis_store.py: 4 optimizers x 3 seeds, known metrics."""
+    return write_store(tmp_path_factory.mktemp("runs"))
+
+
+@pytest.fixture(scope="module")
+def lr_sweep(tmp_path_factory) -> Path:
+    """Ad-hoc runs of analysis_store.py: two Adam learning rates and one SGD run (3 variants)."""
+    return write_lr_sweep(tmp_path_factory.mktemp("adhoc"))

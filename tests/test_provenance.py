@@ -88,7 +88,8 @@ def test_a_result_on_other_data_is_refused_not_taken_for_this_run(tmp_path):
 
 
 def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys):
-    from test_analysis import compose_config, metric_rows, write_run
+    from analysis_store import metric_rows, write_run
+    from run_helpers import compose_config
 
     from drsom.analysis.runs import load_store, variant_suffixes
 
