@@ -1,4 +1,4 @@
-"""Provenance of runs: which code (commit, dirty edits) and machine facts made them."""
+"""Provenance of runs (drsom.run_record): the code (commit, dirty edits), data and machine."""
 
 from __future__ import annotations
 
