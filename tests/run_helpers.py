@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -83,3 +86,24 @@ def wait_for(condition, what: str, timeout: float = 120, poll: float = 0.02) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(poll)
+
+
+def cli(
+    *args: str, cwd: Path, env: dict | None = None, run_dir: bool = True
+) -> subprocess.CompletedProcess:
+    """``python run.py *args`` in ``cwd`` without wandb or Hydra's full tracebacks, as users run it.
+
+    ``env`` adds variables (None removes one); ``run_dir`` puts Hydra's output folder in ``cwd``.
+    """
+    environ = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    environ.pop("HYDRA_FULL_ERROR", None)
+    environ.update(env or {})
+    hydra_dir = [f"hydra.run.dir={cwd / 'hydra'}"] if run_dir else []
+    return subprocess.run(
+        [sys.executable, str(REPO / "run.py"), *hydra_dir, *args],
+        cwd=cwd,
+        env={k: v for k, v in environ.items() if v is not None},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

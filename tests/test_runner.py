@@ -11,14 +11,13 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import only_run, read_csv, run_inprocess, tiny, without_wall_clock
+from run_helpers import cli, only_run, read_csv, run_inprocess, tiny, without_wall_clock
 
 from drsom import runner
 from drsom.config import ConfigError
@@ -405,16 +404,6 @@ def test_wandb_run_is_finished_when_training_fails(cifar_root, tmp_path, monkeyp
 
 
 # ---------------------------------------------------------------------------- command line
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), f"hydra.run.dir={cwd / 'hydra'}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_run_prints_epochs_and_skips_when_finished(cifar_root, tmp_path):

@@ -10,17 +10,15 @@ test_tracking.py.)
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
-from run_helpers import only_run, read_csv, run_inprocess, summary_of, tiny
+from run_helpers import cli, only_run, read_csv, run_inprocess, summary_of, tiny
 
 from drsom.config import ConfigError, validate
 from drsom.identity import complete
@@ -28,21 +26,6 @@ from drsom.run_state import run_state
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
-
-
-def cli(*args: str, cwd: Path, env: dict | None = None, run_dir: bool = True):
-    environ = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    environ.pop("HYDRA_FULL_ERROR", None)
-    environ.update(env or {})
-    hydra_dir = [f"hydra.run.dir={cwd / 'hydra'}"] if run_dir else []
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), *hydra_dir, *args],
-        cwd=cwd,
-        env={k: v for k, v in environ.items() if v is not None},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:
