@@ -8,7 +8,7 @@ PY=${PY:-.venv/bin/python}
 OUT=${OUT:-results/benchmarks}
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-machine.txt"
-WANDB_MODE=disabled $PY -m pytest -q tests/test_drsom.py -k cuda 2>&1 | tail -5
+WANDB_MODE=disabled $PY -m pytest -q tests/test_optim_drsom.py -k cuda 2>&1 | tail -5
 for B in 128 512; do
   $PY scripts/bench_optimizers.py --device cuda --model resnet18 --batch-size $B --repeats 20 \
     --optimizers adam sgd adabelief drsom drsom_adabelief drsom_interp drsom_fd drsom_hvp \

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pickle
 import socket
 import sys
-import time
+import threading
+import types
 import urllib.error
 from pathlib import Path
 
@@ -25,8 +26,9 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 @pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory) -> Path:
-    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), n_train=500, n_test=100)
+def cifar500_root(tmp_path_factory) -> Path:
+    """A fake CIFAR-10 larger than conftest's (500 train, 100 test): room for real batches."""
+    return write_fake_cifar10(tmp_path_factory.mktemp("cifar500"), n_train=500, n_test=100)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +54,13 @@ def to_uint8(x: torch.Tensor, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> torch.Tenso
 # --- reading CIFAR ----------------------------------------------------------------------------
 
 
-def test_fake_cifar10_reads_back_exactly(cifar_root):
-    bundle = fake_cifar(cifar_root, batch_size=128, test_batch_size=64)
+def test_fake_cifar10_reads_back_exactly(cifar500_root):
+    bundle = fake_cifar(cifar500_root, batch_size=128, test_batch_size=64)
     assert (bundle.num_train, bundle.num_test, bundle.num_classes) == (500, 100, 10)
     assert len(bundle.train) == 4 and len(bundle.test) == 2
 
     # The test split, in order and unaugmented, must be the file's pixels (CHW planes) exactly.
-    with open(cifar_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
+    with open(cifar500_root / "cifar-10-batches-py" / "test_batch", "rb") as f:
         raw = pickle.load(f, encoding="bytes")
     expected = torch.from_numpy(raw[b"data"].reshape(-1, 3, 32, 32).astype(np.int64))
     got = batches(bundle.test)
@@ -69,14 +71,14 @@ def test_fake_cifar10_reads_back_exactly(cifar_root):
     assert torch.cat([b[1] for b in got]).tolist() == raw[b"labels"]
 
 
-def test_train_epoch_covers_every_example_once_and_keeps_the_last_partial_batch(cifar_root):
-    bundle = fake_cifar(cifar_root, batch_size=128, augment=False)
+def test_train_epoch_covers_every_example_once_and_keeps_the_last_partial_batch(cifar500_root):
+    bundle = fake_cifar(cifar500_root, batch_size=128, augment=False)
     got = batches(bundle.train)
     assert [len(y) for _, y in got] == [128, 128, 128, 116]
     assert all(y.dtype == torch.int64 for _, y in got)
     raw_images, raw_labels = [], []
     for i in range(1, 6):
-        with open(cifar_root / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as f:
+        with open(cifar500_root / "cifar-10-batches-py" / f"data_batch_{i}", "rb") as f:
             part = pickle.load(f, encoding="bytes")
         raw_images.append(torch.from_numpy(part[b"data"].astype(np.int64)))
         raw_labels += part[b"labels"]
@@ -98,9 +100,9 @@ def test_fake_cifar100_reads(tmp_path):
     assert x.shape == (128, 3, 32, 32) and int(y.max()) < 100
 
 
-def test_verify_true_rejects_a_copy_that_fails_md5(cifar_root):
+def test_verify_true_rejects_a_copy_that_fails_md5(cifar500_root):
     with pytest.raises(DatasetUnavailable) as info:
-        cifar10(cifar_root, download=False)
+        cifar10(cifar500_root, download=False)
     msg = str(info.value)
     assert "MD5" in msg and "data.verify=false" in msg
     assert "\n" not in msg
@@ -139,29 +141,43 @@ def test_download_network_error_becomes_dataset_unavailable(tmp_path, monkeypatc
     assert socket.getdefaulttimeout() == before  # and the process default was restored
 
 
-def test_host_probe_answers_false_as_soon_as_the_connection_is_refused():
-    # 127.0.0.1:1 is normally closed: a refusal must not wait out the timeout.
-    start = time.perf_counter()
+def test_host_probe_answers_false_as_soon_as_the_connection_is_refused(monkeypatch):
+    # A refusal must end the probe's wait at once, not when the timeout runs out: the wait on
+    # the probe's event has to return True (set by the probe), never False (timed out).
+    def refuse(address, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    waits: list[bool] = []
+
+    class RecordingEvent(threading.Event):
+        def wait(self, timeout=None):
+            waits.append(super().wait(timeout))
+            return waits[-1]
+
+    monkeypatch.setattr(cifar_module.socket, "create_connection", refuse)
+    # Only the probe's module sees the recording event (Thread.start waits on one of its own).
+    probe_threading = types.SimpleNamespace(Event=RecordingEvent, Thread=threading.Thread)
+    monkeypatch.setattr(cifar_module, "threading", probe_threading)
     assert cifar_module._host_answers("127.0.0.1", 1, timeout=20.0) is False
-    assert time.perf_counter() - start < 10.0
+    assert waits == [True]
 
 
 # --- argument errors ----------------------------------------------------------------------------
 
 
-def test_bad_sizes_are_value_errors(cifar_root):
+def test_bad_sizes_are_value_errors(cifar500_root):
     with pytest.raises(ValueError, match="batch_size"):
-        fake_cifar(cifar_root, batch_size=0)
+        fake_cifar(cifar500_root, batch_size=0)
     with pytest.raises(ValueError, match="train_subset"):
-        fake_cifar(cifar_root, train_subset=501)
+        fake_cifar(cifar500_root, train_subset=501)
 
 
 # --- epochs: determinism and resume ------------------------------------------------------------
 
 
-def test_epoch_batches_are_a_function_of_seed_and_epoch_only(cifar_root):
-    a = fake_cifar(cifar_root, batch_size=64, seed=3).train
-    b = fake_cifar(cifar_root, batch_size=64, seed=3).train
+def test_epoch_batches_are_a_function_of_seed_and_epoch_only(cifar500_root):
+    a = fake_cifar(cifar500_root, batch_size=64, seed=3).train
+    b = fake_cifar(cifar500_root, batch_size=64, seed=3).train
     a.set_epoch(5)
     torch.manual_seed(123)  # the global RNG must not matter
     first = batches(a)
@@ -175,15 +191,15 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch_only(cifar_root):
     a.set_epoch(6)
     other_epoch = batches(a)
     assert not torch.equal(first[0][0], other_epoch[0][0])
-    c = fake_cifar(cifar_root, batch_size=64, seed=4).train
+    c = fake_cifar(cifar500_root, batch_size=64, seed=4).train
     c.set_epoch(5)
     assert not torch.equal(first[0][0], batches(c)[0][0])
 
 
-def test_resume_sees_what_an_uninterrupted_run_sees(cifar_root):
-    uninterrupted = fake_cifar(cifar_root, batch_size=100).train
+def test_resume_sees_what_an_uninterrupted_run_sees(cifar500_root):
+    uninterrupted = fake_cifar(cifar500_root, batch_size=100).train
     epochs = [batches(uninterrupted) for _ in range(3)]  # passes advance the epoch: 0, 1, 2
-    resumed = fake_cifar(cifar_root, batch_size=100).train
+    resumed = fake_cifar(cifar500_root, batch_size=100).train
     resumed.set_epoch(2)
     for (x1, y1), (x2, y2) in zip(epochs[2], batches(resumed), strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
@@ -193,9 +209,9 @@ def test_resume_sees_what_an_uninterrupted_run_sees(cifar_root):
 @pytest.mark.parametrize(
     "kw", [{"gpu_resident": True}, {"num_workers": 2}, {"channels_last": True}]
 )
-def test_all_cpu_paths_give_identical_batches(cifar_root, kw):
-    reference = fake_cifar(cifar_root, batch_size=96, gpu_resident=False)
-    variant = fake_cifar(cifar_root, batch_size=96, **kw)
+def test_all_cpu_paths_give_identical_batches(cifar500_root, kw):
+    reference = fake_cifar(cifar500_root, batch_size=96, gpu_resident=False)
+    variant = fake_cifar(cifar500_root, batch_size=96, **kw)
     for loader in ("train", "test"):
         got = batches(getattr(variant, loader))
         for (x1, y1), (x2, y2) in zip(batches(getattr(reference, loader)), got, strict=True):
@@ -205,8 +221,8 @@ def test_all_cpu_paths_give_identical_batches(cifar_root, kw):
         assert x.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_test_loader_is_in_order_and_unaffected_by_epoch(cifar_root):
-    test = fake_cifar(cifar_root, test_batch_size=30).test
+def test_test_loader_is_in_order_and_unaffected_by_epoch(cifar500_root):
+    test = fake_cifar(cifar500_root, test_batch_size=30).test
     first = batches(test)
     test.set_epoch(7)
     for (x1, y1), (x2, y2) in zip(first, batches(test), strict=True):
@@ -289,9 +305,9 @@ def test_plan_is_drawn_on_the_host_so_devices_agree():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_resident_matches_cpu_batches(cifar_root):
-    cpu = fake_cifar(cifar_root, batch_size=64, channels_last=True)
-    gpu = fake_cifar(cifar_root, batch_size=64, device="cuda", channels_last=True)
+def test_gpu_resident_matches_cpu_batches(cifar500_root):
+    cpu = fake_cifar(cifar500_root, batch_size=64, channels_last=True)
+    gpu = fake_cifar(cifar500_root, batch_size=64, device="cuda", channels_last=True)
     for (x1, y1), (x2, y2) in zip(batches(cpu.train), batches(gpu.train), strict=True):
         torch.testing.assert_close(x1, x2)
         assert torch.equal(y1, y2)
@@ -300,9 +316,9 @@ def test_gpu_resident_matches_cpu_batches(cifar_root):
 # --- subsets ------------------------------------------------------------------------------------
 
 
-def test_train_subset_is_a_fixed_nested_prefix(cifar_root):
-    small = fake_cifar(cifar_root, train_subset=50, augment=False, batch_size=500)
-    large = fake_cifar(cifar_root, train_subset=120, augment=False, batch_size=500, seed=9)
+def test_train_subset_is_a_fixed_nested_prefix(cifar500_root):
+    small = fake_cifar(cifar500_root, train_subset=50, augment=False, batch_size=500)
+    large = fake_cifar(cifar500_root, train_subset=120, augment=False, batch_size=500, seed=9)
     assert small.num_train == 50 and large.num_train == 120 and len(small.train) == 1
     assert small.num_test == 100  # the test set is never subset
     ((xs, _),) = batches(small.train)

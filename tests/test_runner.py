@@ -11,44 +11,24 @@ import json
 import logging
 import math
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
 
 import pytest
 import torch
-from cifar_fixture import write_fake_cifar10
-from run_helpers import only_run, read_csv, run_inprocess, tiny
+from run_helpers import cli, only_run, read_csv, run_inprocess, tiny, without_wall_clock
 
 from drsom import runner
 from drsom.config import ConfigError
 from drsom.data import DatasetUnavailable
 from drsom.run_folder import RunBusy, RunDir, atomic_file
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, WALL_CLOCK_COLUMNS, Trainer
+from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 OPTIMIZERS = sorted(p.stem for p in (REPO / "configs" / "optimizer").glob("*.yaml"))
 FIRST_ORDER = {"sgd", "adam", "adamw", "adabelief", "radam", "yogi", "adabound", "msvag", "fromage"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from a second thread, and on a shared 2-core machine two OpenMP
-    # threads can wait on each other for ~10x longer than the work takes.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory) -> Path:
-    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), n_train=250, n_test=50)
-
-
-def without_wall_clock(rows: list[dict[str, str]]) -> list[dict[str, str]]:
-    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS} for r in rows]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ------------------------------------------------------------------------ every optimizer
@@ -424,16 +404,6 @@ def test_wandb_run_is_finished_when_training_fails(cifar_root, tmp_path, monkeyp
 
 
 # ---------------------------------------------------------------------------- command line
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": ""}
-    return subprocess.run(
-        [sys.executable, str(REPO / "run.py"), f"hydra.run.dir={cwd / 'hydra'}", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_cli_run_prints_epochs_and_skips_when_finished(cifar_root, tmp_path):

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import torch
-from test_analysis import compose_config
+from run_helpers import compose_config
 
 from drsom.analysis.figures import protocol_title
 from drsom.analysis.runs import Run, describe

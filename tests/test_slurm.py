@@ -9,7 +9,6 @@ suite's own ``hydra/launcher=slurm`` preset with a CPU-only override, on scikit-
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -21,13 +20,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import read_csv, run_inprocess
+from run_helpers import read_csv, run_inprocess, summary_of, wait_for, without_wall_clock
 
 from drsom.preemption import PreemptionGuard
 from drsom.run_folder import RunDir
 from drsom.slurm import ClusterError, check_request, failure_line, parse_sinfo
 from drsom.sweeps import sweep_runs
-from drsom.train import WALL_CLOCK_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_ONLY = [
@@ -46,6 +44,7 @@ DIGITS = [
     "trainer.progress=false",
     "logger.mode=disabled",
 ]
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------- without a cluster
@@ -163,14 +162,6 @@ def cluster():
         pytest.skip(f"no SLURM test cluster ({reason}); `make test-slurm` starts one")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the jobs get OMP_NUM_THREADS=1: the same arithmetic
-    yield
-    torch.set_num_threads(before)
-
-
 def env() -> dict[str, str]:
     environment = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     environment.pop("HYDRA_FULL_ERROR", None)  # the launcher's errors as users see them
@@ -230,14 +221,6 @@ def job_logs(sweep: Path) -> str:
     return "\n".join(p.read_text() for p in sweep.glob(".submitit/*/*_log.*"))
 
 
-def wait_for(condition, what: str, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def epochs_done(rd: RunDir) -> int:
     try:
         return len(read_csv(rd.metrics))
@@ -246,20 +229,12 @@ def epochs_done(rd: RunDir) -> int:
 
 
 def assert_same_run(resumed: RunDir, whole: RunDir) -> None:
-    def rows(rd: RunDir) -> list[dict[str, str]]:
-        return [
-            {k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS}
-            for r in read_csv(rd.metrics)
-        ]
-
-    assert rows(resumed) == rows(whole)
+    assert without_wall_clock(read_csv(resumed.metrics)) == without_wall_clock(
+        read_csv(whole.metrics)
+    )
     a = whole.load_checkpoint()["trainer"]["model"]
     b = resumed.load_checkpoint()["trainer"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def summary(rd: RunDir) -> dict:
-    return json.loads(rd.summary.read_text())
 
 
 @pytest.mark.slurm
@@ -273,7 +248,7 @@ def test_sweep_finishes_every_run_and_a_relaunch_trains_nothing(cluster, tmp_pat
     assert sorted(jobs) == [0, 1, 2, 3], out + err
     assert re.search(r"submitted SLURM array job \d+ \(4 runs", out + err)
     for n, run in enumerate(runs):
-        assert summary(run.run_dir)["status"] == "finished"
+        assert summary_of(run.run_dir)["status"] == "finished"
         assert sacct(jobs[n]) == (run.run_id, "COMPLETED", "0:0")  # named after its run
 
     # The status script, given the launch line as it is (`-m`, the launcher's overrides).
@@ -308,7 +283,7 @@ def test_a_bad_grid_point_fails_only_its_job(cluster, tmp_path):
     )
     out, err = finish(proc, rc=1)
     good, bad = sweep_runs(None, grid)
-    assert summary(good.run_dir)["status"] == "finished"
+    assert summary_of(good.run_dir)["status"] == "finished"
     jobs = submitted(out + err)
     assert sacct(jobs[0])[1:] == ("COMPLETED", "0:0")
     assert sacct(jobs[1])[1:] == ("FAILED", "1:0")
@@ -359,9 +334,14 @@ def preempt_and_resume(tmp_path: Path, uninterrupted: RunDir, preempt, *launcher
     (run,) = sweep_runs(None, grid)
     proc = launch(*CPU_ONLY, *launcher, *grid, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     try:
-        wait_for(lambda: submitted(b"".join(p.read_bytes() for p in proc.logs).decode()), "submit")
+        wait_for(
+            lambda: submitted(b"".join(p.read_bytes() for p in proc.logs).decode()),
+            "submit",
+            timeout=240,
+            poll=0.1,
+        )
         (job,) = submitted("".join(p.read_text() for p in proc.logs)).values()
-        wait_for(lambda: epochs_done(run.run_dir) >= 1, "epoch 1")
+        wait_for(lambda: epochs_done(run.run_dir) >= 1, "epoch 1", timeout=240, poll=0.1)
         preempt(job)
     except BaseException:
         proc.kill()
@@ -369,7 +349,7 @@ def preempt_and_resume(tmp_path: Path, uninterrupted: RunDir, preempt, *launcher
     finish(proc)
     logs = job_logs(tmp_path / "s")
     assert "received SIGUSR2" in logs and "Requeued job" in logs, logs
-    s = summary(run.run_dir)
+    s = summary_of(run.run_dir)
     assert (s["status"], s["attempts"]) == ("finished", 2), s
     assert_same_run(run.run_dir, uninterrupted)
     assert sacct(job)[1] == "COMPLETED"

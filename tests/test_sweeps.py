@@ -8,7 +8,6 @@ requeues. Every file goes under tmp_path; wandb is disabled or offline.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -22,14 +21,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from cifar_fixture import write_fake_cifar10
-from run_helpers import only_run, read_csv, run_inprocess, tiny
+from run_helpers import (
+    only_run,
+    read_csv,
+    run_inprocess,
+    summary_of,
+    tiny,
+    wait_for,
+    without_wall_clock,
+)
 
 from drsom.preemption import PreemptionGuard
 from drsom.run_folder import RunDir
 from drsom.run_state import run_state
 from drsom.sweeps import sweep_runs
-from drsom.train import WALL_CLOCK_COLUMNS, Trainer
+from drsom.train import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 USR2 = signal.SIGUSR2
@@ -49,19 +55,7 @@ hydra:
       optimizer: sgd
       seed: 0,1
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # the subprocesses get OMP_NUM_THREADS=1: the same arithmetic
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def cifar_root(tmp_path_factory) -> Path:
-    return write_fake_cifar10(tmp_path_factory.mktemp("cifar"), n_train=250, n_test=50)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -72,23 +66,17 @@ def searchpath(tmp_path_factory) -> str:
     return f"hydra.searchpath=[file://{extra}]"
 
 
-def without_wall_clock(path: Path) -> list[dict[str, str]]:
-    return [{k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS} for r in read_csv(path)]
-
-
 def assert_same_run(resumed: RunDir, whole: RunDir) -> None:
     """The same metrics (wall clock aside), diagnostics and final weights as a run never stopped."""
     assert resumed.name == whole.name
-    assert without_wall_clock(resumed.metrics) == without_wall_clock(whole.metrics)
+    assert without_wall_clock(read_csv(resumed.metrics)) == without_wall_clock(
+        read_csv(whole.metrics)
+    )
     if whole.steps.exists():
         assert resumed.steps.read_text() == whole.steps.read_text()
     a = whole.load_checkpoint()["trainer"]["model"]
     b = resumed.load_checkpoint()["trainer"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def summary(rd: RunDir) -> dict:
-    return json.loads(rd.summary.read_text())
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -126,14 +114,6 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[str, str]:
     out, err = (path.read_text() for path in proc.logs)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{out[-3000:]}\n{err[-3000:]}"
     return out, err
-
-
-def wait_for(condition, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def epochs_done(results: Path) -> int:
@@ -206,7 +186,7 @@ def test_truncated_checkpoint_falls_back_to_the_previous_one(cifar_root, tmp_pat
     )
     assert (rd.path / "checkpoint.corrupt.pt").exists()  # kept for a post-mortem
     assert_same_run(rd, only_run(tmp_path / "whole"))  # epoch 2 redone, not duplicated
-    assert summary(rd)["resumed_from_epoch"] == 1
+    assert summary_of(rd)["resumed_from_epoch"] == 1
 
 
 def test_no_readable_checkpoint_restarts_from_scratch_saying_so(cifar_root, tmp_path, caplog):
@@ -220,7 +200,7 @@ def test_no_readable_checkpoint_restarts_from_scratch_saying_so(cifar_root, tmp_
     assert str(rd.checkpoint) in caplog.text and str(rd.previous_checkpoint) in caplog.text
     assert "no readable checkpoint left" in caplog.text and "starting from scratch" in caplog.text
     assert [r["epoch"] for r in read_csv(rd.metrics)] == ["1", "2", "3"]
-    assert summary(rd)["resumed_from_epoch"] == 0
+    assert summary_of(rd)["resumed_from_epoch"] == 0
 
 
 # ------------------------------------------------------------------- the preemption hook
@@ -304,7 +284,7 @@ def test_preemption_checkpoints_then_requeued_job_resumes_exactly(
         # Stands in for submitit's handler (checkpoint(), requeue, exit): by the time it runs,
         # the state must be on disk and the folder released for the requeued job.
         rd = only_run(tmp_path)
-        handed_over.append((signum, rd.is_locked(), summary(rd)["status"], rd.load_checkpoint()))
+        handed_over.append((signum, rd.is_locked(), summary_of(rd)["status"], rd.load_checkpoint()))
 
     step = Trainer._optimizer_step
 
@@ -335,12 +315,12 @@ def test_preemption_checkpoints_then_requeued_job_resumes_exactly(
         assert state["epoch"] == (at_step - 1) // 4 and state["partial"]["batches"] == at_step % 4
     else:
         assert state["epoch"] == at_step // 4 and state["partial"] is None
-    wandb_id = summary(rd)["wandb_id"]
+    wandb_id = summary_of(rd)["wandb_id"]
 
     assert run_inprocess(args) == "finished"  # the requeued job: same command, same folder
     assert_same_run(rd, uninterrupted(optimizer))
     assert [int(r["epoch"]) for r in read_csv(rd.metrics)] == [1, 2, 3]
-    s = summary(rd)
+    s = summary_of(rd)
     assert (s["attempts"], s["wandb_id"], s["step"]) == (2, wandb_id, 12)
 
 
@@ -357,11 +337,11 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(
         proc.kill()  # SIGKILL: no handler runs, nothing is flushed or cleaned up
         proc.wait()
     rd = only_run(results)
-    assert summary(rd)["status"] == "running"  # what the dead process left behind
+    assert summary_of(rd)["status"] == "running"  # what the dead process left behind
     assert run_state(rd).status == "interrupted"  # ... and what a sweep's status shows for it
     assert run_inprocess(args) == "finished"
     assert_same_run(rd, uninterrupted("drsom"))
-    assert summary(rd)["attempts"] == 2
+    assert summary_of(rd)["attempts"] == 2
 
 
 # ---------------------------------------------------------------------------- sweeps
@@ -451,7 +431,7 @@ def test_local_launcher_sweep_survives_a_preemption_and_relaunch_trains_nothing(
     assert_same_run(seed0.run_dir, only_run(reference))
     before = {}
     for run, attempts in ((seed0, 2), (seed1, 1)):
-        s = summary(run.run_dir)
+        s = summary_of(run.run_dir)
         assert (s["status"], s["epoch"], s["attempts"]) == ("finished", 3, attempts)
         assert [r["epoch"] for r in read_csv(run.run_dir.metrics)] == ["1", "2", "3"]
         wandb_runs = sorted((run.run_dir.path / "wandb").glob("offline-run-*"))
@@ -489,7 +469,7 @@ def test_joblib_sweep_skips_a_run_held_by_another_process_and_relaunch_fills_the
         assert (
             run_state(seed1.run_dir).status == "running"
         )  # what the status script shows meanwhile
-    assert summary(seed0.run_dir)["status"] == "finished"
+    assert summary_of(seed0.run_dir)["status"] == "finished"
     assert not seed1.run_dir.summary.exists() and not seed1.run_dir.metrics.exists()
     assert f"skipped: run {seed1.run_id} is being trained by pid {os.getpid()}" in job_logs(
         tmp_path / "s1"
@@ -503,6 +483,6 @@ def test_joblib_sweep_skips_a_run_held_by_another_process_and_relaunch_fills_the
 
     finish(launch(*sweep, f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path))
     assert seed0.run_dir.metrics.stat().st_mtime_ns == mtime  # finished: not trained again
-    s = summary(seed1.run_dir)
+    s = summary_of(seed1.run_dir)
     assert (s["status"], s["attempts"], s["epoch"]) == ("finished", 1, 2)
     assert [r["epoch"] for r in read_csv(seed1.run_dir.metrics)] == ["1", "2"]

@@ -16,13 +16,6 @@ from drsom.optim.subproblem import ReducedModel
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Each test starts from one global RNG state, whatever ran before it in the process."""
-    torch.manual_seed(0)
-    np.random.seed(0)
-
-
 def _quadratic(n=50, cond=1e3, seed=0):
     rng = np.random.default_rng(seed)
     U, _ = np.linalg.qr(rng.standard_normal((n, n)))

@@ -9,19 +9,11 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from drsom.optim import DRSOM, build
-
-
-@pytest.fixture(autouse=True)
-def _seeded():
-    """Each test starts from one global RNG state, whatever ran before it in the process."""
-    torch.manual_seed(0)
-    np.random.seed(0)
 
 
 def _data(n=64, seed=0):

@@ -1,4 +1,4 @@
-"""Provenance of runs: which code (commit, dirty edits) and machine facts made them."""
+"""Provenance of runs (drsom.run_record): the code (commit, dirty edits), data and machine."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_captions_name_the_commits_dirty_runs_and_what_differs():
 # ------------------------------------------------------------------------------------ data
 def test_a_result_on_other_data_is_refused_not_taken_for_this_run(tmp_path):
     from cifar_fixture import write_fake_cifar10
-    from run_helpers import only_run, run_inprocess, tiny
+    from run_helpers import only_run, run_inprocess, summary_of, tiny
 
     from drsom.config import ConfigError
 
@@ -87,14 +87,9 @@ def test_a_result_on_other_data_is_refused_not_taken_for_this_run(tmp_path):
     assert "(128+60:" in text and "\n" not in text
 
 
-def summary_of(folder):
-    import json
-
-    return json.loads(folder.summary.read_text())
-
-
 def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys):
-    from test_analysis import compose_config, metric_rows, write_run
+    from analysis_store import metric_rows, write_run
+    from run_helpers import compose_config
 
     from drsom.analysis.runs import load_store, variant_suffixes
 

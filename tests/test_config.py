@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from run_helpers import compose_config
 
 from drsom.config import ConfigError, resolve_device, validate
 from drsom.identity import complete, config_hash, group_name, run_id
@@ -15,12 +14,6 @@ from drsom.optim import optimizer_factory
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("model", "optimizer", "data", "trainer", "logger")
-
-
-def compose_config(*overrides: str) -> dict:
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose("config", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def options(group: str) -> list[str]:

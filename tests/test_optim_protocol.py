@@ -200,3 +200,16 @@ def test_hyperparameters_are_the_first_group_plus_the_optimizers_own_choices():
     own = hyperparameters(opt)
     assert (own["hessian"], own["directions"], own["subproblem"]) == ("fd", "history", "cubic")
     assert own["max_trials"] == 5 and own["momentum"] is None
+
+
+def test_step_protocol_attribute():
+    class Closure(torch.optim.SGD):
+        step_protocol = "closure"
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert step_protocol(torch.optim.SGD(params, lr=0.1)) == "backward"
+    assert step_protocol(Closure(params, lr=0.1)) == "closure"
+    bad = torch.optim.SGD(params, lr=0.1)
+    bad.step_protocol = "twice"
+    with pytest.raises(ValueError, match="step_protocol='twice'"):
+        step_protocol(bad)

@@ -1,0 +1,117 @@
+"""Results stores with known values, shared by the analysis and tools tests.
+
+The synthetic store is the grid of ``digits_drsom_vs_baselines_cnn`` (4 optimizers x 3 seeds,
+real composed configs, so the run ids are the ones a sweep writes) with hand-made metrics:
+
+* drsom: 3 finished seeds, final test acc 0.95 / 0.96 / 0.97, reaching 90% at epochs 2, 3, 3;
+* adam: 2 finished (final 0.92, 0.94; only one ever reaches 93%) and 1 diverged in epoch 3;
+* adabelief: 1 finished, 1 still running after 2 epochs, 1 never started (no folder);
+* sgd: 3 finished, never reaching 90%.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+from run_helpers import compose_configs
+
+from drsom.analysis.runs import Run
+from drsom.identity import run_id
+from drsom.run_folder import RunDir, write_csv
+from drsom.train import METRIC_COLUMNS
+
+EXPERIMENT = "digits_drsom_vs_baselines_cnn"
+
+# test accuracy per epoch of each (optimizer, seed); None: the run folder does not exist
+TEST_ACC = {
+    ("drsom", 0): [0.50, 0.91, 0.92, 0.94, 0.95],
+    ("drsom", 1): [0.60, 0.85, 0.92, 0.93, 0.96],
+    ("drsom", 2): [0.55, 0.89, 0.90, 0.95, 0.97],
+    ("adam", 0): [0.70, 0.80, 0.85, 0.90, 0.92],
+    ("adam", 1): [0.70, 0.80, 0.85, 0.90, 0.94],
+    ("adam", 2): [0.70, 0.80],  # diverged in epoch 3
+    ("adabelief", 0): [0.80, 0.85, 0.88, 0.92, 0.93],
+    ("adabelief", 1): [0.80, 0.86],  # still running
+    ("adabelief", 2): None,
+    ("sgd", 0): [0.30, 0.50, 0.60, 0.70, 0.80],
+    ("sgd", 1): [0.30, 0.50, 0.60, 0.70, 0.82],
+    ("sgd", 2): [0.30, 0.50, 0.60, 0.70, 0.84],
+}
+STATUS = {("adam", 2): "diverged", ("adabelief", 1): "running"}
+
+
+def metric_rows(optimizer: str, seed: int, accs: list[float]) -> list[dict]:
+    """Rows with known costs: 10 s + seed per epoch, 11 gradients and (DRSOM) 22 HVPs per epoch."""
+    rows = []
+    for i, acc in enumerate(accs):
+        e = i + 1
+        rows.append(
+            {
+                "epoch": e,
+                "step": 11 * e,
+                "train_loss": 1.0 / e,
+                "train_acc": acc - 0.05,
+                "test_loss": 1.2 / e,
+                "test_acc": acc,
+                "lr": 0.1,
+                "train_seconds": 10.0 * e + seed,
+                "total_seconds": 12.0 * e + seed,
+                "forward": 22 * e,
+                "grad": 11 * e,
+                "hvp": 22 * e if optimizer == "drsom" else 0,
+            }
+        )
+    return rows
+
+
+def write_run(root: Path, cfg: dict, rows: list[dict], status: str) -> RunDir:
+    folder = RunDir(root / run_id(cfg))
+    folder.write_config(cfg)
+    write_csv(folder.metrics, METRIC_COLUMNS, rows)
+    summary = {"run_id": folder.name, "status": status, "device": "cpu", "epoch": len(rows)}
+    folder.write_summary(summary)
+    return folder
+
+
+# how the synthetic runs' configs say to show them (display, colour)
+SHOWN = {"drsom": ("DRSOM", "#000000"), "sgd": ("SGD", "#1f77b4"), "adam": ("Adam", "#ff7f0e")}
+
+
+def synthetic_run(optimizer: str, seed: int, accs: list[float]) -> Run:
+    display, color = SHOWN.get(optimizer, (optimizer, None))
+    cfg = {
+        "experiment": "x",
+        "data": {"name": "cifar10"},
+        "model": {"name": "resnet34"},
+        # drsom_twin: drsom's config under a second label (the same target and arguments)
+        "optimizer": {"_target_": f"x.{optimizer.split('_')[0]}", "label": optimizer}
+        | {"display": display, "color": color},
+        "seed": seed,
+    }
+    metrics = pd.DataFrame(metric_rows(optimizer, seed, accs))
+    return Run(f"{optimizer}-s{seed}", Path("."), cfg, {"status": "finished"}, metrics)
+
+
+def write_store(root: Path) -> Path:
+    """The synthetic store of the module docstring, written under ``root``."""
+    points = [key for key, accs in TEST_ACC.items() if accs is not None]
+    jobs = [[f"experiment={EXPERIMENT}", f"optimizer={o}", f"seed={s}"] for o, s in points]
+    for (optimizer, seed), cfg in zip(points, compose_configs(*jobs), strict=True):
+        status = STATUS.get((optimizer, seed), "finished")
+        write_run(root, cfg, metric_rows(optimizer, seed, TEST_ACC[optimizer, seed]), status)
+    return root
+
+
+def write_lr_sweep(root: Path) -> Path:
+    """``python run.py -m optimizer=adam optimizer.lr=1e-3,1e-2 data=digits model=cnn`` (seed 0,
+    no experiment file), plus one SGD run on the fake CIFAR-10: three variants, ad-hoc runs."""
+    base = ["data=digits", "model=cnn", "trainer.epochs=3"]
+    cfgs = compose_configs(
+        [*base, "optimizer=adam", "optimizer.lr=1e-3"],
+        [*base, "optimizer=adam", "optimizer.lr=1e-2"],
+        ["data=cifar10", "model=cnn", "trainer.epochs=3", "optimizer=sgd"],
+    )
+    for cfg, accs in zip(cfgs, ([0.6, 0.9, 0.97], [0.2, 0.25, 0.3], [0.4, 0.5, 0.6]), strict=True):
+        write_run(root, cfg, metric_rows(cfg["optimizer"]["label"], 0, accs), "finished")
+    return root

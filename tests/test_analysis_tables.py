@@ -1,0 +1,82 @@
+"""Tables (drsom.analysis.tables) from a store with known values: means, stds, time to target."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from analysis_store import EXPERIMENT, metric_rows
+
+from drsom.analysis.runs import (
+    select_runs,
+)
+from drsom.analysis.tables import experiment_table, markdown, run_rows, time_to_target
+
+
+@pytest.fixture(scope="module")
+def selection(store):
+    return select_runs(store, EXPERIMENT)
+
+
+@pytest.fixture(scope="module")
+def table(selection) -> pd.DataFrame:
+    return experiment_table(run_rows(selection)).set_index("optimizer")
+
+
+def test_table_has_the_known_means_stds_and_counts(table):
+    drsom = table.loc["drsom"]
+    assert (drsom["seeds"], drsom["diverged"], drsom["unfinished"], drsom["missing"]) == (
+        3,
+        0,
+        0,
+        0,
+    )
+    assert drsom["final_test_acc_mean"] == pytest.approx(0.96)
+    assert drsom["final_test_acc_std"] == pytest.approx(0.01)  # sample std of .95 .96 .97
+    assert drsom["best_test_acc_mean"] == pytest.approx(0.96)
+    assert drsom["final_train_acc_mean"] == pytest.approx(0.91)
+
+    adam = table.loc["adam"]
+    assert (adam["seeds"], adam["diverged"], adam["unfinished"], adam["missing"]) == (2, 1, 0, 0)
+    assert adam["final_test_acc_mean"] == pytest.approx(0.93)
+    assert adam["final_test_acc_std"] == pytest.approx(0.01 * math.sqrt(2))
+
+    adabelief = table.loc["adabelief"]
+    assert (adabelief["seeds"], adabelief["unfinished"], adabelief["missing"]) == (1, 1, 1)
+    assert adabelief["final_test_acc_mean"] == pytest.approx(0.93)
+    assert math.isnan(adabelief["final_test_acc_std"])  # one seed: no spread to report
+    assert table["runs"].tolist() == [3, 3, 3, 3]
+
+
+def test_time_to_target_in_epochs_seconds_and_gradient_evaluations(table):
+    drsom = table.loc["drsom"]
+    # 90% first at epochs 2 (seed 0), 3, 3; seconds 10 e + seed; 11 grads + 22 HVPs per epoch
+    assert drsom["reached_90"] == 3
+    assert drsom["epochs_to_90_mean"] == pytest.approx(8 / 3)
+    assert drsom["epochs_to_90_std"] == pytest.approx(np.std([2, 3, 3], ddof=1))
+    assert drsom["seconds_to_90_mean"] == pytest.approx((20 + 31 + 32) / 3)
+    assert drsom["grad_evals_to_90_mean"] == pytest.approx((66 + 99 + 99) / 3)
+    assert drsom["epochs_to_93_mean"] == pytest.approx((4 + 4 + 4) / 3)
+    adam = table.loc["adam"]  # 93% only by seed 1, in epoch 5; the diverged seed is not a seed
+    assert (adam["reached_93"], adam["epochs_to_93_mean"]) == (1, 5)
+    assert adam["grad_evals_to_93_mean"] == 55  # no HVPs
+    assert table.loc["sgd", "reached_90"] == 0 and math.isnan(table.loc["sgd", "epochs_to_90_mean"])
+
+
+def test_time_to_target_takes_the_first_epoch_at_or_above_it():
+    m = pd.DataFrame(metric_rows("adam", 0, [0.5, 0.93, 0.80, 0.95]))
+    assert time_to_target(m, 0.93) == {"epochs": 2.0, "seconds": 20.0, "grad_evals": 22.0}
+    assert math.isnan(time_to_target(m, 0.99)["epochs"])
+
+
+def test_markdown_shows_percent_mean_std_and_partial_counts(table):
+    text = markdown(table.reset_index(), (0.90, 0.93), EXPERIMENT, "notes")
+    # models and optimizers as their configs' `display` names them
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| CNN")}
+    assert "| 3/3 | 0 | 0 | 0 | 96.00 ± 1.00 |" in lines["DRSOM"]
+    assert "| 2/3 | 1 | 0 | 0 | 93.00 ± 1.41 |" in lines["Adam"]
+    assert "5.0 (1/2)" in lines["Adam"]  # epochs to 93%: one of the two finished seeds
+    assert "| 1/3 | 0 | 1 | 1 | 93.00 |" in lines["AdaBelief"]
+    assert "not reached (0/3)" in lines["SGD"]

@@ -1,0 +1,50 @@
+"""drsom-build-figures (drsom/tools/build_figures.py): both folders replaced, or nothing touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from analysis_store import EXPERIMENT
+
+from drsom.tools import build_figures
+
+
+def _build_figures(store: Path, out: Path, *extra: str) -> int:
+    argv = ["--results", str(store), "--figures", str(out / "figures")]
+    return build_figures.main([*argv, "--tables", str(out / "tables"), *extra])
+
+
+def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp_path):
+    (tmp_path / "figures" / "gone").mkdir(parents=True)
+    (tmp_path / "figures" / "gone" / "stale.png").write_text("old")
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "stale.md").write_text("old")
+    assert _build_figures(store, tmp_path) == 0
+    drawn = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
+    # every metric per epoch, test accuracy against both cost axes, png and pdf
+    assert "cnn-train_loss-epoch.pdf" in drawn and "cnn-test_acc-grad_evals.png" in drawn
+    assert "cnn-test_acc-time.png" in drawn and "cnn-train_acc-time.png" not in drawn
+    assert not (tmp_path / "figures" / "gone").exists()
+    assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
+        f"{EXPERIMENT}{s}" for s in (".md", ".csv", ".runs.csv")
+    )
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_build_figures_with_a_wrong_reference_leaves_everything_as_it_was(store, tmp_path):
+    for folder in ("figures", "tables"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "kept.txt").write_text(folder)
+    assert _build_figures(store, tmp_path, "--reference", str(tmp_path / "nowhere.csv")) == 2
+    assert (tmp_path / "figures" / "kept.txt").read_text() == "figures"
+    assert (tmp_path / "tables" / "kept.txt").read_text() == "tables"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "tables"]
+
+
+def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_path, monkeypatch):
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "kept.txt").write_text("figures")
+    monkeypatch.setattr(build_figures.make_tables, "main", lambda argv: 1)  # tables fail last
+    assert _build_figures(store, tmp_path) == 1
+    assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]

@@ -1,0 +1,84 @@
+"""drsom-make-tables (drsom/tools/make_tables.py): markdown and CSV, variants, broken runs."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from analysis_store import EXPERIMENT, metric_rows, write_run
+from run_helpers import compose_configs
+
+from drsom.run_folder import write_csv
+from drsom.tools import make_tables
+from drsom.train import METRIC_COLUMNS
+
+
+def test_summarize_writes_markdown_and_csv(store, tmp_path):
+    out = tmp_path / "tables"
+    assert (
+        make_tables.main(["--results", str(store), "--out", str(out), "--targets", "90", "0.93"])
+        == 0
+    )
+    table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
+    assert table.loc["drsom", "seconds_to_90_mean"] == pytest.approx(83 / 3)
+    runs = pd.read_csv(out / f"{EXPERIMENT}.runs.csv")
+    assert sorted(runs["status"].value_counts().items()) == [
+        ("diverged", 1),
+        ("finished", 9),
+        ("interrupted", 1),  # its summary says running, but no process holds its lock
+        ("missing", 1),
+    ]
+    text = (out / f"{EXPERIMENT}.md").read_text()
+    assert "digits (sklearn), CNN, 3 seeds, CPU" in text  # no fingerprint: no image count
+
+
+def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep, tmp_path):
+    assert make_tables.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
+    table = pd.read_csv(tmp_path / "default.csv", keep_default_na=False)
+    adam = table[table["optimizer"] == "adam"].set_index("setting")
+    assert sorted(adam.index) == ["lr=0.001", "lr=0.01"]
+    assert adam.loc["lr=0.001", "final_test_acc_mean"] == pytest.approx(0.97)
+    assert adam.loc["lr=0.01", "final_test_acc_mean"] == pytest.approx(0.30)
+    assert set(adam["seeds"]) == {1}
+    # the SGD run is alone of its label on its data: no setting to name
+    assert table.loc[table["optimizer"] == "sgd", "setting"].tolist() == [""]
+    text = (tmp_path / "default.md").read_text()
+    # two datasets: a data column; names as the configs display them
+    assert "| digits (sklearn) | CNN | Adam lr=0.001 | 1/1 |" in text
+    assert "| digits (sklearn) | CNN | Adam lr=0.01 | 1/1 |" in text
+
+
+def test_an_empty_selection_says_what_the_store_holds(lr_sweep, tmp_path, capsys):
+    args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--experiment", "nothing"]
+    assert make_tables.main(args) == 0
+    out = capsys.readouterr().out
+    assert "nothing: no runs in" in out
+    assert "the store holds default (3 runs); select one with --experiment NAME" in out
+
+
+def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, capsys):
+    cfgs = compose_configs(
+        *[["data=digits", "model=cnn", "optimizer=adam", f"seed={s}"] for s in (0, 1, 2, 3)]
+    )
+    folders = [
+        write_run(tmp_path, c, metric_rows("adam", c["seed"], [0.5, 0.8, 0.9]), "finished")
+        for c in cfgs
+    ]
+    # seed 1: metrics.csv cut to 1 of its 3 epochs; seed 2: summary.json unreadable;
+    # seed 3: a config of an older format (no optimizer section)
+    write_csv(folders[1].metrics, METRIC_COLUMNS, metric_rows("adam", 1, [0.1]))
+    folders[2].summary.write_text("{not json")
+    folders[3].write_config({k: v for k, v in cfgs[3].items() if k != "optimizer"})
+    out = tmp_path / "tables"
+    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 3 and all(line.startswith("broken run ") for line in err)
+    said = {line.split(": ", 1)[0].rsplit("-", 1)[-1]: line for line in err}  # by seed
+    assert "metrics.csv has 1 of the 3 epochs its summary.json reports" in said["s1"]
+    assert "summary.json cannot be read" in said["s2"] and "counted as unfinished" in said["s2"]
+    assert "config.yaml is of another format" in said["s3"] and "left out" in said["s3"]
+    table = pd.read_csv(out / "default.csv").iloc[0]
+    assert (table["seeds"], table["runs"], table["unfinished"]) == (1, 3, 2)
+    assert table["final_test_acc_mean"] == pytest.approx(0.9)  # seed 0 alone, not seed 1's 0.1
+    # nothing readable at all: exit 2
+    folders[0].summary.write_text("[1]")
+    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2
