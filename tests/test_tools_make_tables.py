@@ -82,3 +82,70 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     # nothing readable at all: exit 2
     folders[0].summary.write_text("[1]")
     assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2
+
+
+# ------------------------------------------------ intervals, paired comparison, LaTeX, targets
+def _store_of_two_optimizers(root):
+    """Three seeds of Adam and DRSOM on the digits CNN with known final accuracies."""
+    import pandas as pd
+
+    from drsom.compose import suite_config
+    from drsom.identity import complete, run_id
+    from drsom.run_folder import RunDir
+
+    finals = {"adam": [0.90, 0.92, 0.94], "drsom": [0.91, 0.95, 0.96]}
+    for label, accs in finals.items():
+        for seed, acc in enumerate(accs):
+            cfg = complete(
+                suite_config(
+                    [
+                        f"optimizer={label}",
+                        "data=digits",
+                        "model=cnn",
+                        f"seed={seed}",
+                        "trainer.epochs=2",
+                    ]
+                )
+            )
+            folder = RunDir(root / run_id(cfg))
+            folder.write_config(cfg)
+            pd.DataFrame(
+                {
+                    "epoch": [1, 2],
+                    "train_acc": [0.5, 0.8],
+                    "test_acc": [0.5, acc],
+                    "train_loss": [1.0, 0.5],
+                    "test_loss": [1.0, 0.5],
+                    "train_seconds": [1.0, 2.0],
+                    "grad": [10, 20],
+                    "hvp": [0, 0],
+                }
+            ).to_csv(folder.metrics, index=False)
+            folder.write_summary({"run_id": folder.name, "status": "finished", "epoch": 2})
+
+
+def test_tables_carry_intervals_a_paired_comparison_and_latex(tmp_path):
+    from drsom.tools import make_tables
+
+    _store_of_two_optimizers(tmp_path / "runs")
+    out = tmp_path / "tables"
+    assert make_tables.main(["--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    text = (out / "default.md").read_text()
+    # Adam: mean 92, s = 2, half-width t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547 = 4.97
+    assert "| CNN | Adam | 3/3 | 92.00 [87.03, 96.97] |" in text
+    # DRSOM - Adam per seed: +1, +3, +2 -> mean 2, s = 1, half-width 4.303 / sqrt(3) = 2.48
+    assert "| CNN | DRSOM | +2.00 [-0.48, +4.48] | 3 |" in text
+    tex = (out / "default.tex").read_text()
+    assert "\\toprule" in tex and "92.00 [87.03, 96.97]" in tex
+
+
+@pytest.mark.parametrize("bad", ["0", "100", "-5", "nan"])
+def test_tables_refuse_targets_outside_the_accuracy_range(tmp_path, bad, capsys):
+    from drsom.tools import make_tables
+
+    _store_of_two_optimizers(tmp_path / "runs")
+    args = ["--results", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--targets", bad]
+    assert make_tables.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --targets:") and "\n" not in err
+    assert not (tmp_path / "t").exists()

@@ -1,5 +1,5 @@
 """Confidence intervals, paired differences, performance profiles, ``--targets``; the interval
-and paired tables from run rows; paper figure presets and LaTeX tables.
+and paired tables from run rows (``drsom.analysis.stats``, ``summary_stats``).
 
 Expected numbers are computed by hand here, never by the code under test: t quantiles in closed
 form for 1 and 2 degrees of freedom (12.706205, 4.302653; 2.919986 at 90%), 3.182446 for 3.
@@ -8,14 +8,11 @@ form for 1 and 2 degrees of freedom (12.706205, 4.302653; 2.919986 at 90%), 3.18
 from __future__ import annotations
 
 import math
-import re
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
 
-from drsom.analysis import paper
 from drsom.analysis.stats import (
     check_targets,
     interval,
@@ -231,162 +228,3 @@ def test_an_unknown_or_ambiguous_baseline_is_refused():
     rows.loc[rows["seed"] == 3, "variant"] = "digits-cnn-sgd-lr0.1"
     with pytest.raises(ValueError, match="is 2 variants on digits/cnn"):
         paired_table(rows, baseline="sgd")
-
-
-# ------------------------------------------------------------------------------- paper
-def _pdf_facts(path) -> tuple[list[bytes], list[float]]:
-    data = path.read_bytes()
-    subtypes = re.findall(rb"/Subtype\s*/(\w+)", data)
-    box = re.search(rb"/MediaBox\s*\[\s*([\d.\s]+)\]", data).group(1).split()
-    return subtypes, [float(v) for v in box]
-
-
-def _figure():
-    fig, ax = plt.subplots()
-    ax.plot([1, 2, 3], [90.0, 93.0, 95.5], label="DRSOM")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (%)")
-    ax.legend()
-    return fig
-
-
-@pytest.mark.parametrize("preset, width", [("column", 3.3), ("full", 6.75)])
-def test_paper_figures_embed_truetype_at_the_presets_width(tmp_path, preset, width):
-    with paper.style(preset):
-        fig = _figure()
-        path = paper.save(fig, tmp_path / f"{preset}.pdf")
-    subtypes, box = _pdf_facts(path)
-    assert b"Type3" not in subtypes
-    assert b"CIDFontType2" in subtypes or b"TrueType" in subtypes  # TrueType outlines
-    assert box[2] - box[0] == pytest.approx(width * 72)  # 237.6 pt for the column
-
-
-def test_save_embeds_truetype_even_outside_the_style_block(tmp_path):
-    with paper.style("column"):
-        fig = _figure()
-    subtypes, _ = _pdf_facts(paper.save(fig, tmp_path / "late.pdf"))
-    assert b"Type3" not in subtypes
-    # the check sees Type 3 where matplotlib's default writes it
-    fig = _figure()
-    with plt.rc_context({"pdf.fonttype": 3}):
-        fig.savefig(tmp_path / "default.pdf")
-    plt.close(fig)
-    assert b"Type3" in _pdf_facts(tmp_path / "default.pdf")[0]
-
-
-def test_an_unknown_preset_is_refused():
-    with pytest.raises(ValueError, match="preset='poster': accepted are column, full"):
-        paper.rc("poster")
-
-
-def test_latex_table_is_booktabs_with_escaped_text_and_interval_cells():
-    frame = pd.DataFrame(
-        {
-            "optimizer": ["drsom_hvp", "SGD & momentum"],
-            "seeds": [3, 1],
-            "acc_mean": [0.96, 0.92],
-            "acc_low": [0.95, math.nan],
-            "acc_high": [0.97, math.nan],
-        }
-    )
-    columns = [
-        "optimizer",
-        paper.Column("seeds", "seeds"),
-        paper.Column("acc", "test acc (%)", scale=100),
-    ]
-    text = paper.latex_table(frame, columns, "Accuracy, 95% CI over seeds", "tab:acc_cifar")
-    assert text == (
-        "\\begin{table}[t]\n"
-        "\\centering\n"
-        "\\caption{Accuracy, 95\\% CI over seeds}\n"
-        "\\label{tab:acc_cifar}\n"
-        "\\begin{tabular}{lrr}\n"
-        "\\toprule\n"
-        "optimizer & seeds & test acc (\\%) \\\\\n"
-        "\\midrule\n"
-        "drsom\\_hvp & 3 & 96.00 [95.00, 97.00] \\\\\n"
-        "SGD \\& momentum & 1 & 92.00 \\\\\n"
-        "\\bottomrule\n"
-        "\\end{tabular}\n"
-        "\\end{table}\n"
-    )
-
-
-def test_latex_table_refuses_a_column_the_frame_lacks():
-    with pytest.raises(ValueError, match="column 'loss' is not in the frame"):
-        paper.latex_table(pd.DataFrame({"a": [1]}), ["loss"], "c", "tab:x")
-
-
-# ------------------------------------------------------------------ in the tables and figures
-def test_the_suites_figures_embed_truetype(tmp_path):
-    from drsom.analysis import figures
-
-    (pdf,) = [p for p in figures.save(_figure(), tmp_path / "curve") if p.suffix == ".pdf"]
-    subtypes, _ = _pdf_facts(pdf)
-    assert b"Type3" not in subtypes and subtypes
-
-
-def _store_of_two_optimizers(root):
-    """Three seeds of Adam and DRSOM on the digits CNN with known final accuracies."""
-    import pandas as pd
-
-    from drsom.compose import suite_config
-    from drsom.identity import complete, run_id
-    from drsom.run_folder import RunDir
-
-    finals = {"adam": [0.90, 0.92, 0.94], "drsom": [0.91, 0.95, 0.96]}
-    for label, accs in finals.items():
-        for seed, acc in enumerate(accs):
-            cfg = complete(
-                suite_config(
-                    [
-                        f"optimizer={label}",
-                        "data=digits",
-                        "model=cnn",
-                        f"seed={seed}",
-                        "trainer.epochs=2",
-                    ]
-                )
-            )
-            folder = RunDir(root / run_id(cfg))
-            folder.write_config(cfg)
-            pd.DataFrame(
-                {
-                    "epoch": [1, 2],
-                    "train_acc": [0.5, 0.8],
-                    "test_acc": [0.5, acc],
-                    "train_loss": [1.0, 0.5],
-                    "test_loss": [1.0, 0.5],
-                    "train_seconds": [1.0, 2.0],
-                    "grad": [10, 20],
-                    "hvp": [0, 0],
-                }
-            ).to_csv(folder.metrics, index=False)
-            folder.write_summary({"run_id": folder.name, "status": "finished", "epoch": 2})
-
-
-def test_tables_carry_intervals_a_paired_comparison_and_latex(tmp_path):
-    from drsom.tools import make_tables
-
-    _store_of_two_optimizers(tmp_path / "runs")
-    out = tmp_path / "tables"
-    assert make_tables.main(["--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
-    text = (out / "default.md").read_text()
-    # Adam: mean 92, s = 2, half-width t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547 = 4.97
-    assert "| CNN | Adam | 3/3 | 92.00 [87.03, 96.97] |" in text
-    # DRSOM - Adam per seed: +1, +3, +2 -> mean 2, s = 1, half-width 4.303 / sqrt(3) = 2.48
-    assert "| CNN | DRSOM | +2.00 [-0.48, +4.48] | 3 |" in text
-    tex = (out / "default.tex").read_text()
-    assert "\\toprule" in tex and "92.00 [87.03, 96.97]" in tex
-
-
-@pytest.mark.parametrize("bad", ["0", "100", "-5", "nan"])
-def test_tables_refuse_targets_outside_the_accuracy_range(tmp_path, bad, capsys):
-    from drsom.tools import make_tables
-
-    _store_of_two_optimizers(tmp_path / "runs")
-    args = ["--results", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--targets", bad]
-    assert make_tables.main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --targets:") and "\n" not in err
-    assert not (tmp_path / "t").exists()
