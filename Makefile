@@ -20,7 +20,11 @@ run: $(STAMP)
 
 # The tests run in a random order (pytest-randomly), so that none can lean on another; the order's
 # seed is printed first, and `make test SEED=<n>` runs that order again.
-SEED ?= $(shell $(PY) -c 'import random; print(random.randrange(10**6))')
+# `:=` draws it once: a recursive `?=` would run the shell again for every use, and the order
+# printed would not be the order run.
+ifndef SEED
+SEED := $(shell $(PY) -c 'import random; print(random.randrange(10**6))')
+endif
 test: $(STAMP)
 	@echo "test order: make test SEED=$(SEED)"
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED)
