@@ -26,7 +26,7 @@ def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp
     assert "cnn-test_acc-time.png" in drawn and "cnn-train_acc-time.png" not in drawn
     assert not (tmp_path / "figures" / "gone").exists()
     assert sorted(p.name for p in (tmp_path / "tables").iterdir()) == sorted(
-        f"{EXPERIMENT}{s}" for s in (".md", ".csv", ".runs.csv")
+        f"{EXPERIMENT}{s}" for s in (".md", ".csv", ".runs.csv", ".ci.csv", ".paired.csv", ".tex")
     )
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
