@@ -227,7 +227,8 @@ def main() -> None:
         if len(results) < 2:
             continue
         row = {**results[0], **results[1]}
-        if args.trial_epochs and one_trial(optimizer_config(name)) != optimizer_config(name):
+        cfg = optimizer_config(name)
+        if args.trial_epochs and one_trial(cfg) != cfg:
             row["trials_per_step"] = trial_statistics(name, args.trial_epochs)
         rows.append(row)
         ratio = row["median_ms"] / row["adam_ms"]

@@ -215,7 +215,7 @@ def interval_markdown(
         lines.append(_row(["---"] * 4))
         for _, r in paired.iterrows():
             who = f"{r['display']} {r['setting']}".strip()
-            shown = _ci(r.rename(lambda k: k.replace("diff_", "d_")), "d", 100, "{:+.2f}")
+            shown = _ci(r, "diff", 100, "{:+.2f}")
             lines.append(_row([r["model_display"], who, shown, str(r["paired"])]))
     return "\n".join(lines) + "\n"
 

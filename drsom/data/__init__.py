@@ -70,11 +70,6 @@ def load_dataset(node: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> 
         raise TargetError(str(exc)) from None
 
 
-def default_name(node: Mapping[str, Any]) -> str:
-    """``data.name`` when set, else the function's name."""
-    return str(node.get("name") or str(node["_target_"]).rsplit(".", 1)[-1]).lower()
-
-
 # The names the fingerprint hashes the arrays under (kept: they are in every stored run's summary).
 _FINGERPRINT_KEYS = (
     ("train_images", "train_images"),
@@ -194,7 +189,6 @@ __all__ = [
     "EpochLoader",
     "build_data",
     "check_data",
-    "default_name",
     "epoch_seed",
     "load_dataset",
 ]
