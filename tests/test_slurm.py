@@ -98,10 +98,14 @@ def test_failure_line_is_the_jobs_own_reason():
     trace = (
         "Job (task=0) failed during processing with trace:\n----------------------\n"
         "Traceback (most recent call last):\n  File ...\n"
-        "drsom.slurm.RunFailed: error: trainer.weight_decay must be >= 0, got -1\n"
+        "drsom.slurm.RunFailed: error: optimizer.weight_decay must be a finite number >= 0,"
+        " got -1\n"
         "----------------------\nYou can check full logs with 'job.stderr(0)' ...\n  - /x.err\n"
     )
-    assert failure_line(RuntimeError(trace)) == "error: trainer.weight_decay must be >= 0, got -1"
+    assert (
+        failure_line(RuntimeError(trace))
+        == "error: optimizer.weight_decay must be a finite number >= 0, got -1"
+    )
     lost = "Job 12_0 has not produced any output (state: NODE_FAIL)\nError stream: ..."
     assert failure_line(RuntimeError(lost)) == lost.splitlines()[0]
 
@@ -270,7 +274,7 @@ def test_sweep_finishes_every_run_and_a_relaunch_trains_nothing(cluster, tmp_pat
 
 @pytest.mark.slurm
 def test_a_bad_grid_point_fails_only_its_job(cluster, tmp_path):
-    grid = [*DIGITS, "optimizer=sgd", "trainer.epochs=1", "trainer.weight_decay=0,-1"]
+    grid = [*DIGITS, "optimizer=sgd", "trainer.epochs=1", "optimizer.weight_decay=0,-1"]
     grid += [f"results_dir={tmp_path / 'results'}"]
     # The CPU preset this time, with a CPU share that fits the test node.
     proc = launch(
@@ -287,8 +291,8 @@ def test_a_bad_grid_point_fails_only_its_job(cluster, tmp_path):
     jobs = submitted(out + err)
     assert sacct(jobs[0])[1:] == ("COMPLETED", "0:0")
     assert sacct(jobs[1])[1:] == ("FAILED", "1:0")
-    assert "Error executing job with overrides:" in err and "trainer.weight_decay=-1" in err
-    assert re.search(rf"SLURM job {jobs[1]}: error: trainer\.weight_decay.*-1", err)
+    assert "Error executing job with overrides:" in err and "optimizer.weight_decay=-1" in err
+    assert re.search(rf"SLURM job {jobs[1]}: error: optimizer\.weight_decay.*-1", err)
     assert "Traceback" not in err
 
 
