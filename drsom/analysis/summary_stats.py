@@ -16,7 +16,7 @@ import pandas as pd
 from drsom.analysis.stats import interval, paired_difference
 from drsom.run_state import Status
 
-ACCURACIES = ("final_test_acc", "best_test_acc", "final_train_acc")
+ACCURACIES = ("final_test_acc", "selected_test_acc", "final_val_acc", "final_train_acc")
 COST_COLUMN = re.compile(r"^(epochs|seconds|grad_evals)_to_")  # the costs run_rows writes
 
 

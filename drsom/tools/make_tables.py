@@ -4,14 +4,16 @@
     drsom-tables --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
 
 Per variant (model, optimizer and the settings that tell its configs apart, e.g. ``adam lr=0.01``;
-two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
-over the finished seeds), and the epochs / training seconds / gradient evaluations + HVPs to reach
-each target test accuracy; runs that diverged, are unfinished or were never started are counted in
-their own columns. Below it, the same accuracies and costs with 95% confidence intervals over the
-seeds (Student-t, ``drsom.analysis.stats``) and each variant's final test accuracy minus the
-``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row
-per cell), ``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and
-``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex`` (booktabs, for a paper).
+two configs are never pooled): the final test accuracy, the test accuracy at the epoch the
+validation split selects (the test set never chooses), the final validation accuracy and the final
+train accuracy measured in evaluation mode (mean ± std over the finished seeds), and the epochs /
+training seconds / gradient evaluations + HVPs to reach each target test accuracy; runs that
+diverged, are unfinished or were never started are counted in their own columns. Below it, the same
+accuracies and costs with 95% confidence intervals over the seeds (Student-t,
+``drsom.analysis.stats``) and each variant's final test accuracy minus the ``--baseline``'s, paired
+by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row per cell),
+``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and ``<experiment>.paired.csv``
+(the intervals), ``<experiment>.tex`` (booktabs, for a paper).
 """
 
 from __future__ import annotations
