@@ -56,6 +56,14 @@ def tuning_objective() -> str | None:
     return sweeper.get("objective", "final") if sweeper.get("_target_") == SWEEPER else None
 
 
+def is_tuning(experiment: str) -> bool:
+    """Whether ``experiment=<experiment>`` launches the tuning sweeper (its runs: trials)."""
+    from drsom.compose import suite_config
+
+    cfg = suite_config([f"experiment={experiment}"], hydra=True, resolve=False)
+    return cfg["hydra"]["sweeper"].get("_target_") == SWEEPER
+
+
 def objective(summary: Mapping[str, Any], by: str = "final") -> float:
     """A trial's score: its validation accuracy at the final epoch (``by="final"``) or at the
     epoch validation selects (``"best"``); 0 for a diverged run; NaN (a failed trial, to optuna)

@@ -43,6 +43,7 @@ from drsom.analysis.tables import (
     run_rows,
     target_name,
 )
+from drsom.tools.select import select, selection_markdown
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -84,6 +85,14 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             else None
         )
         text += "\n" + interval_markdown(ci, paired, targets, base_name)
+        for tuning in tuned_by(name, store):  # the budget, space and choice behind the settings
+            try:
+                chosen, _ = select(store, tuning)
+            except ValueError as exc:  # no finished trial yet
+                print(f"{name}: no selection table: {exc}", file=sys.stderr)
+                continue
+            chosen.to_csv(args.out / f"{tuning}.selection.csv", index=False)
+            text += "\n" + selection_markdown(chosen, tuning)
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".tex").write_text(interval_latex(ci, targets, name))
         print(f"{stem.with_suffix('.md')}:\n{text}")
@@ -108,6 +117,22 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         help="optimizer label the others are compared with, seed by seed (default: adam)",
     )
     return p.parse_args(argv)
+
+
+def tuned_by(name: str, store) -> list[str]:
+    """The tuning experiments behind ``name``: itself when it is one, else those whose selected
+    configs (``optimizer=<tuning experiment>/<label>``, drsom-select) its grid names."""
+    from drsom.analysis.runs import experiment_names
+    from drsom.compose import suite_config
+    from drsom.tuning import is_tuning
+
+    if name not in experiment_names():
+        return []
+    if is_tuning(name):
+        return [name] if any(r.config.get("experiment") == name for r in store) else []
+    params = suite_config([f"experiment={name}"], hydra=True, resolve=False)["hydra"]["sweeper"]
+    choices = str((params.get("params") or {}).get("optimizer", "")).split(",")
+    return list(dict.fromkeys(c.strip().split("/")[0] for c in choices if "/" in c))
 
 
 def notes(selection, targets) -> str:

@@ -1,6 +1,6 @@
 """Pick each optimizer's best trial of a tuning experiment, and write it as an optimizer config.
 
-    drsom-select --experiment tune_digits_cnn                # results/runs -> results/selected
+    drsom-select --experiment tune_digits_cnn   # (scripts/select_tuned.py in a checkout)
     python run.py -m experiment=digits_tuned_cnn 'hydra.searchpath=[file://results/selected]'
 
 The trials are the stored runs of the experiment (one study per optimizer label and per dataset
