@@ -126,8 +126,12 @@ def test_protocol_title_states_data_model_seeds_device_and_schedule():
 
 def test_colours_come_from_the_configs_and_differ_within_every_experiment():
     for name in experiment_names():
-        params = OmegaConf.load(REPO / "experiments" / f"{name}.yaml").hydra.sweeper.params
-        labels = str(params.optimizer).split(",")
+        sweeper = OmegaConf.load(REPO / "experiments" / f"{name}.yaml").hydra.sweeper
+        params = sweeper.get("params")
+        if params is None:  # a tuning experiment: one optimizer per launch
+            continue
+        # a tuned experiment names drsom-select's configs, <tuning experiment>/<label>
+        labels = [c.strip().split("/")[-1] for c in str(params.optimizer).split(",")]
         colours = {compose_config(f"optimizer={lbl}")["optimizer"]["color"] for lbl in labels}
         assert len(colours) == len(labels), name
     # a config without one: a colour fixed by its label, the same in every figure

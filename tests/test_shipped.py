@@ -7,20 +7,33 @@ from pathlib import Path
 
 import pytest
 
+from drsom.analysis.runs import load_store
 from drsom.run_folder import RunDir
 from drsom.run_record import machine
 from drsom.sweeps import sweep_runs
 from drsom.tools import reproduce
+from drsom.tools.select import select
 
 REPO = Path(__file__).resolve().parents[1]
+SELECTED = REPO / "results" / "selected"
 
 
 def shipped_drsom_run() -> RunDir:
-    """DRSOM (the default config), seed 0, of the shipped digits_drsom_vs_baselines_cnn study:
-    the folder its grid names, so the test follows the config's run id."""
-    runs = sweep_runs("digits_drsom_vs_baselines_cnn", base_dir=REPO)
-    (run,) = [r for r in runs if "optimizer=drsom" in r.overrides and "seed=0" in r.overrides]
+    """DRSOM (tuned), seed 0, of the shipped digits_tuned_cnn study: the folder its grid names
+    with drsom-select's shipped configs, so the test follows the config's run id."""
+    search = f"hydra.searchpath=[file://{SELECTED}]"
+    runs = sweep_runs("digits_tuned_cnn", [search, "seed=0"], base_dir=REPO)
+    (run,) = [r for r in runs if "optimizer=tune_digits_cnn/drsom" in r.overrides]
     return run.run_dir
+
+
+def test_the_shipped_selection_is_what_drsom_select_makes_of_the_shipped_trials():
+    store = load_store(REPO / "results" / "runs", report=lambda line: None)
+    _, configs = select(store, "tune_digits_cnn")
+    assert set(configs) == {"drsom", "drsom_hvp", "adam", "adabelief", "sgd"}
+    for label, text in configs.items():
+        shipped = SELECTED / "optimizer" / "tune_digits_cnn" / f"{label}.yaml"
+        assert shipped.read_text() == text, f"{shipped}: rerun drsom-select"
 
 
 def test_a_shipped_digits_run_reproduces_its_first_five_epochs(capsys):
@@ -33,6 +46,7 @@ def test_a_shipped_digits_run_reproduces_its_first_five_epochs(capsys):
         pytest.skip(f"shipped runs were made on {made_on}; this machine is {machine()}")
     assert reproduce.main([str(shipped.path), "--epochs", "5"]) == 0, capsys.readouterr().out
     out = capsys.readouterr().out
-    for column in ("train_loss", "test_acc", "radius_mean", "accepted_mean", "forward", "grad"):
+    columns = ("train_loss", "test_acc", "val_acc", "train_eval_acc", "radius_mean", "forward")
+    for column in (*columns, "accepted_mean", "grad"):
         assert f"metrics.csv {column}: identical" in out
     assert "steps.csv rho: identical" in out  # its first diagnostics row: step 50, epoch 5
