@@ -15,6 +15,7 @@ drawn as steps: it only changes at the ratios that occur.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Mapping
 
 import numpy as np
@@ -85,16 +86,27 @@ def profile_figure(
             taken.append(c)
             text = figures.name(label, shown)
             if ran[label] < len(costs):
-                text += f" (ran {ran[label]} of {len(costs)} workloads)"
+                text += f" (ran {ran[label]} of {len(costs)})"
             ax.step(taus, steps[label].to_numpy(), where="post", color=c, lw=1.8, label=text)
         ax.set_xscale("log")
         ax.set_xlim(1.0, taus[-1])
         ax.set_ylim(-0.03, 1.03)
-        ax.xaxis.set_major_formatter(figures.FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.set_xlabel("τ: cost within this factor of the workload's best (gradient equivalents)")
+        plain = figures.FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain)
+        ax.set_xlabel("τ: cost within this factor of the workload's best")
         ax.set_ylabel(f"fraction of the {len(costs)} workloads")
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8.5, frameon=False, loc="lower right")
-        fig.suptitle(title)
-        figures.caption(fig, note)
+        handles, labels = ax.get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(3, len(labels)),
+            fontsize=8,
+            frameon=False,
+        )
+        fig.suptitle(title, fontsize=10)
+        if note:  # where the numbers come from, small, under the title
+            ax.set_title("\n".join(textwrap.wrap(note, 120)), fontsize=7.5, color="0.4")
     return fig

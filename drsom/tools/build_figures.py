@@ -98,12 +98,14 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
             print(f"no performance profile for {target_name(t)}%: fewer than 2 workloads")
             continue
         title = (
-            f"Performance profile: gradient equivalents to {target_name(t)}% test accuracy, "
-            f"{len(costs_to)} workloads\n" + costs.weights_note(weights, [r.key()[2] for r in runs])
+            f"Gradient equivalents to {target_name(t)}% test accuracy: performance profile "
+            f"over {len(costs_to)} workloads"
         )
+        note = costs.weights_note(weights, [r.key()[2] for r in runs])
         if tuned:
-            title += f"\ncheapest variant per workload for: {', '.join(tuned)}"
-        fig = profiles.profile_figure(costs_to, title, figures.looks(runs), provenance(runs))
+            note += f"; cheapest variant per workload for: {', '.join(tuned)}"
+        note += f"; {provenance(runs)}"
+        fig = profiles.profile_figure(costs_to, title, figures.looks(runs), note)
         written += figures.save(fig, out / f"grad_equiv-to-{target_name(t)}")
     return written
 
