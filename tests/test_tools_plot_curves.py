@@ -133,9 +133,11 @@ def test_the_title_states_the_weights_and_the_time_axis_the_machine(store):
     with unittest.mock.patch.object(figures, "save", keep):
         plot_curves.plot_experiment(selection, store, "grad_equiv", ["test_acc"], None, weights)
         plot_curves.plot_experiment(selection, store, "time", ["test_acc"], None)
-    assert seen["cnn-test_acc-grad_equiv"].endswith(
-        "\ngradient equivalents = grad + 0.50 x extra forwards + 2.00 x HVPs (cnn, measured: "
-        "batch 128, Test CPU (AVX2), 2 threads, 2026-01-02)"
+    # wrapped to the figure's width: lines joined back with spaces
+    title = seen["cnn-test_acc-grad_equiv"].replace("\n", " ")
+    assert title.endswith(
+        "lr ×0.1 after epoch 22 gradient equivalents = grad + 0.50 x extra forwards + 2.00 x "
+        "HVPs (cnn, measured: batch 128, Test CPU (AVX2), 2 threads, 2026-01-02)"
     )
     # the synthetic summaries have no machine or load record
     assert seen["cnn-test_acc-time"].endswith(

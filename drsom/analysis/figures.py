@@ -340,6 +340,7 @@ def curve_figure(
     x: str,
     title: str,
     preset: str | None = None,
+    note: str = "",
     **kwargs,
 ) -> plt.Figure:
     """A print-sized figure: the curves, for accuracies (given enough epochs) a magnified panel
@@ -347,7 +348,9 @@ def curve_figure(
 
     ``preset`` (``drsom.analysis.paper.PRESETS``): the paper's width and fonts instead, "column"
     (3.3 in) without the magnified panel, which would not fit; the height grows with the title
-    and legend so the axes keep the preset's height."""
+    and legend so the axes keep the preset's height. ``note``: where the numbers come from
+    (:func:`caption`; with a preset, under the legend's title, where the layout leaves it room).
+    Title lines longer than the figure is wide are wrapped."""
     from drsom.analysis import paper
 
     zoom = metric.endswith("_acc") and frame["epoch"].nunique() >= ZOOM_MIN_EPOCHS
@@ -355,6 +358,7 @@ def curve_figure(
     if preset is not None:
         rc = paper.rc(preset)  # refuses an unknown preset
         p = paper.PRESETS[preset]
+        title = _wrap(title, p.width, p.font)
         lines = title.count("\n") + 1
         wide = narrow = (p.width, p.height + 0.16 * lines + 0.5)
         zoom = zoom and preset != "column"
@@ -368,17 +372,34 @@ def curve_figure(
         curves = curve_axes(ax, frame, metric, x, **kwargs)
         if zoom:
             zoom_axes(zax, curves, metric, x, ax.get_xlabel())
-        fig.suptitle(title, fontsize=None if preset is None else paper.PRESETS[preset].font)
+        size = paper.PRESETS[preset].font if preset is not None else 12.0  # "large" of 10 pt
+        fig.suptitle(
+            _wrap(title, fig.get_figwidth(), size), fontsize=None if preset is None else size
+        )
         spread = "min–max" if metric.endswith("_loss") else "±1 std (min–max with 2 seeds)"
         small = paper.PRESETS[preset].small if preset is not None else 8.5
+        heading = f"solid: mean over seeds, band {spread}"
+        if preset is not None and note:
+            heading += "\n" + _wrap(note, fig.get_figwidth(), small)
+        elif note:
+            caption(fig, note)
         _legend(
             fig,
             ax,
-            f"solid: mean over seeds, band {spread}",
+            heading,
             any(c.lower is None for c in curves),
             fontsize=small,
         )
     return fig
+
+
+def _wrap(text: str, width_in: float, points: float) -> str:
+    """Each line of ``text`` wrapped to what fits ``width_in`` inches at ``points`` (a character
+    is a little over half its point size wide)."""
+    import textwrap
+
+    fits = max(20, int(width_in * 72 / (0.55 * points)))
+    return "\n".join("\n".join(textwrap.wrap(line, fits) or [""]) for line in text.split("\n"))
 
 
 def _legend(

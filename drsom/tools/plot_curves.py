@@ -166,8 +166,8 @@ def plot_experiment(
                 legend_notes=legend_notes(runs),
                 reference=ref,
                 shown=figures.looks(runs),
+                note=provenance(runs),
             )
-            figures.caption(fig, provenance(runs))
             written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
 
