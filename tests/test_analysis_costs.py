@@ -17,13 +17,17 @@ def test_weights_are_read_per_model_and_say_where_they_were_measured(tmp_path):
     path = write_weights(tmp_path / "w.json", models=("cnn", "resnet18"))
     weights = costs.load_weights(path)
     assert weights["cnn"] == costs.Weights(
-        0.5, 2.0, "batch 128, Test CPU (AVX2), 2 threads, 2026-01-02"
+        0.5, 2.0, "batch 128, Test CPU (AVX2), 2 threads, 2026-01-02", "Test CPU (AVX2)"
     )
     note = costs.weights_note(weights, ["cnn"])
     assert note == (
         "gradient equivalents = grad + 0.50 x extra forwards + 2.00 x HVPs (cnn, measured: "
         "batch 128, Test CPU (AVX2), 2 threads, 2026-01-02)"
     )
+    # runs made on another machine than the weights' say so
+    other = costs.weights_note(weights, ["cnn"], ["Test CPU (AVX2)", "EPYC (AVX512)"])
+    assert other.endswith("2026-01-02; the runs ran on EPYC (AVX512))")
+    assert costs.weights_note(weights, ["cnn"], ["Test CPU (AVX2)"]) == note
     assert costs.default_path(tmp_path / "runs") == tmp_path / "cost_weights.json"
     assert costs.load_weights(tmp_path / "absent.json") == {}
 

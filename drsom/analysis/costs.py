@@ -36,6 +36,7 @@ class Weights(NamedTuple):
     forward: float
     hvp: float
     where: str  # "batch 128, AMD EPYC (AVX512), 2 threads, 2026-12-02"
+    machine: str = ""  # "AMD EPYC (AVX512)" or the GPU's name: compared with the runs'
 
     def cost(self, forward: float, grad: float, hvp: float) -> float:
         """Gradient equivalents of ``forward`` forwards (those of the gradients included),
@@ -83,7 +84,7 @@ def _weights(entry: dict[str, Any]) -> Weights:
         else ""
     ]
     parts += [str(entry.get("measured_at", ""))[:10]]
-    return Weights(forward, hvp, ", ".join(p for p in parts if p))
+    return Weights(forward, hvp, ", ".join(p for p in parts if p), where)
 
 
 def weights_for(
@@ -111,13 +112,19 @@ def add_grad_equiv(frame: pd.DataFrame, weights: dict[str, Weights]) -> pd.DataF
     return frame.assign(grad_equiv=grad + w_f * (counts["forward"] - grad) + w_h * counts["hvp"])
 
 
-def weights_note(weights: dict[str, Weights], models: Iterable[str]) -> str:
-    """``gradient equivalents = grad + 0.42 (forward - grad) + 3.61 hvp (cnn: batch 128, ...)``."""
+def weights_note(
+    weights: dict[str, Weights], models: Iterable[str], run_machines: Iterable[str] = ()
+) -> str:
+    """``gradient equivalents = grad + 0.49 x extra forwards + 2.99 x HVPs (cnn, measured:
+    batch 128, ...)``; ``run_machines`` (``runs.run_machine`` of the runs) that are not where the
+    weights were measured are named: the weights are then another machine's."""
     parts = []
+    others = [m for m in dict.fromkeys(run_machines) if m]
     for model in dict.fromkeys(models):
         w = weights[model]
-        parts.append(
-            f"grad + {w.forward:.2f} x extra forwards + {w.hvp:.2f} x HVPs ({model}, measured: "
-            f"{w.where})"
-        )
+        text = f"grad + {w.forward:.2f} x extra forwards + {w.hvp:.2f} x HVPs ({model}, measured: "
+        text += f"{w.where}"
+        differ = [m for m in others if w.machine and m != w.machine]
+        text += f"; the runs ran on {', '.join(differ)})" if differ else ")"
+        parts.append(text)
     return f"{GRAD_EQUIV_LABEL} = " + "; ".join(parts)

@@ -460,15 +460,21 @@ def wall_clock_note(runs: Sequence[Run]) -> str:
     return f"wall clock: {where}; {share}"
 
 
+def run_machine(summary: dict[str, Any]) -> str:
+    """What did the arithmetic: the GPU's name for a CUDA run, else the CPU with the kernels torch
+    picked (``AMD EPYC (AVX2)``, as ``costs.Weights.machine`` names it); "" if not recorded."""
+    if str(summary.get("device", "cpu")).startswith("cuda"):
+        return str(summary.get("device_name") or "")
+    m = summary.get("machine")
+    if isinstance(m, dict) and "cpu" in m and "cpu_capability" in m:
+        return "{cpu} ({cpu_capability})".format_map(m)
+    return ""
+
+
 def _machine(summary: dict[str, Any]) -> str:
     """The GPU's name for a CUDA run, else the CPU (with its kernels) and the run's threads."""
     if str(summary.get("device", "cpu")).startswith("cuda"):
         return str(summary.get("device_name") or "GPU")
-    m = summary.get("machine")
-    cpu = (
-        "{cpu} ({cpu_capability})".format_map(m)
-        if isinstance(m, dict) and "cpu" in m and "cpu_capability" in m
-        else summary.get("device_name") or "CPU"
-    )
+    cpu = run_machine(summary) or summary.get("device_name") or "CPU"
     threads = summary.get("threads")
     return f"{cpu}, {threads} threads" if threads else str(cpu)

@@ -28,6 +28,7 @@ from drsom.analysis.runs import (
     load_reference,
     load_store,
     provenance,
+    run_machine,
     stored_experiments,
 )
 from drsom.analysis.stats import check_targets
@@ -101,7 +102,8 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
             f"Gradient equivalents to {target_name(t)}% test accuracy: performance profile "
             f"over {len(costs_to)} workloads"
         )
-        note = costs.weights_note(weights, [r.key()[2] for r in runs])
+        machines = [run_machine(r.summary) for r in runs]
+        note = costs.weights_note(weights, [r.key()[2] for r in runs], machines)
         if tuned:
             note += f"; cheapest variant per workload for: {', '.join(tuned)}"
         note += f"; {provenance(runs)}"

@@ -31,6 +31,7 @@ from drsom.analysis.runs import (
     load_store,
     provenance,
     readable,
+    run_machine,
     stored_experiments,
 )
 from drsom.analysis.stats import check_targets
@@ -147,11 +148,8 @@ def notes(selection, targets, weights) -> str:
         "not all did)."
     )
     models = [r.key()[2] for r in selection.runs]
-    lines.append(
-        costs.weights_note(weights, models)[:1].upper()
-        + costs.weights_note(weights, models)[1:]
-        + "; extra forwards: those not part of a gradient."
-    )
+    note = costs.weights_note(weights, models, [run_machine(r.summary) for r in selection.runs])
+    lines.append(note[:1].upper() + note[1:] + "; extra forwards: those not part of a gradient.")
     return "\n\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from drsom.analysis.runs import (
     metrics_frame,
     provenance,
     readable,
+    run_machine,
     stored_experiments,
     wall_clock_note,
 )
@@ -144,7 +145,8 @@ def plot_experiment(
         seeds = len({r.key()[4] for r in runs})
         title = figures.protocol_title(facts, seeds)
         if x == "grad_equiv":
-            title += "\n" + costs.weights_note(weights, [model])
+            machines = [run_machine(r.summary) for r in runs]
+            title += "\n" + costs.weights_note(weights, [model], machines)
         if x == "time" and wall_clock_note(runs):
             title += "\n" + wall_clock_note(runs)
         ref = _reference_for(reference, facts, x)
