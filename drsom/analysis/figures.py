@@ -373,9 +373,9 @@ def curve_figure(
         if zoom:
             zoom_axes(zax, curves, metric, x, ax.get_xlabel())
         size = paper.PRESETS[preset].font if preset is not None else 12.0  # "large" of 10 pt
-        fig.suptitle(
-            _wrap(title, fig.get_figwidth(), size), fontsize=None if preset is None else size
-        )
+        # fontsize=None would not mean the default: matplotlib then skips figure.titlesize
+        sized = {"fontsize": size} if preset is not None else {}
+        fig.suptitle(_wrap(title, fig.get_figwidth(), size), **sized)
         spread = "min–max" if metric.endswith("_loss") else "±1 std (min–max with 2 seeds)"
         small = paper.PRESETS[preset].small if preset is not None else 8.5
         heading = f"solid: mean over seeds, band {spread}"
