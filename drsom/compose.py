@@ -15,9 +15,14 @@ from drsom import CONFIG_DIR
 
 
 def suite_config(
-    overrides: Sequence[str] = (), *, config_dir: Path = CONFIG_DIR, resolve: bool = True
+    overrides: Sequence[str] = (),
+    *,
+    config_dir: Path = CONFIG_DIR,
+    resolve: bool = True,
+    hydra: bool = False,
 ) -> dict[str, Any]:
-    """The composed run config for ``overrides`` (``hydra`` node left out), as plain Python."""
+    """The composed run config for ``overrides`` as plain Python: the ``hydra`` node left out,
+    or (``hydra=True``) kept, unresolved (its job keys exist only inside a launch)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
@@ -25,7 +30,12 @@ def suite_config(
     GlobalHydra.instance().clear()  # compose needs its own context, whatever ran before
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose("config", overrides=list(overrides))
+            cfg = compose("config", overrides=list(overrides), return_hydra_config=hydra)
     finally:
         GlobalHydra.instance().clear()
-    return OmegaConf.to_container(cfg, resolve=resolve)
+    if not hydra:
+        return OmegaConf.to_container(cfg, resolve=resolve)
+    settings = OmegaConf.to_container(cfg.hydra, resolve=False)
+    run_keys = [k for k in cfg if k != "hydra"]
+    plain = OmegaConf.to_container(OmegaConf.masked_copy(cfg, run_keys), resolve=resolve)
+    return {**plain, "hydra": settings}

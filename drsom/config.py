@@ -13,12 +13,13 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 
-from drsom.data import check_data
+from drsom.data import check_data, validation_count
 from drsom.models import check_model
 from drsom.optim import optimizer_factory
 from drsom.schedules import LR_SCHEDULES, milestone_epochs
@@ -86,6 +87,10 @@ def validate(cfg: Mapping[str, Any]) -> None:
     _name("optimizer.label", cfg["optimizer"]["label"], LABEL_PATTERN, "- allowed")
     if d["train_subset"] is not None:
         _integer("data.train_subset", d["train_subset"], low=1)
+    try:  # its type here; against the training split's size once the data is read
+        validation_count(d["val_size"], sys.maxsize)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     _integer("data.num_workers", d["num_workers"], low=0)
     _boolean("data.augment", d["augment"])
     try:

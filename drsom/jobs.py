@@ -13,6 +13,7 @@ sweep imports it, and must never initialise torch, CUDA or wandb.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -43,23 +44,28 @@ class JobError(CompactHydraException):
     """A user error in one job of a sweep; Hydra prints it as one line, without a traceback."""
 
 
-def run(cfg: DictConfig, *, base_dir: Path) -> str:
-    """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped)."""
+def run(cfg: DictConfig, *, base_dir: Path) -> str | float:
+    """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped), or in a
+    trial of a tuning sweep its score (``drsom.tuning.objective``)."""
     from drsom.run_folder import RunBusy
-    from drsom.runner import USER_ERRORS
+    from drsom.runner import USER_ERRORS, run_folder
     from drsom.runner import run as run_config
+    from drsom.tuning import objective, tuning_objective
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     name_slurm_job(cfg)
     try:
-        return run_config(cfg, base_dir=base_dir)
+        status = run_config(cfg, base_dir=base_dir)
+        if by := tuning_objective():
+            return objective(run_folder(cfg, base_dir).read_summary(), by)
+        return status
     except RunBusy as exc:
         if not sweep:
             sys.exit(f"error: {exc}")
         # A second launch of the sweep, or a requeued job whose predecessor still holds the
         # folder: the other process owns this run, and this job has nothing to do.
         log.warning(f"skipped: {exc}")
-        return "busy"
+        return math.nan if tuning_objective() else "busy"  # NaN: a failed trial, to optuna
     except USER_ERRORS as exc:
         if sweep:
             raise JobError(f"error: {exc}") from None

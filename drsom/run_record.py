@@ -81,19 +81,50 @@ def start_summary(
     return summary
 
 
+# What ``final`` holds: the last epoch's row of these (running train means, then evaluations).
+FINAL_KEYS = (
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "val_loss",
+    "val_acc",
+    "train_eval_loss",
+    "train_eval_acc",
+)
+
+
+def _number(value: Any) -> float | None:
+    """A stored metric: None for missing or NaN (not evaluated)."""
+    return None if value is None or value != value else float(value)
+
+
+def selected(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The epoch the validation split selects (highest ``val_acc``, the earliest of ties) with its
+    validation and test accuracy; None without a validation split. The test set never chooses."""
+    scored = [r for r in rows if _number(r.get("val_acc")) is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
+    return {
+        "epoch": int(best["epoch"]),
+        "val_acc": float(best["val_acc"]),
+        "test_acc": _number(best.get("test_acc")),
+    }
+
+
 def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any) -> None:
     """Bring ``summary`` up to date with the trainer's rows and counters."""
     rows = trainer.metrics
-    evaluated = [r for r in rows if r["test_acc"] == r["test_acc"]]  # NaN: not evaluated
-    best = max(evaluated, key=lambda r: r["test_acc"], default=None)
     last = rows[-1] if rows else {}
+    summary.pop("best_test_acc", None)  # a summary written before selection moved to validation
+    summary.pop("best_epoch", None)
     summary.update(
         status=status,
         epoch=trainer.epoch,
         step=trainer.step,
-        final={k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
-        best_test_acc=best["test_acc"] if best else None,
-        best_epoch=best["epoch"] if best else None,
+        final={k: _number(last.get(k)) for k in FINAL_KEYS},
+        selected=selected(rows),
         train_seconds=trainer.seconds["train"],
         total_seconds=trainer.seconds["total"],
         counts=dict(trainer.counts),

@@ -61,13 +61,11 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
     Relative paths in the config (``results_dir``, ``data.root``) are taken from ``base_dir``
     (``run.py`` passes the repository root; default: the current directory).
     """
-    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    c.pop("hydra", None)
-    c = complete(c)  # the names a config may leave out, filled in as the run records them
+    c = _plain(cfg)
     validate(c)
     device = resolve_device(c["trainer"]["device"])
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    run_dir = RunDir(_absolute(base, c["results_dir"]) / run_id(c))
+    run_dir = run_folder(c, base)
     launch = launch_identity()
     data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
@@ -245,7 +243,7 @@ def _train(
     millions = sum(p.numel() for p in model.parameters()) / 1e6
     log.info(
         f"{c['optimizer']['label']} | {c['model']['name']} ({millions:.2f}M parameters) | "
-        f"{c['data']['name']}: {data.num_train} train / {data.num_test} test, "
+        f"{c['data']['name']}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
         f"{len(data.train)} steps per epoch | {device} ({summary['device_name']}), "
         f"amp {'on' if amp else 'off'}, compiled {'yes' if compiled else 'no'}"
     )
@@ -330,9 +328,10 @@ def _epochs(
     record(summary, trainer, status, **extra)
     run_dir.write_summary(summary)
     if status == "finished":
+        chosen = summary["selected"]
+        at = f" (validation selects epoch {chosen['epoch']})" if chosen else ""
         log.info(
-            f"run {run_dir.name} finished: test_acc {summary['final']['test_acc']:.4f} "
-            f"(best {summary['best_test_acc']:.4f} after epoch {summary['best_epoch']}), "
+            f"run {run_dir.name} finished: test_acc {summary['final']['test_acc']:.4f}{at}, "
             f"{summary['total_seconds']:.0f} s"
         )
     else:
@@ -419,6 +418,7 @@ def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
         return build_data(
             load_dataset(d, base),
             train_subset=d["train_subset"],
+            val_size=d["val_size"],
             augment=d["augment"],
             batch_size=t["batch_size"],
             test_batch_size=t["test_batch_size"],
@@ -518,6 +518,19 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    c.pop("hydra", None)
+    return complete(c)  # the names a config may leave out, filled in as the run records them
+
+
+def run_folder(cfg: DictConfig | Mapping[str, Any], base_dir: str | Path | None = None) -> RunDir:
+    """Where the run of ``cfg`` is stored (``<results_dir>/<run_id>``, relative to base_dir)."""
+    c = _plain(cfg)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    return RunDir(_absolute(base, c["results_dir"]) / run_id(c))
+
+
 def _absolute(base: Path, path: str) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else base / p
@@ -528,10 +541,12 @@ def _epoch_line(row: dict, epochs: int) -> str:
     """The epoch's log line: losses, accuracies, lr, the optimizer's diagnostics, seconds."""
     parts = [
         f"epoch {row['epoch']:>{len(str(epochs))}}/{epochs}",
-        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}",
+        f"running train loss {row['train_loss']:.4f} acc {row['train_acc']:.4f}",
     ]
-    if row["test_acc"] == row["test_acc"]:  # NaN: not evaluated this epoch
-        parts.append(f"test loss {row['test_loss']:.4f} acc {row['test_acc']:.4f}")
+    for split in ("train_eval", "val", "test"):
+        if row[f"{split}_acc"] == row[f"{split}_acc"]:  # NaN: not evaluated (this epoch)
+            shown = "train" if split == "train_eval" else split
+            parts.append(f"{shown} {row[f'{split}_loss']:.4f} acc {row[f'{split}_acc']:.4f}")
     parts.append(f"lr {row['lr']:.3g}")
     # the optimizer's epoch means (Trainer.metric_columns), whatever its keys are
     own = [(k.removesuffix("_mean"), v) for k, v in row.items() if k not in METRIC_COLUMNS]

@@ -52,10 +52,19 @@ log = logging.getLogger("drsom")
 METRIC_COLUMNS = (
     "epoch",  # epochs completed (1-based)
     "step",  # optimizer steps so far
-    "train_loss",  # mean over the epoch's examples, each at the parameters before its step
+    # running means over the epoch's batches, each at the parameters before its step, in train
+    # mode on augmented inputs (dropout, BatchNorm batch statistics): not the model's accuracy
+    # on the training set, which is train_eval_*
+    "train_loss",
     "train_acc",  # fraction in [0, 1], same forward as train_loss
-    "test_loss",  # empty on epochs without evaluation (trainer.eval_every)
+    # evaluation mode (BatchNorm running statistics, no dropout, no augmentation), at the
+    # parameters after the epoch, on epochs with evaluation (trainer.eval_every), else empty
+    "test_loss",
     "test_acc",  # fraction in [0, 1]
+    "val_loss",  # the validation split held out of the training set (data.val_size); empty: none
+    "val_acc",
+    "train_eval_loss",  # a fixed slice of the training split (as many as the test set, or all)
+    "train_eval_acc",
     "lr",  # lr during the epoch (param group 0; what it means is the optimizer's)
     "train_seconds",  # cumulative seconds in training steps (no evaluation, no bookkeeping)
     "total_seconds",  # cumulative wall-clock seconds of all epochs (evaluation and saving too)
@@ -74,6 +83,7 @@ STEP_COLUMNS = (
     # then the step's diagnostics, one column per key (empty where NaN)
 )
 WALL_CLOCK_COLUMNS = ("train_seconds", "total_seconds")
+EVALUATED = ("test_loss", "test_acc", "val_loss", "val_acc", "train_eval_loss", "train_eval_acc")
 
 PROGRESS_EVERY = 10  # steps between progress-bar updates (each one waits for the device)
 
@@ -201,14 +211,16 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.epoch += 1
-            test_loss = test_acc = math.nan
+            evaluated = dict.fromkeys(EVALUATED, math.nan)
             if self.epoch % self.eval_every == 0 or self.epoch == self.epochs:
-                test_loss, test_acc = self.evaluate()
+                for split, loader in self._evaluation_splits():
+                    loss, acc = self.evaluate(loader)
+                    evaluated |= {f"{split}_loss": loss, f"{split}_acc": acc}
             now = time.perf_counter()
             self.seconds["total"] += now - mark
             mark = now
-            row = {"epoch": self.epoch, "step": self.step, **train, "test_loss": test_loss}
-            row.update(test_acc=test_acc, lr=lr, **self._cumulative())
+            row = {"epoch": self.epoch, "step": self.step, **train, **evaluated}
+            row.update(lr=lr, **self._cumulative())
             self.metrics.append(row)
             yield row  # the caller's saving time falls into the next epoch's total
 
@@ -309,14 +321,22 @@ class Trainer:
         """The columns of ``steps.csv``: step, epoch, loss, then the diagnostics' keys."""
         return STEP_COLUMNS + tuple(self.diagnostic_keys or ())
 
+    def _evaluation_splits(self) -> Iterator[tuple[str, Any]]:
+        yield "test", self.data.test
+        if self.data.val is not None:
+            yield "val", self.data.val
+        if self.data.train_eval is not None:
+            yield "train_eval", self.data.train_eval
+
     @torch.no_grad()
-    def evaluate(self) -> tuple[float, float]:
-        """Mean cross-entropy and accuracy on the test set (eval mode: BatchNorm running stats)."""
+    def evaluate(self, loader=None) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy on ``loader`` (default: the test set), in eval mode
+        (BatchNorm running stats, no dropout)."""
         self.net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
-        for inputs, targets in self.data.test:
+        for inputs, targets in self.data.test if loader is None else loader:
             with (self.autocast or contextlib.nullcontext)():
                 outputs = self.net(inputs)
             loss_sum += F.cross_entropy(outputs.float(), targets, reduction="sum").double()

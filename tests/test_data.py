@@ -328,6 +328,73 @@ def test_train_subset_is_a_fixed_nested_prefix(cifar500_root):
     assert (diff.min(dim=1).values == 0).all()
 
 
+def images_of(loader) -> torch.Tensor:
+    """Every image of an unaugmented loader, as the uint8 pixels it was read as, flattened."""
+    return torch.cat([to_uint8(x).flatten(1) for x, _ in batches(loader)])
+
+
+def rows_in(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """For each row of a: is it a row of b (the fake images are random, so rows identify)."""
+    return ((a[:, None] - b[None]).abs().amax(-1) == 0).any(1)
+
+
+def test_validation_split_is_held_out_and_fixed_whatever_the_subset_and_seed(cifar500_root):
+    whole = fake_cifar(cifar500_root, val_size=50, augment=False, batch_size=500)
+    other = fake_cifar(cifar500_root, val_size=50, train_subset=100, augment=False, seed=9)
+    assert (whole.num_train, whole.num_val, whole.num_test) == (450, 50, 100)
+    assert (other.num_train, other.num_val) == (100, 50)
+    val, train, everything = images_of(whole.val), images_of(whole.train), None
+    everything = images_of(fake_cifar(cifar500_root, augment=False, batch_size=500).train)
+    assert not rows_in(val, train).any()  # held out: never trained on
+    assert rows_in(val, everything).all() and rows_in(train, everything).all()
+    assert torch.equal(images_of(other.val), val)  # the same 50 for a subset and another seed
+    assert rows_in(images_of(other.train), train).all()
+    # the held-out 50 are the last of the subset permutation: val_size=0 keeps train_subset's
+    # first-N prefix as it was, and a subset never reaches into the validation split
+    assert not rows_in(images_of(fake_cifar(cifar500_root, train_subset=450).train), val).any()
+    assert whole.fingerprint != fake_cifar(cifar500_root, val_size=49).fingerprint
+
+
+def test_val_size_fraction_and_the_train_eval_slice(digits, cifar500_root):
+    pytest.importorskip("sklearn")
+    split = build_data(load_digits(), val_size=0.1, augment=True, batch_size=256)
+    assert (split.num_train, split.num_val, split.num_test) == (1212, 135, 450)  # 134.7 -> 135
+    assert split.val is not None and digits.val is None and digits.num_val == 0
+    # train_eval: as many training images as the test set, unaugmented, the same every epoch
+    data = fake_cifar(cifar500_root, val_size=50, augment=True)
+    slice_ = images_of(data.train_eval)
+    assert (
+        slice_.shape[0] == 100
+        and rows_in(
+            slice_, images_of(fake_cifar(cifar500_root, val_size=50, augment=False).train)
+        ).all()
+    )
+    data.train_eval.set_epoch(3)
+    assert torch.equal(images_of(data.train_eval), slice_)
+    small = fake_cifar(cifar500_root, train_subset=30)
+    assert sum(len(y) for _, y in small.train_eval) == 30  # a training split under the test size
+
+
+@pytest.mark.parametrize(
+    ("val_size", "message"),
+    [
+        (-1, "data.val_size must be an integer count >= 0 or a fraction in \\(0, 1\\), got -1"),
+        (1.5, "got 1.5"),
+        (True, "got True"),
+        ("10%", "got '10%'"),
+        (500, "holds out 500 of the 500 training examples, leaving none to train on"),
+    ],
+)
+def test_bad_val_size_is_one_line(cifar500_root, val_size, message):
+    with pytest.raises(ValueError, match=message):
+        fake_cifar(cifar500_root, val_size=val_size)
+
+
+def test_train_subset_counts_what_the_validation_split_leaves(cifar500_root):
+    with pytest.raises(ValueError, match="train_subset=451 exceeds the 450 .*50 held out"):
+        fake_cifar(cifar500_root, val_size=50, train_subset=451)
+
+
 # --- digits -------------------------------------------------------------------------------------
 
 

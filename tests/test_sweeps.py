@@ -49,6 +49,8 @@ defaults:
   - override /model: cnn
   - override /trainer: quick
 experiment: tiny
+data:
+  val_size: 10   # of the fake CIFAR-10's 250 training images
 hydra:
   sweeper:
     params:

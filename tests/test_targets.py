@@ -169,7 +169,8 @@ def test_a_users_folder_brings_optimizer_model_and_dataset_end_to_end(tmp_path):
     runs = {r.run_id.rsplit("-", 2)[0]: r for r in load_store(results)}
     assert set(runs) == {"digits-cnn-nadam", "digits-tvresnet18-adam", "stripes-cnn-drsom"}
     assert all(r.summary["status"] == "finished" for r in runs.values())
-    assert runs["stripes-cnn-drsom"].summary["data_fingerprint"].startswith("128+64:")
+    # 128 stripes, 13 of them held out for validation (the default val_size, a tenth)
+    assert runs["stripes-cnn-drsom"].summary["data_fingerprint"].startswith("115+64:")
     assert runs["digits-cnn-nadam"].config["optimizer"]["_target_"] == "torch.optim.NAdam"
 
     tables, figures = tmp_path / "tables", tmp_path / "figures"

@@ -52,11 +52,18 @@ def looks(runs: Sequence) -> dict[str, Look]:
     return out
 
 
+# train_eval_*: the training set measured as the test set is (eval mode, unaugmented);
+# train_acc/train_loss: the running means of the training loop (train mode, augmented inputs,
+# parameters changing through the epoch), the "train accuracy" most papers plot.
 METRICS = {
-    "train_acc": "train accuracy (%)",
+    "train_eval_acc": "train accuracy (%)",
     "test_acc": "test accuracy (%)",
-    "train_loss": "train loss (cross-entropy)",
+    "val_acc": "validation accuracy (%)",
+    "train_acc": "running train accuracy, train mode (%)",
+    "train_eval_loss": "train loss (cross-entropy)",
     "test_loss": "test loss (cross-entropy)",
+    "val_loss": "validation loss (cross-entropy)",
+    "train_loss": "running train loss, train mode (cross-entropy)",
 }
 # --x name: (metrics_frame column, axis label). grad_equiv weighs forwards, gradients and HVPs by
 # their measured times (drsom.analysis.costs); grads_hvps is the raw count without forwards.

@@ -271,10 +271,17 @@ def select_runs(
 
 
 def experiment_selection(results_dir: str | Path, name: str, store: list[Run]) -> Selection:
-    """``select_runs`` for an experiment file; for a name without one (runs exported from wandb
-    under another study name), every stored run whose config names that experiment."""
-    if name in experiment_names():
-        return select_runs(results_dir, name, store=store)
+    """``select_runs`` for an experiment file, with the tuned optimizer configs of
+    ``drsom-select`` (``<results_dir>/../selected``) on Hydra's search path. For a tuning
+    experiment (its trials are drawn, not a grid: ``drsom.tuning``) and for a name without a
+    file (runs exported from wandb under another study name), every stored run whose config
+    names that experiment."""
+    from drsom.tuning import is_tuning
+
+    if name in experiment_names() and not is_tuning(name):
+        selected = Path(results_dir).parent / "selected"
+        search = [f"hydra.searchpath=[file://{selected.resolve()}]"] if selected.is_dir() else []
+        return select_runs(results_dir, name, search, store=store)
     return Selection(name, [r for r in store if r.config.get("experiment") == name], [], {})
 
 

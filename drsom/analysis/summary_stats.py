@@ -16,7 +16,7 @@ import pandas as pd
 from drsom.analysis.stats import interval, paired_difference
 from drsom.run_state import Status
 
-ACCURACIES = ("final_test_acc", "best_test_acc", "final_train_acc")
+ACCURACIES = ("final_test_acc", "selected_test_acc", "final_val_acc", "final_train_acc")
 # the costs run_rows writes (tables.COSTS): epochs, seconds, gradient equivalents, raw counts
 COST_COLUMN = re.compile(r"^(epochs|seconds|grad_equiv|forward|grad|hvp)_to_")
 

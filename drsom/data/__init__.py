@@ -28,6 +28,7 @@ from .loader import EpochLoader, epoch_seed
 
 CROP_PADDING = 4
 SUBSET_SEED = 0  # fixed: the subset is part of the dataset's definition, not of a run's seed
+TRAIN_EVAL_SEED = 1  # which training examples the clean train metric reads (fixed, see build_data)
 
 
 @dataclass
@@ -39,6 +40,38 @@ class DataBundle:
     num_test: int
     fingerprint: str = ""  # what was read (``fingerprint``), whichever folder it came from
     input_shape: tuple[int, int, int] = (3, 32, 32)  # (C, H, W) of the model's inputs
+    val: EpochLoader | None = None  # held out of the training split (``val_size``); None: none
+    train_eval: EpochLoader | None = None  # a fixed slice of the training examples, unaugmented
+    num_val: int = 0
+
+
+def validation_count(val_size: int | float | None, n_train: int) -> int:
+    """How many of ``n_train`` training examples ``data.val_size`` holds out.
+
+    An integer is a count, a float in (0, 1) a fraction of the training split (rounded half to
+    even); 0 or None: no validation split. Raises ValueError (one line) for anything else and for
+    a split that would leave no training example.
+    """
+    accepted = "an integer count >= 0 or a fraction in (0, 1)"
+    if val_size is None:
+        return 0
+    if isinstance(val_size, bool) or not isinstance(val_size, int | float):
+        raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+    if isinstance(val_size, float) and not val_size.is_integer():
+        if not 0.0 < val_size < 1.0:
+            raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+        count = round(val_size * n_train)
+    else:
+        count = int(val_size)
+    if count < 0:
+        raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+    if count >= n_train:
+        raise ValueError(
+            f"data.val_size={val_size!r} holds out {count} of the {n_train} training examples, "
+            f"leaving none to train on (accepted: 0 <= val_size < {n_train}, or a fraction in "
+            "(0, 1))"
+        )
+    return count
 
 
 def check_data(node: Mapping[str, Any]) -> None:
@@ -77,14 +110,17 @@ _FINGERPRINT_KEYS = (
     ("test_images", "test_images"),
     ("test_targets", "test_labels"),
 )
+_VAL_KEYS = (("val_images", "val_images"), ("val_targets", "val_labels"))
 
 
 def fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
-    """``<train>+<test>:<sha256[:12]>`` of the images and labels as read (after ``train_subset``):
-    two runs on the same data have the same one wherever the files lie; a 200-image copy of
-    CIFAR-10 and the real one never do."""
+    """``<train>+<test>:<sha256[:12]>`` of the images and labels as read (after ``val_size`` and
+    ``train_subset``; the validation split, when there is one, is hashed too): two runs on the
+    same data have the same one wherever the files lie; a 200-image copy of CIFAR-10 and the real
+    one never do."""
     digest = hashlib.sha256()
-    for key, field in _FINGERPRINT_KEYS:
+    fields = _FINGERPRINT_KEYS + (_VAL_KEYS if "val_images" in tensors else ())
+    for key, field in fields:
         t = tensors[field].contiguous()
         digest.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
         digest.update(t.numpy().tobytes())
@@ -101,6 +137,7 @@ def build_data(
     dataset: ImageDataset,
     *,
     train_subset: int | None = None,
+    val_size: int | float | None = 0,
     augment: bool = True,
     batch_size: int = 128,
     test_batch_size: int | None = None,
@@ -110,9 +147,14 @@ def build_data(
     num_workers: int = 0,
     channels_last: bool = False,
 ) -> DataBundle:
-    """Wrap both splits of ``dataset`` in epoch loaders.
+    """Wrap the splits of ``dataset`` in epoch loaders: train, validation, test and train-eval.
 
-    - ``train_subset=N`` keeps the first N examples of a fixed permutation of the training set.
+    - ``val_size`` (see ``validation_count``) holds out the *last* examples of a fixed
+      permutation of the training set as the validation split: the same examples whatever
+      ``train_subset`` and the run's seed (0: none, and the permutation's order is as before).
+    - ``train_subset=N`` keeps the first N examples of that permutation (of those not held out).
+    - ``train_eval``: min(test size, training size) training examples of another fixed
+      permutation, unaugmented, for the evaluation-mode train metric (``train_eval_acc``).
     - ``augment``: random crop of the image padded by 4, and a horizontal flip where the dataset
       allows it (``dataset.flip``; not for digits).
     - ``test_batch_size`` defaults to ``batch_size``.
@@ -130,23 +172,35 @@ def build_data(
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
     images, labels = dataset.train_images, dataset.train_labels
+    n_val = validation_count(val_size, len(images))
+    order = np.random.RandomState(SUBSET_SEED).permutation(len(images))
+    pool, held_out = order[: len(order) - n_val], order[len(order) - n_val :]
     if train_subset is not None:
-        if train_subset > len(images):
+        if train_subset > len(pool):
+            left = f" ({n_val} held out for validation)" if n_val else ""
             raise ValueError(
-                f"data.train_subset={train_subset} exceeds the {len(images)} training examples"
+                f"data.train_subset={train_subset} exceeds the {len(pool)} training examples{left}"
             )
-        keep = np.random.RandomState(SUBSET_SEED).permutation(len(images))[:train_subset]
-        keep_t = torch.from_numpy(np.sort(keep))
+        pool = pool[:train_subset]
+    if n_val or train_subset is not None:
+        keep_t = torch.from_numpy(np.sort(pool))
         images, labels = images[keep_t], labels[keep_t]
-
-    read = fingerprint(
-        {
-            "train_images": images,
-            "train_labels": labels,
-            "test_images": dataset.test_images,
-            "test_labels": dataset.test_labels,
-        }
+    val_t = torch.from_numpy(np.sort(held_out))
+    val_images, val_labels = dataset.train_images[val_t], dataset.train_labels[val_t]
+    n_eval = min(len(dataset.test_images), len(images))
+    eval_t = torch.from_numpy(
+        np.sort(np.random.RandomState(TRAIN_EVAL_SEED).permutation(len(images))[:n_eval])
     )
+
+    arrays = {
+        "train_images": images,
+        "train_labels": labels,
+        "test_images": dataset.test_images,
+        "test_labels": dataset.test_labels,
+    }
+    if n_val:
+        arrays |= {"val_images": val_images, "val_labels": val_labels}
+    read = fingerprint(arrays)
     device = torch.device(device)
     resident = device.type == "cuda" if gpu_resident is None else bool(gpu_resident)
     storage = device if resident else torch.device("cpu")
@@ -162,21 +216,22 @@ def build_data(
         num_workers=num_workers,
         **common,
     )
-    test = EpochLoader(
-        dataset.test_images.to(storage),
-        dataset.test_labels.to(storage),
-        batch_size=test_batch_size or batch_size,
-        num_workers=num_workers,
-        **common,
-    )
+
+    def evaluation(x: torch.Tensor, y: torch.Tensor) -> EpochLoader:
+        size = test_batch_size or batch_size
+        return EpochLoader(x.to(storage), y.to(storage), batch_size=size, **common)
+
     return DataBundle(
         train,
-        test,
+        evaluation(dataset.test_images, dataset.test_labels),
         dataset.num_classes,
         len(images),
         len(dataset.test_images),
         read,
         dataset.input_shape,
+        val=evaluation(val_images, val_labels) if n_val else None,
+        train_eval=evaluation(images[eval_t], labels[eval_t]),
+        num_val=n_val,
     )
 
 
@@ -191,4 +246,5 @@ __all__ = [
     "check_data",
     "epoch_seed",
     "load_dataset",
+    "validation_count",
 ]

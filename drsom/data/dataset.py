@@ -5,6 +5,7 @@ suite calls it once per run and checks the result here before anything trains::
 
     _target_: my_package.my_data   # def my_data(**kwargs) -> ImageDataset
     name: mydata                   # the suite's own keys (DATA_META): never passed on
+    val_size: 0.1
     train_subset: null
 
 The contract (``check`` enforces it, one line per violation, naming the function):
@@ -28,9 +29,17 @@ import torch
 
 # The suite's own keys of a data config: ``name`` (run ids; default: the function's name),
 # ``display`` (figures and tables), and how the suite uses what the function returns.
-DATA_META: tuple[str, ...] = ("name", "display", "train_subset", "augment", "num_workers")
-# What a data config that leaves them out gets (``drsom.identity.complete`` fills them in).
-DATA_DEFAULTS = {"train_subset": None, "augment": True, "num_workers": 0}
+DATA_META: tuple[str, ...] = (
+    "name",
+    "display",
+    "val_size",
+    "train_subset",
+    "augment",
+    "num_workers",
+)
+# What a data config that leaves them out gets (``drsom.identity.complete`` fills them in): a
+# tenth of the training split held out for validation, as the suite's own datasets do.
+DATA_DEFAULTS = {"val_size": 0.1, "train_subset": None, "augment": True, "num_workers": 0}
 
 
 @dataclass

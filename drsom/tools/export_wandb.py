@@ -23,6 +23,7 @@ from typing import Any
 
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
+from drsom.run_record import FINAL_KEYS, selected
 from drsom.run_state import TERMINAL, WRITTEN, Status
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS
 
@@ -161,8 +162,6 @@ def build_summary(
     """summary.json as the runner writes it, from wandb's summary and the exported rows."""
     logged = {k: v for k, v in dict(run.summary).items() if not k.startswith("_")}
     last = metrics[-1] if metrics else {}
-    evaluated = [m for m in metrics if m.get("test_acc") is not None]
-    best = max(evaluated, key=lambda m: m["test_acc"], default=None)
     epochs = (config.get("trainer") or {}).get("epochs")
     summary = {k: logged[k] for k in SUMMARY_SCALARS if k in logged}
     summary.update(
@@ -176,9 +175,8 @@ def build_summary(
         epochs=epochs,
         epoch=last.get("epoch", 0),
         step=last.get("step", 0),
-        final={k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")},
-        best_test_acc=best["test_acc"] if best else None,
-        best_epoch=best["epoch"] if best else None,
+        final={k: last.get(k) for k in FINAL_KEYS},
+        selected=selected(metrics),
         train_seconds=last.get("train_seconds"),
         total_seconds=last.get("total_seconds"),
         counts={k: last.get(k) for k in ("forward", "grad", "hvp")},

@@ -4,17 +4,18 @@
     drsom-tables --experiment digits_drsom_vs_baselines_cnn --targets 0.95 0.97
 
 Per variant (model, optimizer and the settings that tell its configs apart, e.g. ``adam lr=0.01``;
-two configs are never pooled): final and best test accuracy and final train accuracy (mean ± std
-over the finished seeds), and the epochs / training seconds / gradient equivalents (forwards,
-gradients and HVPs weighted by their measured times, ``drsom.analysis.costs``, with the weights of
-``--cost-weights``, default ``cost_weights.json`` beside the run store) and the raw forwards,
-gradients and HVPs to reach each target test accuracy; runs that diverged, are unfinished or were
-never started are counted in their own columns. Below it, the same accuracies and costs with 95%
-confidence intervals over the seeds (Student-t, ``drsom.analysis.stats``) and each variant's
-final test accuracy minus the ``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``,
-``<experiment>.csv`` (one row per cell), ``<experiment>.runs.csv`` (one row per run),
-``<experiment>.ci.csv`` and ``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex``
-(booktabs, for a paper).
+two configs are never pooled): the final test accuracy, the test accuracy at the epoch the
+validation split selects (the test set never chooses), the final validation accuracy and the final
+train accuracy measured in evaluation mode (mean ± std over the finished seeds), and the epochs /
+training seconds / gradient equivalents (forwards, gradients and HVPs weighted by their measured
+times, ``drsom.analysis.costs``, with the weights of ``--cost-weights``, default
+``cost_weights.json`` beside the run store) and the raw forwards, gradients and HVPs to reach each
+target test accuracy; runs that diverged, are unfinished or were never started are counted in
+their own columns. Below it, the same accuracies and costs with 95% confidence intervals over the
+seeds (Student-t, ``drsom.analysis.stats``) and each variant's final test accuracy minus the
+``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row
+per cell), ``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and
+``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex`` (booktabs, for a paper).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from drsom.analysis.tables import (
     run_rows,
     target_name,
 )
+from drsom.tools.select import select, selection_markdown
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -97,6 +99,14 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             else None
         )
         text += "\n" + interval_markdown(ci, paired, targets, base_name)
+        for tuning in tuned_by(name, store):  # the budget, space and choice behind the settings
+            try:
+                chosen, _ = select(store, tuning)
+            except ValueError as exc:  # no finished trial yet
+                print(f"{name}: no selection table: {exc}", file=sys.stderr)
+                continue
+            chosen.to_csv(args.out / f"{tuning}.selection.csv", index=False)
+            text += "\n" + selection_markdown(chosen, tuning)
         stem.with_suffix(".md").write_text(text)
         stem.with_suffix(".tex").write_text(interval_latex(ci, targets, name))
         print(f"{stem.with_suffix('.md')}:\n{text}")
@@ -127,6 +137,22 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         help="optimizer label the others are compared with, seed by seed (default: adam)",
     )
     return p.parse_args(argv)
+
+
+def tuned_by(name: str, store) -> list[str]:
+    """The tuning experiments behind ``name``: itself when it is one, else those whose selected
+    configs (``optimizer=<tuning experiment>/<label>``, drsom-select) its grid names."""
+    from drsom.analysis.runs import experiment_names
+    from drsom.compose import suite_config
+    from drsom.tuning import is_tuning
+
+    if name not in experiment_names():
+        return []
+    if is_tuning(name):
+        return [name] if any(r.config.get("experiment") == name for r in store) else []
+    params = suite_config([f"experiment={name}"], hydra=True, resolve=False)["hydra"]["sweeper"]
+    choices = str((params.get("params") or {}).get("optimizer", "")).split(",")
+    return list(dict.fromkeys(c.strip().split("/")[0] for c in choices if "/" in c))
 
 
 def notes(selection, targets, weights) -> str:

@@ -43,7 +43,9 @@ from drsom.analysis.runs import (
 from drsom.identity import config_hash
 from drsom.run_state import UNFINISHED, Status
 
-METRICS = ("train_acc", "test_acc", "train_loss", "test_loss")
+# drawn by default: the clean train metric (``train_eval_*``) beside the test set's; the running
+# train means and the validation curves on request (``--metrics``)
+METRICS = ("train_eval_acc", "test_acc", "train_eval_loss", "test_loss")
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -91,7 +93,7 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=base / "results" / "figures")
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
     p.add_argument("--x", choices=tuple(figures.X_AXES), default="epoch")
-    p.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS))
+    p.add_argument("--metrics", nargs="+", choices=tuple(figures.METRICS), default=list(METRICS))
     p.add_argument(
         "--reference",
         type=Path,

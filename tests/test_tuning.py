@@ -1,0 +1,127 @@
+"""The tuning protocol: hydra/sweeper=tuning (drsom/tuning.py), drsom-select, the final stage."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from run_helpers import REPO
+
+from drsom.analysis.runs import load_store
+from drsom.compose import suite_config
+from drsom.tools import select as select_tool
+from drsom.tuning import is_tuning, objective
+
+pytest.importorskip("sklearn")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY = [
+    "experiment=tune_digits_cnn",
+    "data.train_subset=64",
+    "trainer.epochs=1",
+    "trainer.lr_milestones=[]",
+    "trainer.batch_size=32",
+    "logger.mode=disabled",
+]
+
+
+def launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "HYDRA_FULL_ERROR": "0"}
+    line = [sys.executable, str(REPO / "run.py"), "-m", *TINY, *overrides]
+    line += [f"results_dir={tmp_path / 'runs'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    return subprocess.run(line, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["optimizer=adam", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: the tuning"),
+        (["optimizer=sgd", "optimizer.foo=interval(0,1)"], "optimizer.foo is not a key"),
+        (["optimizer=adam", "optimizer.lr=interval(0.1,0.1)"], "is an empty range"),
+        (["optimizer=adam", "optimizer.lr=tag(log,interval(0,0.1))"], "log range needs 0 < low"),
+        (["optimizer=sgd", "optimizer.momentum=range(5,1)"], "holds no value"),
+        (["optimizer=fromage"], "no search space: give the optimizer a configs/search/"),
+        (["optimizer=adam", "data.val_size=0"], "data.val_size=0: tuning ranks trials on the"),
+        (["optimizer=adam", "hydra.sweeper.objective=max"], "accepted: final, best"),
+    ],
+)
+def test_a_bad_tuning_launch_is_one_line_before_anything_trains(tmp_path, overrides, expected):
+    proc = launch(tmp_path, *overrides)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def test_a_trial_scores_its_validation_accuracy_never_the_test_set():
+    done = {"status": "finished", "final": {"val_acc": 0.8, "test_acc": 0.99}}
+    done["selected"] = {"epoch": 3, "val_acc": 0.85, "test_acc": 0.7}
+    assert objective(done) == 0.8 and objective(done, "best") == 0.85
+    assert objective({"status": "diverged", "final": {"val_acc": None}}) == 0.0
+    assert math.isnan(objective({"status": "interrupted", "final": {"val_acc": 0.9}}))
+    assert is_tuning("tune_digits_cnn") and not is_tuning("digits_drsom_vs_baselines_cnn")
+
+
+def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tmp_path):
+    first = launch(tmp_path, "optimizer=adam", "hydra.sweeper.n_trials=3")
+    assert first.returncode == 0, first.stderr[-3000:]
+    store = load_store(tmp_path / "runs", report=lambda line: None)
+    assert len(store) == 3 and all(r.status == "finished" for r in store)
+    lrs = {r.config["optimizer"]["lr"] for r in store}
+    assert len(lrs) == 3 and all(1e-4 <= lr <= 3e-2 for lr in lrs)  # configs/search/adam.yaml
+    scores = {r.run_id: r.summary["final"]["val_acc"] for r in store}
+
+    # the same seed proposes the same trials: nothing trains again
+    before = {r.run_id: (r.path / "metrics.csv").stat().st_mtime_ns for r in store}
+    again = launch(tmp_path, "optimizer=adam", "hydra.sweeper.n_trials=3")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (again.stdout + again.stderr).count("already finished") == 3, again.stdout[-3000:]
+    after = load_store(tmp_path / "runs", report=lambda line: None)
+    assert {r.run_id: (r.path / "metrics.csv").stat().st_mtime_ns for r in after} == before
+
+    table, configs = select_tool.select(store, "tune_digits_cnn")
+    (row,) = table.to_dict("records")
+    best = max(scores, key=lambda rid: (scores[rid], [-ord(c) for c in rid]))
+    assert row["run_id"] == best and row["score"] == pytest.approx(scores[best])
+    assert (row["trials"], row["finished"], row["budget"]) == (3, 3, 8)  # 8: the declared budget
+
+    out = tmp_path / "selected"
+    rc = select_tool.main(
+        ["--experiment", "tune_digits_cnn", "--results", str(tmp_path / "runs"), "--out", str(out)]
+    )
+    assert rc == 0 and (out / "tune_digits_cnn.selection.md").exists()
+    written = yaml.safe_load((out / "optimizer" / "tune_digits_cnn" / "adam.yaml").read_text())
+    winner = next(r for r in store if r.run_id == best)
+    assert written["lr"] == winner.config["optimizer"]["lr"]
+    # the final stage composes the winner's values over adam's own config
+    search = f"hydra.searchpath=[file://{out}]"
+    final = suite_config(["experiment=digits_tuned_cnn", "optimizer=tune_digits_cnn/adam", search])
+    assert final["optimizer"]["lr"] == winner.config["optimizer"]["lr"]
+    assert final["optimizer"]["betas"] == [0.9, 0.999] and final["optimizer"]["label"] == "adam"
+
+
+def test_a_tuned_drsom_keeps_its_own_interpolations(tmp_path):
+    folder = tmp_path / "optimizer" / "tune_x"
+    folder.mkdir(parents=True)
+    row = {"finished": 8, "budget": 8, "diverged": 0, "score": 0.9, "run_id": "r"}
+    row["search_space"] = "optimizer.lr=..."
+    text = select_tool.tuned_config("drsom_hvp", {"optimizer.lr": 0.25}, row, "tune_x", "final")
+    (folder / "drsom_hvp.yaml").write_text(text)
+    cfg = suite_config(
+        ["optimizer=tune_x/drsom_hvp", "seed=3", f"hydra.searchpath=[file://{tmp_path}]"]
+    )
+    assert cfg["optimizer"]["lr"] == 0.25 and cfg["optimizer"]["hessian"] == "hvp"
+    assert cfg["optimizer"]["seed"] == 3  # ${seed}, not the trial's seed frozen in
+
+
+def test_select_without_finished_trials_is_one_line(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    rc = select_tool.main(["--experiment", "tune_digits_cnn", "--results", str(tmp_path / "runs")])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: experiment 'tune_digits_cnn' has no finished trials")
