@@ -17,6 +17,7 @@ import contextlib
 import datetime
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 from collections.abc import Mapping
@@ -132,6 +133,22 @@ def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any)
     )
     if status in TERMINAL:
         summary["ended_at"] = summary["updated_at"]
+    note_load(summary)
+
+
+def note_load(summary: dict[str, Any]) -> None:
+    """Keep in ``load_max`` the highest 1-minute load average seen when the summary is updated
+    (every epoch end) and the machine's cores: ``{"load_1min": 3.1, "cores": 2}``. A wall-clock
+    figure says from it whether the run had the machine to itself (a load near the run's own
+    threads) or shared it."""
+    try:
+        now = os.getloadavg()[0]
+    except (OSError, AttributeError):  # no load average on this system
+        return
+    seen = summary.get("load_max")
+    before = seen.get("load_1min") if isinstance(seen, dict) else None
+    peak = max(now, before) if isinstance(before, int | float) else now
+    summary["load_max"] = {"load_1min": round(float(peak), 2), "cores": os.cpu_count()}
 
 
 # What decides a run's numbers in the checkout: edits here (committed or not, new files too) make

@@ -12,6 +12,13 @@ reported with their ratio, peak memory from a second subprocess holding that opt
 oracle counts per step (``step_counts``). The table is printed and written to ``--out`` as
 Markdown and CSV.
 
+``--oracle-weights PATH`` instead measures what one oracle call costs relative to a gradient, for
+the model, data shape and batch size given (see ``oracle_weights``), and merges the weights into
+the JSON file PATH (one entry per model): the analysis's gradient equivalents read them.
+
+    python scripts/bench_optimizers.py --model cnn --data digits --batch-size 128 --threads 2 \
+        --oracle-weights results/cost_weights.json
+
 ``--trial-epochs N`` also trains every config with a ``max_trials`` (DRSOM's) N epochs on the
 digits data (cnn, batch 64, its configured max_trials) and reports the mean of its ``trials``
 step diagnostic: the trials per step that real training needs.
@@ -20,6 +27,7 @@ step diagnostic: the trials per step that real training needs.
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -40,12 +48,19 @@ def optimizer_config(name: str) -> dict:
     return suite_config([f"optimizer={name}"])["optimizer"]
 
 
-def model(name: str):
-    """The suite's model config ``name`` for 10 classes of 32x32x3 images."""
+# classes and (C, H, W) of each dataset config's images: the benchmarks time random batches of
+# that shape (the cost of a dense network does not depend on the pixel values)
+DATA_SHAPES = {"cifar10": (10, (3, 32, 32)), "cifar100": (100, (3, 32, 32))}
+DATA_SHAPES["digits"] = (10, (3, 32, 32))  # upsampled to CIFAR's shape (drsom.data.digits)
+
+
+def model(name: str, data: str = "cifar10"):
+    """The suite's model config ``name`` for the images of dataset config ``data``."""
     from drsom.compose import suite_config
     from drsom.models import build_model
 
-    return build_model(suite_config([f"model={name}"])["model"], 10, (3, 32, 32))
+    classes, shape = DATA_SHAPES[data]
+    return build_model(suite_config([f"model={name}"])["model"], classes, shape)
 
 
 def one_trial(cfg: dict) -> dict:
@@ -71,7 +86,7 @@ class Stepper:
         from drsom.optim import make_closure, optimizer_factory, take_step
 
         torch.manual_seed(0)
-        net = model(args.model).to(device)
+        net = model(args.model, args.data).to(device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         net = net.to(memory_format=fmt)
         x = torch.randn(args.batch_size, 3, 32, 32, device=device).contiguous(memory_format=fmt)
@@ -167,6 +182,174 @@ def trial_statistics(name: str, epochs: int) -> float:
     return trials / steps
 
 
+# -------------------------------------------------------------------------- oracle weights
+WEIGHTS_NOTE = (
+    "weights of one oracle call relative to one gradient (forward + backward, grad = 1): "
+    "forward = a training-mode forward with the loss under no_grad (DRSOM's interpolation and "
+    "trial points); hvp = what one Hessian-vector product adds to the gradient the step takes "
+    "anyway: (gradient with create_graph + one backward of it against a vector - gradient) / "
+    "gradient, DRSOM's hessian='hvp' (drsom/optim/drsom.py _Probe.hvp_dots); medians of calls "
+    "made alternately in one process after warm-up"
+)
+
+
+class Oracles:
+    """One model in training mode, one fixed batch and a fixed vector: the three oracle calls.
+
+    Every call starts from a fresh closure (``make_closure``), as the training loop's own forward
+    does, so BatchNorm runs on batch statistics in each.
+    """
+
+    def __init__(self, args, device):
+        import torch
+        from torch import nn
+
+        from drsom.optim import make_closure
+
+        torch.manual_seed(0)
+        net = model(args.model, args.data).to(device).train()
+        classes, shape = DATA_SHAPES[args.data]
+        x = torch.randn(args.batch_size, *shape, device=device)
+        y = torch.randint(0, classes, (args.batch_size,), device=device)
+        self.params = [p for p in net.parameters() if p.requires_grad]
+        self.vector = [torch.randn_like(p) for p in self.params]
+        self.closure = lambda: make_closure(net, nn.functional.cross_entropy, x, y)
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def forward(self) -> float:
+        import torch
+
+        self.sync()
+        t = time.perf_counter()
+        with torch.no_grad():  # as DRSOM's probe evaluates a point (_Probe.value)
+            self.closure()()
+        self.sync()
+        return time.perf_counter() - t
+
+    def grad(self) -> float:
+        import torch
+
+        self.sync()
+        t = time.perf_counter()
+        torch.autograd.grad(self.closure()(), self.params)
+        self.sync()
+        return time.perf_counter() - t
+
+    def hvp(self) -> tuple[float, float]:
+        """(gradient with create_graph, the second backward against ``vector``): DRSOM's
+        ``hessian="hvp"`` step does the first once and the second once per direction."""
+        import torch
+
+        self.sync()
+        t = time.perf_counter()
+        graph = torch.autograd.grad(self.closure()(), self.params, create_graph=True)
+        self.sync()
+        t1 = time.perf_counter()
+        torch.autograd.grad(graph, self.params, grad_outputs=self.vector)
+        self.sync()
+        return t1 - t, time.perf_counter() - t1
+
+
+def oracle_weights(args) -> dict:
+    """Median seconds of each oracle call and the weights relative to one gradient.
+
+    The calls are made in rotating order, one of each per round, so all three see the same
+    machine load; ``hvp`` is ``(t_create_graph + t_second_backward - t_grad) / t_grad``: a
+    ``hessian="hvp"`` DRSOM step with k directions costs ``t_create_graph + k t_second_backward``
+    and is counted as 1 gradient + k HVPs, so for k > 1 this charges the create_graph overhead
+    k times instead of once (both parts are kept in the file for a finer account).
+    """
+    import torch
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    run = Oracles(args, device)
+    calls = {"forward": run.forward, "grad": run.grad, "hvp": run.hvp}
+    for _ in range(args.warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list] = {key: [] for key in calls}
+    for i in range(args.repeats):
+        names = list(calls)
+        for key in names[i % 3 :] + names[: i % 3]:
+            times[key].append(calls[key]())
+    med = statistics.median
+    t_grad = med(times["grad"])
+    t_cg = med(t for t, _ in times["hvp"])
+    t_hv = med(s for _, s in times["hvp"])
+    t_pair = med(t + s for t, s in times["hvp"])
+    return {
+        "forward": med(times["forward"]) / t_grad,
+        "grad": 1.0,
+        "hvp": (t_pair - t_grad) / t_grad,
+        "median_ms": {
+            "forward": 1e3 * med(times["forward"]),
+            "grad": 1e3 * t_grad,
+            "grad_create_graph": 1e3 * t_cg,
+            "hvp_backward": 1e3 * t_hv,
+        },
+    }
+
+
+def load_line() -> str:
+    """The 1-minute load average and the cores, as ``uptime`` says them (what else ran)."""
+    return f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
+
+
+def write_oracle_weights(args) -> None:
+    """Measure, print a table, and merge ``{model: entry}`` into ``args.oracle_weights``."""
+    import torch
+
+    from drsom.run_record import machine as cpu_machine
+
+    before = load_line()
+    found = oracle_weights(args)
+    after = load_line()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    entry = {
+        "forward": round(found["forward"], 4),
+        "grad": 1.0,
+        "hvp": round(found["hvp"], 4),
+        "data": args.data,
+        "batch_size": args.batch_size,
+        "machine": cpu_machine(),
+        "device": args.device,
+        "device_name": name,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python scripts/bench_optimizers.py " + " ".join(sys.argv[1:]),
+        "load": f"before: {before}; after: {after}",
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "median_ms": {k: round(v, 3) for k, v in found["median_ms"].items()},
+        "definition": WEIGHTS_NOTE,
+    }
+    path = Path(args.oracle_weights)
+    weights = json.loads(path.read_text()) if path.exists() else {}
+    weights[args.model] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(weights, indent=2, sort_keys=True) + "\n")
+    ms = found["median_ms"]
+    rows = [
+        ("forward (no_grad)", ms["forward"], entry["forward"]),
+        ("gradient", ms["grad"], 1.0),
+        ("gradient, create_graph", ms["grad_create_graph"], ms["grad_create_graph"] / ms["grad"]),
+        ("HVP backward", ms["hvp_backward"], ms["hvp_backward"] / ms["grad"]),
+        ("HVP (weight)", ms["grad_create_graph"] + ms["hvp_backward"] - ms["grad"], entry["hvp"]),
+    ]
+    lines = ["| oracle | median ms | x gradient |", "|---|---|---|"]
+    lines += [f"| {what} | {t:.2f} | {w:.3f} |" for what, t, w in rows]
+    where = f"{entry['machine']['cpu']}, {args.threads} threads" if name is None else name
+    print(
+        f"# Oracle weights: {args.model} on {args.data}-shaped batches of {args.batch_size}, "
+        f"{args.device}\n\nMachine: {where}; torch {torch.__version__}; {entry['load']}\n"
+        f"median of {args.repeats} rounds after {args.warmup} warm-up\n\n" + "\n".join(lines)
+    )
+    print(f"\nwrote {args.model} into {path}")
+
+
 # ------------------------------------------------------------------------------ the driver
 def machine(args) -> str:
     import torch
@@ -189,6 +372,7 @@ def machine(args) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--model", default="resnet18")
+    ap.add_argument("--data", default="cifar10", choices=tuple(DATA_SHAPES), help="input shape")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
@@ -199,9 +383,17 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--trial-epochs", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
+    ap.add_argument(
+        "--oracle-weights",
+        metavar="PATH",
+        help="measure forward / gradient / HVP weights instead and merge them into this JSON",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.oracle_weights:
+        write_oracle_weights(args)
+        return
     if args.worker:
         print(json.dumps(worker(args)))
         return
@@ -212,7 +404,7 @@ def main() -> None:
     rows = []
     for name in names:
         cmd = [sys.executable, __file__, "--worker", name]
-        for flag in ("model", "batch_size", "threads", "device", "warmup", "repeats"):
+        for flag in ("model", "data", "batch_size", "threads", "device", "warmup", "repeats"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--amp"] * args.amp + ["--channels-last"] * args.channels_last
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}

@@ -7,15 +7,22 @@ real composed configs, so the run ids are the ones a sweep writes) with hand-mad
 * adam: 2 finished (final 0.92, 0.94; only one ever reaches 93%) and 1 diverged in epoch 3;
 * adabelief: 1 finished, 1 still running after 2 epochs, 1 never started (no folder);
 * sgd: 3 finished, never reaching 90%.
+
+Beside every store, its cost weights file (``costs.default_path``): the cnn's forward weighs 0.5
+of a gradient and an HVP 2, so DRSOM's epoch (22 forwards, 11 gradients, 22 HVPs) is
+11 + 0.5 * 11 + 2 * 22 = 60.5 gradient equivalents, another optimizer's (22 forwards, 11
+gradients) 11 + 0.5 * 11 = 16.5.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 from run_helpers import compose_configs
 
+from drsom.analysis.costs import default_path
 from drsom.analysis.runs import Run
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
@@ -101,6 +108,17 @@ def synthetic_run(optimizer: str, seed: int, accs: list[float]) -> Run:
     return Run(f"{optimizer}-s{seed}", Path("."), cfg, {"status": "finished"}, metrics)
 
 
+WEIGHTS = {"forward": 0.5, "grad": 1.0, "hvp": 2.0, "batch_size": 128, "threads": 2}
+WEIGHTS |= {"machine": {"cpu": "Test CPU", "cpu_capability": "AVX2"}}
+WEIGHTS |= {"measured_at": "2026-01-02T03:04:05+00:00"}
+
+
+def write_weights(path: Path, models=("cnn",)) -> Path:
+    """A cost weights file with :data:`WEIGHTS` for ``models``."""
+    path.write_text(json.dumps({m: WEIGHTS for m in models}))
+    return path
+
+
 def write_store(root: Path) -> Path:
     """The synthetic store of the module docstring, written under ``root``."""
     points = [key for key, accs in TEST_ACC.items() if accs is not None]
@@ -108,6 +126,7 @@ def write_store(root: Path) -> Path:
     for (optimizer, seed), cfg in zip(points, compose_configs(*jobs), strict=True):
         status = STATUS.get((optimizer, seed), "finished")
         write_run(root, cfg, metric_rows(optimizer, seed, TEST_ACC[optimizer, seed]), status)
+    write_weights(default_path(root))
     return root
 
 
@@ -122,4 +141,5 @@ def write_lr_sweep(root: Path) -> Path:
     )
     for cfg, accs in zip(cfgs, ([0.6, 0.9, 0.97], [0.2, 0.25, 0.3], [0.4, 0.5, 0.6]), strict=True):
         write_run(root, cfg, metric_rows(cfg["optimizer"]["label"], 0, accs), "finished")
+    write_weights(default_path(root))
     return root

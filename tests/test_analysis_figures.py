@@ -12,7 +12,7 @@ from analysis_store import EXPERIMENT, synthetic_run
 from omegaconf import OmegaConf
 from run_helpers import compose_config
 
-from drsom.analysis import figures
+from drsom.analysis import costs, figures
 from drsom.analysis.runs import (
     experiment_names,
     metrics_frame,
@@ -76,9 +76,16 @@ def test_band_is_std_from_three_seeds_and_min_max_below():
     np.testing.assert_allclose(upper, [0.6, 0.6, 0.5])
 
 
-def test_x_axis_time_and_gradient_evaluations_use_the_stores_cost_columns(selection):
-    frame = metrics_frame(selection.runs)
-    for x, expected in (("time", [11, 21, 31, 41, 51]), ("grad_evals", [33, 66, 99, 132, 165])):
+def test_x_axis_time_and_gradient_equivalents_use_the_stores_cost_columns(selection, store):
+    weights = costs.load_weights(costs.default_path(store))
+    frame = metrics_frame(selection.runs, weights)
+    # DRSOM's epoch: 11 + 0.5 (22 - 11) + 2 * 22 = 60.5 gradient equivalents (analysis_store)
+    equiv = [60.5 * e for e in range(1, 6)]
+    for x, expected in (
+        ("time", [11, 21, 31, 41, 51]),
+        ("grads_hvps", [33, 66, 99, 132, 165]),
+        ("grad_equiv", equiv),
+    ):
         shown = figures.looks(selection.runs)
         fig = figures.curve_figure(frame, "test_acc", x, "t", order=["drsom"], shown=shown)
         drsom = next(li for li in fig.axes[0].get_lines() if li.get_label().startswith("DRSOM"))

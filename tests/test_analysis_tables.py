@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from analysis_store import EXPERIMENT, metric_rows
 
+from drsom.analysis.costs import Weights, default_path, load_weights
 from drsom.analysis.runs import (
     select_runs,
 )
@@ -21,8 +22,9 @@ def selection(store):
 
 
 @pytest.fixture(scope="module")
-def table(selection) -> pd.DataFrame:
-    return experiment_table(run_rows(selection)).set_index("optimizer")
+def table(selection, store) -> pd.DataFrame:
+    weights = load_weights(default_path(store))
+    return experiment_table(run_rows(selection, weights=weights)).set_index("optimizer")
 
 
 def test_table_has_the_known_means_stds_and_counts(table):
@@ -59,18 +61,39 @@ def test_time_to_target_in_epochs_seconds_and_gradient_evaluations(table):
     assert drsom["epochs_to_90_mean"] == pytest.approx(8 / 3)
     assert drsom["epochs_to_90_std"] == pytest.approx(np.std([2, 3, 3], ddof=1))
     assert drsom["seconds_to_90_mean"] == pytest.approx((20 + 31 + 32) / 3)
-    assert drsom["grad_evals_to_90_mean"] == pytest.approx((66 + 99 + 99) / 3)
+    # 60.5 gradient equivalents an epoch (analysis_store): 121, 181.5, 181.5
+    assert drsom["grad_equiv_to_90_mean"] == pytest.approx((121 + 181.5 + 181.5) / 3)
+    assert drsom["grad_equiv_to_90_std"] == pytest.approx(np.std([121, 181.5, 181.5], ddof=1))
+    assert drsom["forward_to_90_mean"] == pytest.approx((44 + 66 + 66) / 3)
+    assert drsom["grad_to_90_mean"] == pytest.approx((22 + 33 + 33) / 3)
+    assert drsom["hvp_to_90_mean"] == pytest.approx((44 + 66 + 66) / 3)
     assert drsom["epochs_to_93_mean"] == pytest.approx((4 + 4 + 4) / 3)
     adam = table.loc["adam"]  # 93% only by seed 1, in epoch 5; the diverged seed is not a seed
     assert (adam["reached_93"], adam["epochs_to_93_mean"]) == (1, 5)
-    assert adam["grad_evals_to_93_mean"] == 55  # no HVPs
+    # 110 forwards, 55 of them the gradients', no HVPs: 55 + 0.5 * 55
+    assert adam["grad_equiv_to_93_mean"] == 82.5 and adam["forward_to_93_mean"] == 110
     assert table.loc["sgd", "reached_90"] == 0 and math.isnan(table.loc["sgd", "epochs_to_90_mean"])
 
 
 def test_time_to_target_takes_the_first_epoch_at_or_above_it():
     m = pd.DataFrame(metric_rows("adam", 0, [0.5, 0.93, 0.80, 0.95]))
-    assert time_to_target(m, 0.93) == {"epochs": 2.0, "seconds": 20.0, "grad_evals": 22.0}
+    hit = time_to_target(m, 0.93, Weights(forward=0.5, hvp=2.0, where="test"))
+    # 44 forwards, 22 of them the gradients': 22 + 0.5 * 22
+    assert hit == {"epochs": 2.0, "seconds": 20.0, "grad_equiv": 33.0} | {
+        "forward": 44.0,
+        "grad": 22.0,
+        "hvp": 0.0,
+    }
     assert math.isnan(time_to_target(m, 0.99)["epochs"])
+    assert math.isnan(time_to_target(m, 0.93)["grad_equiv"])  # no weights: no equivalents
+
+
+def test_gradient_equivalents_count_forwards_beyond_the_gradients_and_hvps():
+    # DRSOM-interp's 8 epochs on digits: 441 forwards for 88 gradients (353 without one)
+    w = Weights(forward=0.49, hvp=2.99, where="test")
+    assert w.cost(forward=441, grad=88, hvp=0) == pytest.approx(88 + 0.49 * 353)
+    assert w.cost(forward=177, grad=88, hvp=175) == pytest.approx(88 + 0.49 * 89 + 2.99 * 175)
+    assert w.cost(forward=330, grad=330, hvp=0) == 330  # Adam: a gradient a step
 
 
 def test_markdown_shows_percent_mean_std_and_partial_counts(table):

@@ -22,7 +22,7 @@ def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp
     assert _build_figures(store, tmp_path) == 0
     drawn = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
     # every metric per epoch, test accuracy against both cost axes, png and pdf
-    assert "cnn-train_eval_loss-epoch.pdf" in drawn and "cnn-test_acc-grad_evals.png" in drawn
+    assert "cnn-train_eval_loss-epoch.pdf" in drawn and "cnn-test_acc-grad_equiv.png" in drawn
     assert "cnn-test_acc-time.png" in drawn and "cnn-train_acc-time.png" not in drawn
     # the train accuracy drawn is the evaluation-mode one; the running mean only on request
     assert "cnn-train_eval_acc-epoch.pdf" in drawn and "cnn-train_acc-epoch.pdf" not in drawn
@@ -50,3 +50,26 @@ def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_pat
     assert _build_figures(store, tmp_path) == 1
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
+
+
+def test_build_figures_draws_performance_profiles_across_the_experiments(
+    store, lr_sweep, tmp_path, capsys
+):
+    import shutil
+
+    both = tmp_path / "runs"
+    for source in (store, lr_sweep):
+        shutil.copytree(source, both, dirs_exist_ok=True)
+    (tmp_path / "cost_weights.json").write_text((store.parent / "cost_weights.json").read_text())
+    assert _build_figures(both, tmp_path, "--targets", "90") == 0
+    # workloads: the experiment's digits / cnn, and the ad-hoc runs' digits / cnn, cifar10 / cnn
+    drawn = sorted(p.name for p in (tmp_path / "figures" / "profiles").iterdir())
+    assert drawn == ["grad_equiv-to-90.pdf", "grad_equiv-to-90.png"]
+
+
+def test_build_figures_without_a_models_weights_touches_nothing(store, tmp_path, capsys):
+    weights = tmp_path / "none.json"
+    weights.write_text("{}")
+    assert _build_figures(store, tmp_path, "--cost-weights", str(weights)) == 2
+    assert "no cost weights for model 'cnn'" in capsys.readouterr().err
+    assert not (tmp_path / "figures").exists() and not (tmp_path / "tables").exists()

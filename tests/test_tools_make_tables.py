@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from analysis_store import EXPERIMENT, metric_rows, write_run
+from analysis_store import EXPERIMENT, metric_rows, write_run, write_weights
 from run_helpers import compose_configs
 
 from drsom.run_folder import write_csv
@@ -93,6 +93,7 @@ def _store_of_two_optimizers(root):
     from drsom.identity import complete, run_id
     from drsom.run_folder import RunDir
 
+    write_weights(root.parent / "cost_weights.json")
     finals = {"adam": [0.90, 0.92, 0.94], "drsom": [0.91, 0.95, 0.96]}
     for label, accs in finals.items():
         for seed, acc in enumerate(accs):

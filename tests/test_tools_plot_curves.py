@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import unittest.mock
+from pathlib import Path
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -94,3 +97,62 @@ def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_swe
     assert [list(line.get_ydata()) for line in lines] == [[60, 90, 97], [20, 25, 30]]
     assert lines[0].get_color() != lines[1].get_color()
     plt.close(fig)
+
+
+def test_gradient_equivalents_need_every_models_weights_before_anything_is_drawn(
+    store, tmp_path, capsys
+):
+    out = tmp_path / "figures"
+    weights = tmp_path / "w.json"
+    weights.write_text('{"resnet18": {"forward": 0.3, "hvp": 2.5}}')
+    argv = ["--results", str(store), "--out", str(out), "--x", "grad_equiv"]
+    assert plot_curves.main([*argv, "--cost-weights", str(weights)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no cost weights for model 'cnn'" in err
+    assert "bench_optimizers.py --model cnn" in err
+    assert not out.exists()  # nothing drawn
+    # the store's own weights file (beside it): drawn, the weights under the title
+    assert plot_curves.main([*argv, "--metrics", "test_acc"]) == 0
+    fig_title = capsys.readouterr().out
+    assert (out / EXPERIMENT / "cnn-test_acc-grad_equiv.png").exists(), fig_title
+
+
+def test_the_title_states_the_weights_and_the_time_axis_the_machine(store):
+    from drsom.analysis import costs
+    from drsom.analysis.runs import select_runs
+
+    selection = select_runs(store, EXPERIMENT)
+    weights = costs.load_weights(costs.default_path(store))
+    seen = {}
+
+    def keep(fig, stem):
+        seen[stem.name] = fig._suptitle.get_text()
+        plt.close(fig)
+        return []
+
+    with unittest.mock.patch.object(figures, "save", keep):
+        plot_curves.plot_experiment(selection, store, "grad_equiv", ["test_acc"], None, weights)
+        plot_curves.plot_experiment(selection, store, "time", ["test_acc"], None)
+    # wrapped to the figure's width: lines joined back with spaces
+    title = seen["cnn-test_acc-grad_equiv"].replace("\n", " ")
+    assert title.endswith(
+        "lr ×0.1 after epoch 22 gradient equivalents = grad + 0.50 x extra forwards + 2.00 x "
+        "HVPs (cnn, measured: batch 128, Test CPU (AVX2), 2 threads, 2026-01-02)"
+    )
+    # the synthetic summaries have no machine or load record
+    assert seen["cnn-test_acc-time"].endswith(
+        "\nwall clock: CPU; unknown whether shared (no load record)"
+    )
+
+
+@pytest.mark.parametrize(("preset", "width", "panels"), [("column", 3.3, 1), ("full", 6.75, 2)])
+def test_presets_draw_at_the_papers_width(preset, width, panels):
+    accs = [0.5, 0.8, 0.9, 0.95, 0.96, 0.97, 0.975, 0.98, 0.982, 0.985]
+    runs = [synthetic_run("drsom", s, accs) for s in range(2)]
+    fig = figures.curve_figure(metrics_frame(runs), "test_acc", "epoch", "a\nb", preset=preset)
+    assert fig.get_figwidth() == pytest.approx(width) and len(fig.axes) == panels
+    assert fig.legends[0].get_texts()[0].get_fontsize() == pytest.approx(
+        {"column": 7.0, "full": 8.0}[preset]
+    )
+    plt.close(fig)
+    assert plot_curves.parse_args(["--preset", preset], Path(".")).preset == preset

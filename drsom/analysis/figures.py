@@ -26,6 +26,8 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
+from drsom.analysis.costs import GRAD_EQUIV_LABEL, RAW_LABEL  # noqa: E402
+
 # For configs without a colour: one fixed by the label's hash, the same in every figure.
 FALLBACK = plt.get_cmap("tab20").colors
 
@@ -63,11 +65,15 @@ METRICS = {
     "val_loss": "validation loss (cross-entropy)",
     "train_loss": "running train loss, train mode (cross-entropy)",
 }
+# --x name: (metrics_frame column, axis label). grad_equiv weighs forwards, gradients and HVPs by
+# their measured times (drsom.analysis.costs); grads_hvps is the raw count without forwards.
 X_AXES = {
     "epoch": ("epoch", "epoch"),
     "time": ("train_seconds", "training time"),
-    "grad_evals": ("grad_evals", "gradient evaluations + Hessian-vector products"),
+    "grad_equiv": ("grad_equiv", GRAD_EQUIV_LABEL),
+    "grads_hvps": ("grads_hvps", RAW_LABEL),
 }
+COUNTS = ("epoch", "grads_hvps")  # integer axes
 
 
 # matplotlib's defaults, a little larger for print, without the top and right frame lines
@@ -247,9 +253,9 @@ def _axis_style(ax: plt.Axes, metric: str, x: str) -> None:
         # more than 2.5 decades (losses fall from ~2.3 to 0.01-0.3 in these figures)
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _minor_log_label(ax, v)))
-    if x in ("epoch", "grad_evals"):  # counts: integer ticks (12.5 must not print as "12")
+    if x in COUNTS:  # counts: integer ticks (12.5 must not print as "12")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if x == "grad_evals":
+    if x in ("grads_hvps", "grad_equiv"):
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.grid(True, which="major", alpha=0.3)
     ax.margins(x=0.01)
@@ -340,30 +346,72 @@ def curve_figure(
     metric: str,
     x: str,
     title: str,
+    preset: str | None = None,
+    note: str = "",
     **kwargs,
 ) -> plt.Figure:
     """A print-sized figure: the curves, for accuracies (given enough epochs) a magnified panel
-    of the second half beside them, and the legend below both, where it hides nothing."""
+    of the second half beside them, and the legend below both, where it hides nothing.
+
+    ``preset`` (``drsom.analysis.paper.PRESETS``): the paper's width and fonts instead, "column"
+    (3.3 in) without the magnified panel, which would not fit; the height grows with the title
+    and legend so the axes keep the preset's height. ``note``: where the numbers come from
+    (:func:`caption`; with a preset, under the legend's title, where the layout leaves it room).
+    Title lines longer than the figure is wide are wrapped."""
+    from drsom.analysis import paper
+
     zoom = metric.endswith("_acc") and frame["epoch"].nunique() >= ZOOM_MIN_EPOCHS
-    with plt.rc_context(STYLE):
+    rc, wide, narrow = STYLE, (10, 4.8), (7, 4.8)
+    if preset is not None:
+        rc = paper.rc(preset)  # refuses an unknown preset
+        p = paper.PRESETS[preset]
+        title = _wrap(title, p.width, p.font)
+        lines = title.count("\n") + 1
+        wide = narrow = (p.width, p.height + 0.16 * lines + 0.5)
+        zoom = zoom and preset != "column"
+    with plt.rc_context(rc):
         if zoom:
             fig, (ax, zax) = plt.subplots(
-                1, 2, figsize=(10, 4.8), width_ratios=(1.4, 1), layout="constrained"
+                1, 2, figsize=wide, width_ratios=(1.4, 1), layout="constrained"
             )
         else:
-            fig, ax = plt.subplots(figsize=(7, 4.8), layout="constrained")
+            fig, ax = plt.subplots(figsize=narrow, layout="constrained")
         curves = curve_axes(ax, frame, metric, x, **kwargs)
         if zoom:
             zoom_axes(zax, curves, metric, x, ax.get_xlabel())
-        fig.suptitle(title)
+        size = paper.PRESETS[preset].font if preset is not None else 12.0  # "large" of 10 pt
+        # fontsize=None would not mean the default: matplotlib then skips figure.titlesize
+        sized = {"fontsize": size} if preset is not None else {}
+        fig.suptitle(_wrap(title, fig.get_figwidth(), size), **sized)
         spread = "min–max" if metric.endswith("_loss") else "±1 std (min–max with 2 seeds)"
+        small = paper.PRESETS[preset].small if preset is not None else 8.5
+        heading = f"solid: mean over seeds, band {spread}"
+        if preset is not None and note:
+            heading += "\n" + _wrap(note, fig.get_figwidth(), small)
+        elif note:
+            caption(fig, note)
         _legend(
-            fig, ax, f"solid: mean over seeds, band {spread}", any(c.lower is None for c in curves)
+            fig,
+            ax,
+            heading,
+            any(c.lower is None for c in curves),
+            fontsize=small,
         )
     return fig
 
 
-def _legend(fig: plt.Figure, ax: plt.Axes, title: str, published: bool) -> None:
+def _wrap(text: str, width_in: float, points: float) -> str:
+    """Each line of ``text`` wrapped to what fits ``width_in`` inches at ``points`` (a character
+    is a little over half its point size wide)."""
+    import textwrap
+
+    fits = max(20, int(width_in * 72 / (0.55 * points)))
+    return "\n".join("\n".join(textwrap.wrap(line, fits) or [""]) for line in text.split("\n"))
+
+
+def _legend(
+    fig: plt.Figure, ax: plt.Axes, title: str, published: bool, fontsize: float = 8.5
+) -> None:
     """One entry per optimizer (its seeds and lost runs); one for all published curves."""
     handles = [h for h in ax.get_lines() if h.get_linestyle() != "--"]
     labels = [h.get_label() for h in handles]
@@ -372,7 +420,7 @@ def _legend(fig: plt.Figure, ax: plt.Axes, title: str, published: bool) -> None:
         labels.append("published (1 run each)")
     # as many columns as fit the figure's width (8.5 pt text: ~4.2 pt a character, ~40 pt of
     # line sample and padding per entry); the rest wraps into rows
-    entry = 4.2 * max(len(lbl) for lbl in labels) + 40
+    entry = 4.2 * fontsize / 8.5 * max(len(lbl) for lbl in labels) + 40
     fit = round(fig.get_figwidth() * 72 / entry)  # the estimate errs wide: rounding is safe
     ncol = max(1, min(fit, len(handles)))
     # taller for every row of entries beyond two, so the axes keep their height
@@ -382,10 +430,10 @@ def _legend(fig: plt.Figure, ax: plt.Axes, title: str, published: bool) -> None:
         labels,
         loc="outside lower center",
         ncol=ncol,
-        fontsize=8.5,
+        fontsize=fontsize,
         frameon=False,
         title=title,
-        title_fontsize=8.5,
+        title_fontsize=fontsize,
     )
 
 

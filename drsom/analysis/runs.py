@@ -37,8 +37,9 @@ EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 # run, the store does not.
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 
-# The oracle cost on the x-axis and in the tables: gradients plus Hessian-vector products (each
-# HVP is a gradient-sized double backward), so exact-HVP DRSOM is not shown as cheap as Adam.
+# The raw count axis ``grads_hvps``: gradients plus Hessian-vector products, forwards not counted
+# (what a cost figure showed before gradient equivalents, drsom.analysis.costs, which weigh all
+# three oracles by their measured times).
 COST_COLUMNS = ("grad", "hvp")
 
 
@@ -307,8 +308,10 @@ RUN_COLUMNS = ("run_id", "experiment", "data", "model", "optimizer", "seed", "st
 VARIANT_COLUMNS = ("variant", "setting")  # the group name, and what sets it apart (or "")
 
 
-def metrics_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """Every run's metrics.csv rows, with the run's identity columns and ``grad_evals``.
+def metrics_frame(runs: Iterable[Run], weights: dict | None = None) -> pd.DataFrame:
+    """Every run's metrics.csv rows, with the run's identity columns, ``grads_hvps`` (gradients
+    + HVPs) and, given ``weights`` (model -> ``costs.Weights``, every model of the runs),
+    ``grad_equiv`` (``costs.add_grad_equiv``).
 
     ``optimizer`` is the config's label (colour, display name, published curves); ``variant``
     is what lines and cells are grouped by, and ``setting`` what the legend adds to the label.
@@ -325,9 +328,14 @@ def metrics_frame(runs: Iterable[Run]) -> pd.DataFrame:
         m["variant"], m["setting"] = r.variant, suffix[r.variant]
         frames.append(m)
     if not frames:
-        return pd.DataFrame(columns=[*RUN_COLUMNS, *VARIANT_COLUMNS, "epoch", "grad_evals"])
+        extra = ["grad_equiv"] if weights is not None else []
+        return pd.DataFrame(columns=[*RUN_COLUMNS, *VARIANT_COLUMNS, "epoch", "grads_hvps", *extra])
     out = pd.concat(frames, ignore_index=True)
-    out["grad_evals"] = sum(out[c].fillna(0) for c in COST_COLUMNS if c in out)
+    out["grads_hvps"] = sum(out[c].fillna(0) for c in COST_COLUMNS if c in out)
+    if weights is not None:
+        from drsom.analysis.costs import add_grad_equiv
+
+        out = add_grad_equiv(out, weights)
     return out
 
 
@@ -407,3 +415,73 @@ def describe(run: Run) -> dict[str, Any]:
         "device": str(run.summary.get("device", "?")).split(":")[0],
         "device_name": run.summary.get("device_name"),
     }
+
+
+# ------------------------------------------------------------------------------ wall clock
+SHARED_MARGIN = 0.5  # load above the run's own threads by more than this: something else ran
+
+
+def wall_clock_note(runs: Sequence[Run]) -> str:
+    """What a training-time axis was measured on: the machine (the CPU and its threads, or the
+    GPU's name) and whether the runs had it alone, from the highest 1-minute load average their
+    summaries saw at epoch ends (``load_max``, drsom.run_record.note_load): a load above the
+    run's own CPU threads (1 for a GPU run) by more than ``SHARED_MARGIN`` is a shared machine.
+
+    ``wall clock: AMD EPYC (AVX2), 2 threads; shared (load up to 3.1 on 2 cores)``; runs without
+    the record say "unknown"."""
+    runs = [r for r in runs if r.summary]
+    if not runs:
+        return ""
+    machines: dict[str, int] = {}
+    shared, alone, unknown = [], 0, 0
+    for r in runs:
+        s = r.summary
+        machines[_machine(s)] = machines.get(_machine(s), 0) + 1
+        load = s.get("load_max")
+        peak = load.get("load_1min") if isinstance(load, dict) else None
+        if not isinstance(peak, int | float):
+            unknown += 1
+            continue
+        cuda = str(s.get("device", "cpu")).startswith("cuda")
+        own = 1 if cuda or not isinstance(s.get("threads"), int) else s["threads"]
+        if peak > own + SHARED_MARGIN:
+            shared.append((float(peak), load.get("cores")))
+        else:
+            alone += 1
+    if len(machines) == 1:
+        where = next(iter(machines))
+    else:
+        where = "; ".join(f"{m} ({n} runs)" for m, n in machines.items())
+    if shared:
+        peak, cores = max(shared)
+        share = f"shared (load up to {peak:.1f} on {cores} cores"
+        share += f", {len(shared)} of {len(runs)} runs)" if len(shared) < len(runs) else ")"
+    elif unknown:
+        share = "unknown whether shared" + (
+            f" ({unknown} of {len(runs)} runs without a load record; the others alone)"
+            if alone
+            else " (no load record)"
+        )
+    else:
+        share = "alone"
+    return f"wall clock: {where}; {share}"
+
+
+def run_machine(summary: dict[str, Any]) -> str:
+    """What did the arithmetic: the GPU's name for a CUDA run, else the CPU with the kernels torch
+    picked (``AMD EPYC (AVX2)``, as ``costs.Weights.machine`` names it); "" if not recorded."""
+    if str(summary.get("device", "cpu")).startswith("cuda"):
+        return str(summary.get("device_name") or "")
+    m = summary.get("machine")
+    if isinstance(m, dict) and "cpu" in m and "cpu_capability" in m:
+        return "{cpu} ({cpu_capability})".format_map(m)
+    return ""
+
+
+def _machine(summary: dict[str, Any]) -> str:
+    """The GPU's name for a CUDA run, else the CPU (with its kernels) and the run's threads."""
+    if str(summary.get("device", "cpu")).startswith("cuda"):
+        return str(summary.get("device_name") or "GPU")
+    cpu = run_machine(summary) or summary.get("device_name") or "CPU"
+    threads = summary.get("threads")
+    return f"{cpu}, {threads} threads" if threads else str(cpu)

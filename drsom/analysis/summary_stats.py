@@ -17,7 +17,8 @@ from drsom.analysis.stats import interval, paired_difference
 from drsom.run_state import Status
 
 ACCURACIES = ("final_test_acc", "selected_test_acc", "final_val_acc", "final_train_acc")
-COST_COLUMN = re.compile(r"^(epochs|seconds|grad_evals)_to_")  # the costs run_rows writes
+# the costs run_rows writes (tables.COSTS): epochs, seconds, gradient equivalents, raw counts
+COST_COLUMN = re.compile(r"^(epochs|seconds|grad_equiv|forward|grad|hvp)_to_")
 
 
 def interval_table(

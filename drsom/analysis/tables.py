@@ -5,8 +5,10 @@ the grid asks for is counted in its own column (``diverged``, ``unfinished``: ru
 or failed, ``missing``: never started), so a cell built on 2 of 3 seeds says so.
 
 Time to target: the first epoch whose test accuracy reaches the target, with the training seconds
-(evaluation excluded) and the gradient evaluations + HVPs spent up to the end of that epoch; a mean
-over the finished runs that reached it, with how many did (``reached``).
+(evaluation excluded), the gradient equivalents (``drsom.analysis.costs``: forwards, gradients
+and HVPs weighted by their measured times) and the raw counts of forwards, gradients and HVPs
+spent up to the end of that epoch; a mean over the finished runs that reached it, with how many
+did (``reached``).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from drsom.analysis.costs import RAW, Weights
 from drsom.analysis.figures import looks, name
-from drsom.analysis.runs import COST_COLUMNS, Run, Selection, variant_suffixes
+from drsom.analysis.runs import Run, Selection, variant_suffixes
 from drsom.identity import RunKey
 from drsom.run_record import selected
 from drsom.run_state import UNFINISHED, Status
@@ -35,7 +38,9 @@ ACCURACIES = {
     "final_val_acc": "final val acc",
     "final_train_acc": "final train acc",
 }
-COSTS = ("epochs", "seconds", "grad_evals")  # what "to reach the target" is measured in
+# what "to reach the target" is measured in: epochs, training seconds, gradient equivalents, and
+# the raw oracle counts behind the last (forwards include those of the gradients)
+COSTS = ("epochs", "seconds", "grad_equiv", *RAW)
 
 
 def target_name(target: float) -> str:
@@ -43,24 +48,36 @@ def target_name(target: float) -> str:
     return f"{target * 100:g}"
 
 
-def time_to_target(metrics: pd.DataFrame, target: float) -> dict[str, float]:
-    """Epoch, training seconds and gradient evaluations + HVPs when test_acc first >= target."""
+def time_to_target(
+    metrics: pd.DataFrame, target: float, weights: Weights | None = None
+) -> dict[str, float]:
+    """Epoch, training seconds, gradient equivalents (NaN without ``weights``) and the forwards,
+    gradients and HVPs counted when test_acc first >= target."""
     hit = metrics[metrics["test_acc"] >= target]
     if hit.empty:
         return dict.fromkeys(COSTS, math.nan)
     row = hit.iloc[0]
-    grads = sum(float(row[c]) for c in COST_COLUMNS if c in row and not pd.isna(row[c]))
+    raw = {c: float(row[c]) if c in row and not pd.isna(row[c]) else 0.0 for c in RAW}
     return {
         "epochs": float(row["epoch"]),
         "seconds": float(row["train_seconds"]),
-        "grad_evals": grads,
+        "grad_equiv": weights.cost(**raw) if weights is not None else math.nan,
+        **raw,
     }
 
 
-def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -> pd.DataFrame:
-    """One row per run of the grid (missing ones too): status, accuracies, time to each target."""
+def run_rows(
+    selection: Selection,
+    targets: Sequence[float] = DEFAULT_TARGETS,
+    weights: dict[str, Weights] | None = None,
+) -> pd.DataFrame:
+    """One row per run of the grid (missing ones too): status, accuracies, time to each target
+    (in gradient equivalents with the ``weights`` of the run's model, ``costs.weights_for``)."""
     suffix = variant_suffixes(selection.runs)
-    rows = [_run_row(r, targets, suffix[r.variant]) for r in selection.runs]
+    weights = weights or {}
+    rows = [
+        _run_row(r, targets, suffix[r.variant], weights.get(r.key()[2])) for r in selection.runs
+    ]
     # how the configs name the optimizers and models (a missing run: as its stored siblings)
     shown = looks(selection.runs)
     models = {r.key()[2]: r.config["model"].get("display") for r in selection.runs}
@@ -87,7 +104,7 @@ def run_rows(selection: Selection, targets: Sequence[float] = DEFAULT_TARGETS) -
     return pd.DataFrame(rows)
 
 
-def _run_row(run: Run, targets: Sequence[float], setting: str) -> dict:
+def _run_row(run: Run, targets: Sequence[float], setting: str, weights: Weights | None) -> dict:
     _, data, model, optimizer, seed = run.key()
     m = run.metrics.sort_values("epoch") if len(run.metrics) else run.metrics
     evaluated = m.dropna(subset=["test_acc"]) if len(m) else m
@@ -103,7 +120,7 @@ def _run_row(run: Run, targets: Sequence[float], setting: str) -> dict:
         row["selected_epoch"] = chosen["epoch"] if chosen else math.nan
         row["selected_test_acc"] = chosen["test_acc"] if chosen else math.nan
         for t in targets:
-            for cost, value in time_to_target(evaluated, t).items():
+            for cost, value in time_to_target(evaluated, t, weights).items():
                 row[f"{cost}_to_{target_name(t)}"] = value
     return row
 
@@ -159,9 +176,10 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
     header = [*(["data"] if several else []), "model", "optimizer", "seeds"]
     header += ["diverged", "unfinished", "missing"]
     header += [f"{shown} (%)" for shown in ACCURACIES.values()]
-    units = {"epochs": "epochs", "seconds": "train s", "grad_evals": "grad evals"}
     for t in targets:
-        header += [f"{units[c]} to {target_name(t)}%" for c in COSTS]
+        goal = target_name(t)
+        header += [f"epochs to {goal}%", f"train s to {goal}%", f"grad-equiv to {goal}%"]
+        header += [f"forwards / grads / HVPs at {goal}%"]
     lines = [f"## {heading}", "", notes, "", _row(header), _row(["---"] * len(header))]
     for _, r in table.iterrows():
         who = r.get("display") or r["optimizer"]
@@ -173,15 +191,18 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
             cells.append(_pm(r[f"{metric}_mean"], r[f"{metric}_std"], 100, "{:.2f}"))
         for t in targets:
             name = target_name(t)
-            for cost, fmt in zip(COSTS, ("{:.1f}", "{:,.0f}", "{:,.0f}"), strict=True):
+            reached = r[f"reached_{name}"]
+            for cost, fmt in zip(COSTS[:3], ("{:.1f}", "{:,.0f}", "{:,.0f}"), strict=True):
                 mean, std = r[f"{cost}_to_{name}_mean"], r[f"{cost}_to_{name}_std"]
-                reached = r[f"reached_{name}"]
                 if reached == 0:  # said once, in the epochs column
                     said = cost == "epochs" and r["seeds"]
                     cells.append(f"not reached (0/{r['seeds']})" if said else "–")
                     continue
                 text = _pm(mean, std, 1, fmt)
                 cells.append(text if reached == r["seeds"] else f"{text} ({reached}/{r['seeds']})")
+            # the counts behind the gradient equivalents: means over the same seeds
+            raw = [_pm(r[f"{c}_to_{name}_mean"], math.nan, 1, "{:,.0f}") for c in RAW]
+            cells.append(" / ".join(raw) if reached else "–")
         lines.append(_row(cells))
     return "\n".join(lines) + "\n"
 
@@ -205,6 +226,16 @@ CI_NOTE = (
 )
 
 
+# the cost columns of the intervals table, with their headers
+INTERVAL_COSTS = (
+    ("epochs", "epochs"),
+    ("grad_equiv", "grad-equiv"),
+    ("forward", "forwards"),
+    ("grad", "gradients"),
+    ("hvp", "HVPs"),
+)
+
+
 def interval_markdown(
     ci: pd.DataFrame, paired: pd.DataFrame | None, targets, baseline: str | None = None
 ) -> str:
@@ -213,14 +244,16 @@ def interval_markdown(
     shown = ("final_test_acc", "selected_test_acc")
     header = ["model", "optimizer", "seeds", *(f"{ACCURACIES[c]} (%)" for c in shown)]
     header += [f"epochs to {target_name(t)}%" for t in targets]
-    header += [f"grad evals to {target_name(t)}%" for t in targets]
+    for _, unit in INTERVAL_COSTS[1:]:
+        header += [f"{unit} to {target_name(t)}%" for t in targets]
     lines = ["### 95% confidence intervals", "", CI_NOTE, "", _row(header)]
     lines.append(_row(["---"] * len(header)))
     for _, r in ci.iterrows():
         who = f"{r['display']} {r['setting']}".strip()
         cells = [r["model_display"], who, f"{r['seeds']}/{r['runs']}"]
         cells += [_ci(r, c, 100, "{:.2f}") for c in shown]
-        for cost, fmt in (("epochs", "{:.1f}"), ("grad_evals", "{:,.0f}")):
+        for cost, _ in INTERVAL_COSTS:
+            fmt = "{:.1f}" if cost == "epochs" else "{:,.0f}"
             cells += [_ci(r, f"{cost}_to_{target_name(t)}", 1, fmt, counted=True) for t in targets]
         lines.append(_row(cells))
     if paired is not None and len(paired):
@@ -260,6 +293,10 @@ def interval_latex(ci: pd.DataFrame, targets, name: str) -> str:
     columns += [Column("selected_test_acc", "test acc. at val.-best epoch (%)", scale=100)]
     columns += [
         Column(f"epochs_to_{target_name(t)}", f"epochs to {target_name(t)}%", digits=1)
+        for t in targets
+    ]
+    columns += [
+        Column(f"grad_equiv_to_{target_name(t)}", f"grad.-equiv. to {target_name(t)}%", digits=0)
         for t in targets
     ]
     caption = f"{name}: mean and 95% confidence interval over seeds (Student-t)."

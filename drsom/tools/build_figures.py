@@ -2,9 +2,13 @@
 
     drsom-figures [--results results/runs] [--figures results/figures]
         [--tables results/tables] [--reference ../shared/reference/adabelief_cifar10_curves.csv]
+        [--cost-weights results/cost_weights.json] [--experiment NAME ...] [--targets 90 93]
 
 Everything is drawn into a temporary folder beside the outputs first (per-epoch curves of all four
-metrics, test accuracy against time and against gradient evaluations, then the tables). Only when
+metrics, test accuracy against time and against gradient equivalents, then the tables, then, for
+each target, a performance profile of the gradient equivalents to reach it across the workloads
+of the experiments, ``profiles/grad_equiv-to-<target>``, when they hold two or more). Every
+model's cost weights are checked before anything is drawn. Only when
 every step succeeded do the new folders take the place of the old ones, so a failure (a wrong
 ``--reference``, a broken run store, a full disk) leaves the committed figures and tables as they
 were, and nothing stale survives a success.
@@ -18,11 +22,22 @@ import sys
 import tempfile
 from pathlib import Path
 
-from drsom.analysis.runs import load_reference
+from drsom.analysis import costs, figures, profiles
+from drsom.analysis.runs import (
+    experiment_selection,
+    load_reference,
+    load_store,
+    provenance,
+    run_machine,
+    stored_experiments,
+)
+from drsom.analysis.stats import check_targets
+from drsom.analysis.tables import DEFAULT_TARGETS, run_rows, target_name
 from drsom.tools import make_tables, plot_curves
 
 # (x axis, metrics); None: every metric
-FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_evals", ["test_acc"]))
+FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_equiv", ["test_acc"]))
+PROFILE_DIR = "profiles"
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -33,25 +48,68 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: --reference {args.reference}: {exc}", file=sys.stderr)
             return 2
+    try:  # every model's weights and the targets, before anything is drawn
+        targets = check_targets(args.targets)
+        store = load_store(args.results, report=lambda line: None)  # the tools report them
+        names = args.experiment or stored_experiments(store)
+        selections = [experiment_selection(args.results, n, store) for n in names]
+        path = args.cost_weights or costs.default_path(args.results)
+        models = [r.key()[2] for s in selections for r in s.runs]
+        weights = costs.weights_for(costs.load_weights(path), models, path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    shared = ["--results", str(args.results), "--cost-weights", str(path)]
+    for name in args.experiment or []:
+        shared += ["--experiment", name]
     parent = args.figures.resolve().parent
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".figures-", dir=parent) as tmp:
-        figures, tables = Path(tmp) / "figures", Path(tmp) / "tables"
+        drawn, tables = Path(tmp) / "figures", Path(tmp) / "tables"
         for x, metrics in FIGURE_SETS:
-            cmd = ["--results", str(args.results), "--out", str(figures), "--x", x]
+            cmd = [*shared, "--out", str(drawn), "--x", x]
             cmd += ["--metrics", *metrics] if metrics else []
             cmd += ["--reference", str(args.reference)] if args.reference else []
             if plot_curves.main(cmd) != 0:
                 print("error: figures not replaced (see above)", file=sys.stderr)
                 return 1
-        if make_tables.main(["--results", str(args.results), "--out", str(tables)]) != 0:
+        cmd = [*shared, "--out", str(tables), "--targets", *map(str, targets)]
+        if make_tables.main(cmd) != 0:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1
-        figures.mkdir(exist_ok=True)  # an empty store still gets (empty) folders
-        _replace(args.figures, figures)
+        draw_profiles(selections, targets, weights, drawn / PROFILE_DIR)
+        drawn.mkdir(exist_ok=True)  # an empty store still gets (empty) folders
+        _replace(args.figures, drawn)
         _replace(args.tables, tables)
     print(f"replaced {args.figures} and {args.tables}")
     return 0
+
+
+def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
+    """Per target (every experiment is measured against the same ones), the performance profile
+    of the gradient equivalents to reach it over the experiments' workloads; none with fewer
+    than two workloads (a profile of one workload only says who was cheapest there)."""
+    selections = [s for s in selections if s.runs]
+    rows = {s.experiment: run_rows(s, targets, weights) for s in selections}
+    runs = [r for s in selections for r in s.runs]
+    written = []
+    for t in targets:
+        costs_to, tuned = profiles.workload_costs(rows, t) if rows else (None, [])
+        if costs_to is None or len(costs_to) < 2:
+            print(f"no performance profile for {target_name(t)}%: fewer than 2 workloads")
+            continue
+        title = (
+            f"Gradient equivalents to {target_name(t)}% test accuracy: performance profile "
+            f"over {len(costs_to)} workloads"
+        )
+        machines = [run_machine(r.summary) for r in runs]
+        note = costs.weights_note(weights, [r.key()[2] for r in runs], machines)
+        if tuned:
+            note += f"; cheapest variant per workload for: {', '.join(tuned)}"
+        note += f"; {provenance(runs)}"
+        fig = profiles.profile_figure(costs_to, title, figures.looks(runs), note)
+        written += figures.save(fig, out / f"grad_equiv-to-{target_name(t)}")
+    return written
 
 
 def _replace(target: Path, new: Path) -> None:
@@ -69,6 +127,14 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument("--figures", type=Path, default=base / "results" / "figures")
     p.add_argument("--tables", type=Path, default=base / "results" / "tables")
     p.add_argument("--reference", type=Path, help="published curves (see drsom-curves)")
+    p.add_argument("--cost-weights", type=Path, help="oracle weights (see drsom-curves)")
+    p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        default=list(DEFAULT_TARGETS),
+        help="target test accuracies of the tables and performance profiles (default: 0.90 0.93)",
+    )
     return p.parse_args(argv)
 
 

@@ -7,13 +7,15 @@ Per variant (model, optimizer and the settings that tell its configs apart, e.g.
 two configs are never pooled): the final test accuracy, the test accuracy at the epoch the
 validation split selects (the test set never chooses), the final validation accuracy and the final
 train accuracy measured in evaluation mode (mean ± std over the finished seeds), and the epochs /
-training seconds / gradient evaluations + HVPs to reach each target test accuracy; runs that
-diverged, are unfinished or were never started are counted in their own columns. Below it, the same
-accuracies and costs with 95% confidence intervals over the seeds (Student-t,
-``drsom.analysis.stats``) and each variant's final test accuracy minus the ``--baseline``'s, paired
-by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row per cell),
-``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and ``<experiment>.paired.csv``
-(the intervals), ``<experiment>.tex`` (booktabs, for a paper).
+training seconds / gradient equivalents (forwards, gradients and HVPs weighted by their measured
+times, ``drsom.analysis.costs``, with the weights of ``--cost-weights``, default
+``cost_weights.json`` beside the run store) and the raw forwards, gradients and HVPs to reach each
+target test accuracy; runs that diverged, are unfinished or were never started are counted in
+their own columns. Below it, the same accuracies and costs with 95% confidence intervals over the
+seeds (Student-t, ``drsom.analysis.stats``) and each variant's final test accuracy minus the
+``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row
+per cell), ``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and
+``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex`` (booktabs, for a paper).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsom.analysis import figures
+from drsom.analysis import costs, figures
 from drsom.analysis.runs import (
     describe,
     experiment_selection,
@@ -30,6 +32,7 @@ from drsom.analysis.runs import (
     load_store,
     provenance,
     readable,
+    run_machine,
     stored_experiments,
 )
 from drsom.analysis.stats import check_targets
@@ -57,18 +60,29 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    selections = [
+        experiment_selection(args.results, name, store)
+        for name in args.experiment or stored_experiments(store)
+    ]
+    path = args.cost_weights or costs.default_path(args.results)
+    try:  # every model's weights, before anything is written
+        models = [r.key()[2] for s in selections for r in s.runs]
+        weights = costs.weights_for(costs.load_weights(path), models, path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.experiment or stored_experiments(store):
-        selection = experiment_selection(args.results, name, store)
+    for selection in selections:
+        name = selection.experiment
         if not selection.runs:
             print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
-        rows = run_rows(selection, targets)
+        rows = run_rows(selection, targets, weights)
         table = experiment_table(rows, targets)
         stem = args.out / name
         rows.to_csv(stem.with_suffix(".runs.csv"), index=False)
         table.to_csv(stem.with_suffix(".csv"), index=False)
-        text = markdown(table, targets, name, notes(selection, targets))
+        text = markdown(table, targets, name, notes(selection, targets, weights))
         ci = interval_table(rows)
         ci.to_csv(stem.with_suffix(".ci.csv"), index=False)
         has_baseline = args.baseline in set(rows["optimizer"])
@@ -112,6 +126,12 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         "(default: 0.90 0.93)",
     )
     p.add_argument(
+        "--cost-weights",
+        type=Path,
+        help="oracle weights per model (default: cost_weights.json beside --results; measured "
+        "by scripts/bench_optimizers.py --oracle-weights)",
+    )
+    p.add_argument(
         "--baseline",
         default="adam",
         help="optimizer label the others are compared with, seed by seed (default: adam)",
@@ -135,7 +155,7 @@ def tuned_by(name: str, store) -> list[str]:
     return list(dict.fromkeys(c.strip().split("/")[0] for c in choices if "/" in c))
 
 
-def notes(selection, targets) -> str:
+def notes(selection, targets, weights) -> str:
     """What the numbers are, under the heading: protocol per model, statistics, units."""
     lines = []
     for pair in dict.fromkeys(r.key()[1:3] for r in selection.runs):
@@ -148,10 +168,14 @@ def notes(selection, targets) -> str:
     lines.append(
         "Accuracies: mean ± sample std over the finished seeds (seeds: finished/grid). "
         f"To reach {goals} test accuracy: the first epoch at or above it, the training seconds "
-        "(evaluation excluded) and the gradient evaluations + Hessian-vector products up to the "
-        "end of that epoch, as mean ± std over the finished seeds that reached it ((k/n) when not "
-        "all did)."
+        "(evaluation excluded), the gradient equivalents and the forwards / gradients / "
+        "Hessian-vector products counted up to the end of that epoch (forwards include those "
+        "of the gradients), as mean ± std over the finished seeds that reached it ((k/n) when "
+        "not all did)."
     )
+    models = [r.key()[2] for r in selection.runs]
+    note = costs.weights_note(weights, models, [run_machine(r.summary) for r in selection.runs])
+    lines.append(note[:1].upper() + note[1:] + "; extra forwards: those not part of a gradient.")
     return "\n\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
     drsom-curves --results results/runs --out results/figures
     drsom-curves --experiment digits_drsom_vs_baselines_cnn --x time
+    drsom-curves --x grad_equiv --cost-weights results/cost_weights.json --preset column
     drsom-curves --experiment adabelief_protocol_resnet34 \\
         --reference ../shared/reference/adabelief_cifar10_curves.csv
 
@@ -9,6 +10,12 @@ Which runs belong to a figure is the experiment's grid (experiments/<NAME>.yaml,
 sweep expands it); without --experiment every experiment with runs in --results is drawn. A line
 per optimizer is the mean over its seeds, with a band (±1 std; min-max for 2 seeds). Files:
 ``<out>/<experiment>/<model>-<metric>-<x>.png`` and ``.pdf``.
+
+``--x grad_equiv``: the cost in gradient equivalents (``drsom.analysis.costs``), with each
+model's weights from ``--cost-weights`` (default: ``cost_weights.json`` beside the run store),
+printed under the title with where they were measured; a model without weights stops before
+anything is drawn. ``--x time``: the title says the machine and whether the runs had it alone.
+``--preset column|full``: the paper's sizes (``drsom.analysis.paper.PRESETS``).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import json
 import sys
 from pathlib import Path
 
-from drsom.analysis import figures
+from drsom.analysis import costs, figures, paper
 from drsom.analysis.runs import (
     Selection,
     describe,
@@ -29,7 +36,9 @@ from drsom.analysis.runs import (
     metrics_frame,
     provenance,
     readable,
+    run_machine,
     stored_experiments,
+    wall_clock_note,
 )
 from drsom.identity import config_hash
 from drsom.run_state import UNFINISHED, Status
@@ -50,7 +59,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     except (OSError, ValueError) as exc:  # a wrong path or a file in another format
         print(f"error: --reference {args.reference}: {exc}", file=sys.stderr)
         return 2
-    written = []
+    selections = []
     for name in args.experiment or stored_experiments(store):
         selection = experiment_selection(args.results, name, store)
         if missing_line(selection):
@@ -58,7 +67,21 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         if not selection.runs:
             print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
-        written += plot_experiment(selection, args.out, args.x, args.metrics, reference)
+        selections.append(selection)
+    weights = None
+    if args.x == "grad_equiv":  # every model's weights, before anything is drawn
+        path = args.cost_weights or costs.default_path(args.results)
+        try:
+            models = [r.key()[2] for s in selections for r in s.runs]
+            weights = costs.weights_for(costs.load_weights(path), models, path)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    written = []
+    for selection in selections:
+        written += plot_experiment(
+            selection, args.out, args.x, args.metrics, reference, weights, args.preset
+        )
     for path in written:
         print(path)
     return 0
@@ -76,6 +99,13 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         type=Path,
         help="published curves, long format (model, optimizer, epoch, train_acc, test_acc in %%)",
     )
+    p.add_argument(
+        "--cost-weights",
+        type=Path,
+        help="oracle weights per model for --x grad_equiv (default: cost_weights.json beside "
+        "--results; measured by scripts/bench_optimizers.py --oracle-weights)",
+    )
+    p.add_argument("--preset", choices=tuple(paper.PRESETS), help="paper size (3.3 / 6.75 in)")
     return p.parse_args(argv)
 
 
@@ -88,13 +118,25 @@ def missing_line(selection: Selection) -> str | None:
     return f"{selection.experiment}: {n} run(s) of the grid missing: {ids}{more}"
 
 
-def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference) -> list[Path]:
+def plot_experiment(
+    selection: Selection,
+    out: Path,
+    x: str,
+    metrics,
+    reference,
+    weights: dict | None = None,
+    preset: str | None = None,
+) -> list[Path]:
     """The figures of one selection: per dataset and model, one per metric (a line per variant).
 
     Files are ``<model>-<metric>-<x>`` when the selection holds one dataset (an experiment
     file's grid), ``<data>-<model>-<metric>-<x>`` otherwise (ad-hoc runs of several datasets).
+    ``weights`` (model -> ``costs.Weights``): needed for ``x="grad_equiv"``; the title then
+    states them. ``x="time"``: the title states the machine and whether it was shared.
     """
-    frame = metrics_frame(selection.runs)
+    if x == "grad_equiv" and weights is None:
+        raise ValueError("x='grad_equiv' needs the models' cost weights (costs.weights_for)")
+    frame = metrics_frame(selection.runs, weights)
     order = list(dict.fromkeys(r.key()[3] for r in selection.runs))  # the grid's order
     pairs = list(dict.fromkeys((r.key()[1], r.key()[2]) for r in selection.runs))
     several_datasets = len({data for data, _ in pairs}) > 1
@@ -104,6 +146,11 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
         facts = describe(runs[0])
         seeds = len({r.key()[4] for r in runs})
         title = figures.protocol_title(facts, seeds)
+        if x == "grad_equiv":
+            machines = [run_machine(r.summary) for r in runs]
+            title += "\n" + costs.weights_note(weights, [model], machines)
+        if x == "time" and wall_clock_note(runs):
+            title += "\n" + wall_clock_note(runs)
         ref = _reference_for(reference, facts, x)
         if reference is not None and ref is None:
             print(
@@ -118,12 +165,13 @@ def plot_experiment(selection: Selection, out: Path, x: str, metrics, reference)
                 metric,
                 x,
                 title,
+                preset=preset,
                 order=order,
                 legend_notes=legend_notes(runs),
                 reference=ref,
                 shown=figures.looks(runs),
+                note=provenance(runs),
             )
-            figures.caption(fig, provenance(runs))
             written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
 
