@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 from run_helpers import REPO
 
 from drsom.analysis.runs import load_store
 from drsom.compose import suite_config
 from drsom.tools import select as select_tool
-from drsom.tuning import is_tuning, objective
+from drsom.tuning import (
+    TuningError,
+    check_budget,
+    check_search_space,
+    check_validation_split,
+    is_tuning,
+    objective,
+)
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -42,12 +52,6 @@ def launch(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
     [
         (["optimizer=adam", "hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0: the tuning"),
         (["optimizer=sgd", "optimizer.foo=interval(0,1)"], "optimizer.foo is not a key"),
-        (["optimizer=adam", "optimizer.lr=interval(0.1,0.1)"], "is an empty range"),
-        (["optimizer=adam", "optimizer.lr=tag(log,interval(0,0.1))"], "log range needs 0 < low"),
-        (["optimizer=sgd", "optimizer.momentum=range(5,1)"], "holds no value"),
-        (["optimizer=fromage"], "no search space: give the optimizer a configs/search/"),
-        (["optimizer=adam", "data.val_size=0"], "data.val_size=0: tuning ranks trials on the"),
-        (["optimizer=adam", "hydra.sweeper.objective=max"], "accepted: final, best"),
     ],
 )
 def test_a_bad_tuning_launch_is_one_line_before_anything_trains(tmp_path, overrides, expected):
@@ -56,6 +60,47 @@ def test_a_bad_tuning_launch_is_one_line_before_anything_trains(tmp_path, overri
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not (tmp_path / "runs").exists()
+
+
+def job_config(*overrides: str):
+    """The composed config of a trial (hydra node left out), as the sweeper checks it."""
+    return OmegaConf.create(suite_config(["experiment=tune_digits_cnn", *overrides]))
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "space", "expected"),
+    [
+        ("adam", "optimizer.lr=interval(0.1,0.1)", "optimizer.lr=interval(0.1,0.1) is an empty"),
+        ("adam", "optimizer.lr=interval(0.2,0.1)", "is an empty range"),
+        ("adam", "optimizer.lr=tag(log,interval(0,0.1))", "a log range needs 0 < low"),
+        ("sgd", "optimizer.momentum=range(5,1)", "holds no value"),
+        ("sgd", "optimizer.foo=interval(0,1)", "optimizer.foo is not a key of this run's config"),
+        ("sgd", "model.widht=choice(1,2)", "model.widht is not a key"),
+        ("sgd", "optimizer.lr=0.1", "no search space"),  # a fixed value is not a space
+    ],
+)
+def test_the_search_space_rules(optimizer, space, expected):
+    params = OverridesParser.create().parse_overrides([space])
+    with pytest.raises(TuningError, match=re.escape(expected)):
+        check_search_space(params, job_config(f"optimizer={optimizer}"))
+
+
+def test_the_shipped_search_spaces_pass_and_the_budget_and_split_rules():
+    for name in ("adam", "adamw", "adabelief", "yogi", "radam", "sgd", "drsom", "drsom_hvp"):
+        cfg = suite_config([f"optimizer={name}", f"+search={name}"], hydra=True, resolve=False)
+        space = cfg["hydra"]["sweeper"]["params"]
+        assert len(space) == 2, name
+        lines = [f"{k}={v}" for k, v in space.items()]
+        check_search_space(
+            OverridesParser.create().parse_overrides(lines), job_config(f"optimizer={name}")
+        )
+    for bad in (0, -1, 2.5, True, None):
+        with pytest.raises(TuningError, match="the tuning budget must be a positive number"):
+            check_budget(bad)
+    check_budget(1)
+    with pytest.raises(TuningError, match="data.val_size=0: tuning ranks trials on the"):
+        check_validation_split(job_config("data.val_size=0"))
+    check_validation_split(job_config())
 
 
 def test_a_trial_scores_its_validation_accuracy_never_the_test_set():
