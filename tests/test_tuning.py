@@ -15,7 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from run_helpers import REPO
 
-from drsom.analysis.runs import load_store
+from drsom.analysis.runs import Run, load_store
 from drsom.compose import suite_config
 from drsom.tools import select as select_tool
 from drsom.tuning import (
@@ -131,7 +131,8 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
 
     table, configs = select_tool.select(store, "tune_digits_cnn")
     (row,) = table.to_dict("records")
-    best = max(scores, key=lambda rid: (scores[rid], [-ord(c) for c in rid]))
+    losses = {r.run_id: r.summary["final"]["val_loss"] for r in store}
+    best = min(scores, key=lambda rid: (-scores[rid], losses[rid], rid))
     assert row["run_id"] == best and row["score"] == pytest.approx(scores[best])
     assert (row["trials"], row["finished"], row["budget"]) == (3, 3, 8)  # 8: the declared budget
 
@@ -148,6 +149,27 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
     final = suite_config(["experiment=digits_tuned_cnn", "optimizer=tune_digits_cnn/adam", search])
     assert final["optimizer"]["lr"] == winner.config["optimizer"]["lr"]
     assert final["optimizer"]["betas"] == [0.9, 0.999] and final["optimizer"]["label"] == "adam"
+
+
+def test_equal_validation_accuracies_are_ranked_by_validation_loss(tmp_path):
+    cfg = suite_config(["experiment=tune_digits_cnn", "optimizer=adam"])
+
+    def trial(rid, status, val_acc, val_loss, lr):
+        config = {**cfg, "optimizer": {**cfg["optimizer"], "lr": lr}}
+        final = {"val_acc": val_acc, "val_loss": val_loss, "test_acc": 0.5}
+        return Run(rid, tmp_path / rid, config, {"status": status, "final": final})
+
+    runs = [
+        trial("a", "finished", 1.0, 0.09, 1e-3),
+        trial("b", "finished", 1.0, 0.02, 2e-3),  # tied on accuracy, lower loss: chosen
+        trial("c", "finished", 0.99, 0.01, 3e-3),
+        trial("d", "running", 1.0, 0.001, 4e-3),  # unfinished: counted, never ranked
+        trial("e", "diverged", None, None, 5e-3),
+    ]
+    table, configs = select_tool.select(runs, "tune_digits_cnn")
+    (row,) = table.to_dict("records")
+    assert (row["run_id"], row["score"], row["trials"], row["finished"]) == ("b", 1.0, 5, 3)
+    assert row["diverged"] == 1 and yaml.safe_load(configs["adam"])["lr"] == 2e-3
 
 
 def test_a_tuned_drsom_keeps_its_own_interpolations(tmp_path):

@@ -7,7 +7,8 @@ The trials are the stored runs of the experiment (one study per optimizer label 
 and model). Each finished trial is scored as the sweeper scored it (``drsom.tuning.objective``):
 the validation accuracy at the final epoch (``--by final``, the default), or at the epoch
 validation selects (``--by best``); a diverged trial scores 0; unfinished ones are counted, not
-ranked. The highest score wins (ties: the first run id). The test set is never looked at.
+ranked. The highest score wins; among equal scores (a small validation split saturates) the lower
+final validation loss, then the first run id. The test set is never looked at.
 
 Written under ``<out>`` (default ``results/selected``, beside the store):
 
@@ -86,7 +87,7 @@ def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.Dat
     rows, configs = [], {}
     for (data, model, label), runs in studies.items():
         scored = [(objective(r.summary, by), r.run_id, r) for r in runs]
-        ranked = sorted((s for s in scored if not math.isnan(s[0])), key=lambda s: (-s[0], s[1]))
+        ranked = sorted((s for s in scored if not math.isnan(s[0])), key=_rank)
         settings = _settings(experiment, label)
         row = {"data": data, "model": model, "optimizer": label}
         row |= {"display": runs[0].config["optimizer"].get("display") or label}
@@ -103,6 +104,14 @@ def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.Dat
         rows.append(row)
         configs[label] = tuned_config(label, values, row, experiment, by)
     return pd.DataFrame(rows), configs
+
+
+def _rank(scored: tuple[float, str, Run]) -> tuple:
+    """Highest score first; among equal scores (a small validation split saturates: several
+    trials at 100%) the lower final validation loss, then the run id."""
+    score, rid, run = scored
+    loss = (run.summary.get("final") or {}).get("val_loss")
+    return (-score, math.inf if loss is None else loss, rid)
 
 
 def _settings(experiment: str, label: str) -> dict[str, Any]:
@@ -154,8 +163,8 @@ def selection_markdown(table: pd.DataFrame, experiment: str, by: str = "final") 
     lines = [
         f"## {experiment}: tuned settings",
         "",
-        f"Each optimizer's trials ranked by {what} validation accuracy (the test set is never "
-        "used to choose); a diverged trial scores 0.",
+        f"Each optimizer's trials ranked by {what} validation accuracy, ties by the final "
+        "validation loss (the test set is never used to choose); a diverged trial scores 0.",
         "",
         "| data | model | optimizer | budget | finished (diverged) | search space | selected | "
         "val acc (%) |",
