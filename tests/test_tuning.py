@@ -11,12 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
+from analysis_store import write_weights
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from run_helpers import REPO
 
 from drsom.analysis.runs import Run, load_store
 from drsom.compose import suite_config
+from drsom.tools import make_tables, plot_curves
 from drsom.tools import select as select_tool
 from drsom.tuning import (
     TuningError,
@@ -149,6 +151,17 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
     final = suite_config(["experiment=digits_tuned_cnn", "optimizer=tune_digits_cnn/adam", search])
     assert final["optimizer"]["lr"] == winner.config["optimizer"]["lr"]
     assert final["optimizer"]["betas"] == [0.9, 0.999] and final["optimizer"]["label"] == "adam"
+
+    # make figures: the trials' table ends with the selection; no 3-line figure of trials
+    write_weights(tmp_path / "cost_weights.json")
+    tables, figs = tmp_path / "tables", tmp_path / "figures"
+    assert make_tables.main(["--results", str(tmp_path / "runs"), "--out", str(tables)]) == 0
+    text = (tables / "tune_digits_cnn.md").read_text()
+    assert "## tune_digits_cnn: tuned settings" in text
+    assert f"optimizer.lr={winner.config['optimizer']['lr']:.4g}" in text.split("tuned settings")[1]
+    assert (tables / "tune_digits_cnn.selection.csv").exists()
+    assert plot_curves.main(["--results", str(tmp_path / "runs"), "--out", str(figs)]) == 0
+    assert not list(figs.rglob("*.pdf"))
 
 
 def test_equal_validation_accuracies_are_ranked_by_validation_loss(tmp_path):

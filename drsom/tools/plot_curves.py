@@ -29,6 +29,7 @@ from drsom.analysis import costs, figures, paper
 from drsom.analysis.runs import (
     Selection,
     describe,
+    experiment_names,
     experiment_selection,
     found_line,
     load_reference,
@@ -42,6 +43,7 @@ from drsom.analysis.runs import (
 )
 from drsom.identity import config_hash
 from drsom.run_state import UNFINISHED, Status
+from drsom.tuning import is_tuning
 
 # drawn by default: the clean train metric (``train_eval_*``) beside the test set's; the running
 # train means and the validation curves on request (``--metrics``)
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         return 2
     selections = []
     for name in args.experiment or stored_experiments(store):
+        if not args.experiment and name in experiment_names() and is_tuning(name):
+            # one line per trial of every optimizer: its tables say more (--experiment draws it)
+            print(f"{name}: a tuning experiment, not drawn (its tables rank the trials)")
+            continue
         selection = experiment_selection(args.results, name, store)
         if missing_line(selection):
             print(missing_line(selection))
