@@ -5,6 +5,7 @@ Separate from drsom.tuning so that a job (which only scores itself) never import
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
 from typing import Any
@@ -30,7 +31,13 @@ from drsom.tuning import (  # noqa: E402
 class TuningSweeper(OptunaSweeper):
     """hydra-optuna-sweeper's sweeper, after the checks of the module doc."""
 
-    def __init__(self, *args: Any, objective: str = "final", **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, objective: str = "final", max_failure_rate: float = 0.0, **kwargs: Any
+    ) -> None:
+        # hydra-optuna-sweeper 1.3 takes max_failure_rate (failed trials tolerated per batch);
+        # 1.2 has no such argument and stops at the first failed trial, which 0.0 means in 1.3
+        if "max_failure_rate" in inspect.signature(OptunaSweeper.__init__).parameters:
+            kwargs["max_failure_rate"] = max_failure_rate
         super().__init__(*args, **kwargs)
         self.objective = objective
 
