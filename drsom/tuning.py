@@ -57,8 +57,13 @@ def tuning_objective() -> str | None:
 
 
 def is_tuning(experiment: str) -> bool:
-    """Whether ``experiment=<experiment>`` launches the tuning sweeper (its runs: trials)."""
+    """Whether ``experiment=<experiment>`` launches the tuning sweeper (its runs: trials); False
+    for a name without an experiment file (runs exported under another study name)."""
+    from drsom import CONFIG_DIR
     from drsom.compose import suite_config
+
+    if not (CONFIG_DIR / "experiment" / f"{experiment}.yaml").is_file():
+        return False
 
     cfg = suite_config([f"experiment={experiment}"], hydra=True, resolve=False)
     return cfg["hydra"]["sweeper"].get("_target_") == SWEEPER

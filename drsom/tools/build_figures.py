@@ -89,14 +89,10 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
     """Per target (every experiment is measured against the same ones), the performance profile
     of the gradient equivalents to reach it over the experiments' workloads; none with fewer
     than two workloads (a profile of one workload only says who was cheapest there)."""
-    from drsom.analysis.runs import experiment_names
     from drsom.tuning import is_tuning
 
     # a tuning experiment's runs are trials, one seed each at drawn settings: not a workload
-    names = set(experiment_names())
-    selections = [
-        s for s in selections if s.runs and not (s.experiment in names and is_tuning(s.experiment))
-    ]
+    selections = [s for s in selections if s.runs and not is_tuning(s.experiment)]
     rows = {s.experiment: run_rows(s, targets, weights) for s in selections}
     runs = [r for s in selections for r in s.runs]
     written = []

@@ -29,7 +29,6 @@ from drsom.analysis import costs, figures, paper
 from drsom.analysis.runs import (
     Selection,
     describe,
-    experiment_names,
     experiment_selection,
     found_line,
     load_reference,
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         return 2
     selections = []
     for name in args.experiment or stored_experiments(store):
-        if not args.experiment and name in experiment_names() and is_tuning(name):
+        if not args.experiment and is_tuning(name):
             # one line per trial of every optimizer: its tables say more (--experiment draws it)
             print(f"{name}: a tuning experiment, not drawn (its tables rank the trials)")
             continue
