@@ -50,6 +50,16 @@ NOT_IDENTITY = (
 # of the seed (the id's suffix), so the runs of one config over several seeds share one group.
 SEED_FOLLOWERS = ("optimizer.seed",)
 
+# Options added after runs were stored, each at the value that makes the computation those runs
+# made: a config holding one at that value hashes as if it were absent, so stored runs keep their
+# ids (a DRSOM run from before ``step_measure`` existed measured steps as Euclidean lengths).
+ADDED_AT_OLD_VALUE = {
+    "optimizer.step_measure": "euclidean",
+    "optimizer.radius_rule": "seed",
+    "optimizer.follow_schedule": False,
+    "optimizer.lr_h": 1.0,
+}
+
 HASH_CHARS = 10
 
 
@@ -76,7 +86,8 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of the resolved config that decides the results, seed excluded."""
     ident = complete(cfg)
     followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
-    for dotted in (*NOT_IDENTITY, *followers):
+    old = [k for k, v in ADDED_AT_OLD_VALUE.items() if _same(_lookup(cfg, k), v)]
+    for dotted in (*NOT_IDENTITY, *followers, *old):
         *parents, leaf = dotted.split(".")
         _lookup(ident, ".".join(parents)).pop(leaf, None)
     trainer = ident.get("trainer")
@@ -85,6 +96,13 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
         with contextlib.suppress(KeyError, TypeError, ValueError):
             trainer["lr_milestones"] = milestone_epochs(trainer["lr_milestones"], trainer["epochs"])
     return ident
+
+
+def _same(value: Any, old: Any) -> bool:
+    # 1 and 1.0 are one value; True is not 1 (bool is an int in Python)
+    if isinstance(old, bool) or isinstance(value, bool):
+        return value is old
+    return isinstance(value, (int, float, str)) and value == old
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:

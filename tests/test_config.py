@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,42 @@ def test_every_option_composes_resolves_and_validates(group, option):
 
 
 def test_drsom_fields_are_overridable_from_the_command_line():
-    cfg = compose_config("optimizer=drsom", "optimizer.hessian=fd", "optimizer.history=4")
+    cfg = compose_config("optimizer=drsom_seed", "optimizer.hessian=fd", "optimizer.history=4")
     assert (cfg["optimizer"]["hessian"], cfg["optimizer"]["history"]) == ("fd", 4)
     opt = optimizer_factory(cfg["optimizer"])([torch.zeros(3, requires_grad=True)])
     assert opt.hessian == "fd"
 
 
-def test_drsom_variants_differ_from_the_default_in_what_their_name_says():
-    base = compose_config("optimizer=drsom")["optimizer"]
+def test_default_drsom_is_the_seed_with_the_scale_free_choices():
+    seed = compose_config("optimizer=drsom_seed")["optimizer"]
+    cfg = compose_config("optimizer=drsom")["optimizer"]
+    shown = ("label", "display", "color", "marker")
+    diff = {k: v for k, v in cfg.items() if seed.get(k) != v and k not in shown}
+    assert diff == dict(
+        directions="preconditioned", step_measure="rms", lr=1e-3, radius_rule="good",
+        follow_schedule=True, lr_h=1e-3,
+    )  # fmt: skip
+    # the seed's curvature sources measure the curvature itself: lr_h is refused in one line
+    bad = compose_config("optimizer=drsom", "optimizer.hessian=hvp")["optimizer"]
+    with pytest.raises(ValueError, match=r"^optimizer \(drsom.optim.DRSOM\): DRSOM: lr_h .*1"):
+        optimizer_factory(bad)([torch.zeros(3, requires_grad=True)])
+
+
+def test_seed_variants_keep_the_ids_of_runs_stored_before_the_scale_free_options():
+    for name in ("drsom_seed", "drsom_hvp", "drsom_fd"):
+        cfg = complete(compose_config(f"optimizer={name}"))
+        before = json.loads(json.dumps(cfg))
+        for key in ("step_measure", "radius_rule", "follow_schedule", "lr_h"):
+            del before["optimizer"][key]
+        assert run_id(cfg) == run_id(before), name
+    scale_free = complete(compose_config("optimizer=drsom_seed", "optimizer.step_measure=rms"))
+    assert run_id(scale_free) != run_id(complete(compose_config("optimizer=drsom_seed")))
+    halved = complete(compose_config("optimizer=drsom_seed", "optimizer.lr_h=0.5"))
+    assert run_id(halved) != run_id(complete(compose_config("optimizer=drsom_seed")))
+
+
+def test_drsom_variants_differ_from_the_seed_in_what_their_name_says():
+    base = compose_config("optimizer=drsom_seed")["optimizer"]
     expected = {
         "drsom_hvp": {"hessian": "hvp"},
         "drsom_fd": {"hessian": "fd"},

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from .subproblem import ReducedModel, Solution
 
-__all__ = ["CONTROLLERS", "make_controller"]
+__all__ = ["CONTROLLERS", "RADIUS_RULES", "make_controller"]
 
 _TINY = 1e-30
 
@@ -25,8 +25,8 @@ _TINY = 1e-30
 class Controller:
     """Base class of the step-size controllers (see the module doc)."""
 
-    def start(self, model: ReducedModel, radius: float) -> None:
-        """Called once per step with the step's model, before the first proposal."""
+    def start(self, model: ReducedModel, radius: float, bound: float | None = None) -> None:
+        """Called once per step with the step's model and step bound, before the first proposal."""
 
     def propose(self, model: ReducedModel, bound: float, hp: dict, scale: float) -> Solution:
         raise NotImplementedError
@@ -49,11 +49,30 @@ class Controller:
         raise NotImplementedError
 
 
-class TrustRegion(Controller):
-    """min m(alpha) s.t. |alpha|_G <= radius; shrink on failure, expand on a good boundary step."""
+RADIUS_RULES = ("seed", "good", "last_step")
 
-    def __init__(self, radius: float):
+
+class TrustRegion(Controller):
+    """min m(alpha) s.t. |alpha|_G <= radius; shrink on failure, expand by the radius rule.
+
+    Every rule shrinks to ``shrink * min(radius, |step|)`` on a rejection or when rho < zeta1.
+    They differ on the other steps:
+
+    * ``seed``: expand by ``expand`` only on a boundary step with rho > zeta2 (the paper's rule).
+      When rho settles in (zeta1, zeta2), as on mini-batches, the radius never grows again.
+    * ``good``: expand by ``expand`` on every accepted step with rho >= zeta1, so the radius
+      climbs to the step bound unless the model keeps failing.
+    * ``last_step``: after such a step the radius is ``expand * |step|``: it follows the
+      steps actually taken (interior ones included), up to the bound.
+
+    ``follow_schedule``: when the step bound changes (an lr schedule), the radius is scaled by
+    the same factor, so a decay acts on a radius that sits below the bound.
+    """
+
+    def __init__(self, radius: float, rule: str = "seed", follow_schedule: bool = False):
         self.radius = radius
+        self.rule, self.follow_schedule = rule, follow_schedule
+        self.last_bound: float | None = None  # the bound of the previous step
 
     @property
     def value(self) -> float:
@@ -62,6 +81,12 @@ class TrustRegion(Controller):
     def diagnostics(self) -> dict[str, float]:
         return {"radius": self.radius}
 
+    def start(self, model: ReducedModel, radius: float, bound: float | None = None) -> None:
+        if self.follow_schedule and bound is not None:
+            if self.last_bound is not None and bound != self.last_bound:
+                self.radius *= bound / self.last_bound
+            self.last_bound = bound
+
     def propose(self, model: ReducedModel, bound: float, hp: dict, scale: float) -> Solution:
         self.radius = min(self.radius, bound)
         return model.trust_region(self.radius)
@@ -69,14 +94,20 @@ class TrustRegion(Controller):
     def update(self, model, sol: Solution, rho: float, accepted: bool, bound: float, hp, scale):
         if not accepted or rho < hp["zeta1"]:
             self.radius = max(hp["shrink"] * min(self.radius, sol.norm), _TINY)
+        elif self.rule == "good":
+            self.radius = min(hp["expand"] * self.radius, bound)
+        elif self.rule == "last_step":
+            self.radius = min(max(hp["expand"] * sol.norm, _TINY), bound)
         elif rho > hp["zeta2"] and sol.boundary:
             self.radius = min(hp["expand"] * self.radius, bound)
 
     def state_dict(self):
-        return {"radius": self.radius}
+        return {"radius": self.radius, "last_bound": self.last_bound}
 
     def load_state_dict(self, s):
         self.radius = float(s["radius"])
+        last = s.get("last_bound")  # absent in state saved before follow_schedule existed
+        self.last_bound = None if last is None else float(last)
 
 
 class _Shortening(Controller):
@@ -169,7 +200,7 @@ class Cubic(_Shortening):
     def _decrease(self, p, hp):
         return p / hp["expand"]
 
-    def start(self, model: ReducedModel, radius: float) -> None:
+    def start(self, model: ReducedModel, radius: float, bound: float | None = None) -> None:
         # sigma |alpha|^2 = |c| at |alpha| = radius: the cubic term balances the slope there.
         if self.p is None:
             cn = float((model.chat**2).sum() ** 0.5)
@@ -178,18 +209,45 @@ class Cubic(_Shortening):
 
 # name -> constructor from DRSOM's keywords (each controller takes what it uses)
 _CONTROLLERS = {
-    "trust_region": lambda radius, gamma, sigma: TrustRegion(radius),
-    "regularized": lambda radius, gamma, sigma: Regularized(gamma),
-    "cubic": lambda radius, gamma, sigma: Cubic(sigma),
+    "trust_region": lambda radius, gamma, sigma, rule, follow: TrustRegion(radius, rule, follow),
+    "regularized": lambda radius, gamma, sigma, rule, follow: Regularized(gamma),
+    "cubic": lambda radius, gamma, sigma, rule, follow: Cubic(sigma),
 }
 
 CONTROLLERS = tuple(_CONTROLLERS)
 
 
-def make_controller(name: str, *, radius: float, gamma: float, sigma: float | None) -> Controller:
-    """The controller of subproblem ``name`` (one of :data:`CONTROLLERS`); others are refused."""
-    if not isinstance(name, str) or name not in _CONTROLLERS:
+def _one_of(name: str, value, accepted) -> None:
+    if not isinstance(value, str) or value not in accepted:
         raise ValueError(
-            f"DRSOM: subproblem={name!r} is not one of {', '.join(repr(a) for a in CONTROLLERS)}"
+            f"DRSOM: {name}={value!r} is not one of {', '.join(repr(a) for a in accepted)}"
         )
-    return _CONTROLLERS[name](radius=radius, gamma=gamma, sigma=sigma)
+
+
+def make_controller(
+    name: str,
+    *,
+    radius: float,
+    gamma: float,
+    sigma: float | None,
+    radius_rule: str = "seed",
+    follow_schedule: bool = False,
+) -> Controller:
+    """The controller of subproblem ``name`` (one of :data:`CONTROLLERS`); others are refused.
+
+    ``radius_rule`` (:data:`RADIUS_RULES`) and ``follow_schedule`` shape the trust region's
+    radius; the radius-free subproblems have no radius, so they refuse anything but the defaults.
+    """
+    _one_of("subproblem", name, CONTROLLERS)
+    _one_of("radius_rule", radius_rule, RADIUS_RULES)
+    if not isinstance(follow_schedule, bool):
+        raise ValueError(f"DRSOM: follow_schedule must be true or false, got {follow_schedule!r}")
+    if name != "trust_region" and (radius_rule != "seed" or follow_schedule):
+        raise ValueError(
+            f"DRSOM: radius_rule and follow_schedule shape the trust radius; subproblem={name!r} "
+            f"has none (use subproblem='trust_region', or radius_rule='seed' and "
+            f"follow_schedule=false)"
+        )
+    return _CONTROLLERS[name](
+        radius=radius, gamma=gamma, sigma=sigma, rule=radius_rule, follow=follow_schedule
+    )

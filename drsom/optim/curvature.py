@@ -11,9 +11,14 @@ name     Q_ij                                                          extra cos
 hvp      v_i^T (H v_j), H v_j by double backward                       k Hessian-vector products
 fd       v_i^T (grad f(x + t_j v_j) - g) / t_j, symmetrised             k gradients
 interp   fitted to f(x + a_i v_i [+ a_j v_j]) - f(x) - c^T alpha         k(k+1)/2 forwards
-adam     v_i^T diag(sqrt(v_hat) + eps) v_j, v = EMA of g^2              none
-adabelief v_i^T diag(sqrt(s_hat) + eps) v_j, s = EMA of (g - m)^2 + eps none
+adam     v_i^T diag(sqrt(v_hat) + eps) v_j / lr_h, v = EMA of g^2       none
+adabelief v_i^T diag(sqrt(s_hat) + eps) v_j / lr_h, s = EMA of (g-m)^2   none
 ======== ============================================================ ==========================
+
+``lr_h`` puts the diagonal sources on the scale of a curvature: Adam's own update
+``lr m_hat / (sqrt(v_hat) + eps)`` is the Newton step of ``H = diag(sqrt(v_hat) + eps) / lr``, so
+``lr_h`` plays Adam's learning rate (1, the seed's form, prices steps ~1000x too high for
+networks that Adam trains at 1e-3).
 
 A source owns its state: ``state_dict``/``load_state_dict`` save and restore it, ``reset`` forgets
 it (DRSOM's restart after a non-finite gradient), ``diagnostics`` reports it. Per-element state
@@ -158,8 +163,8 @@ class _Diagonal(Curvature):
 
     chunk = 1 << 18
 
-    def __init__(self, betas=(0.9, 0.999), eps=1e-8):
-        self.betas, self.eps = betas, eps
+    def __init__(self, betas=(0.9, 0.999), eps=1e-8, lr_h=1.0):
+        self.betas, self.eps, self.lr_h = betas, eps, lr_h
         self.t = 0
         self.buffers: dict[str, torch.Tensor] = {}
         self._Q: torch.Tensor | None = None
@@ -181,7 +186,7 @@ class _Diagonal(Curvature):
             h = self._h(Rc[0], a, a + Rc.shape[1])
             G.addmm_(Rc, Rc.T)
             Q.addmm_(Rc * h, Rc.T)
-        self._Q = _symmetrize(Q)
+        self._Q = _symmetrize(Q) if self.lr_h == 1.0 else _symmetrize(Q) / self.lr_h
         return G
 
     def quadratic(self, probe, R, c_data):
@@ -236,20 +241,32 @@ class AdaBeliefDiagonal(_Diagonal):
 
 # name -> constructor from DRSOM's keywords (each source takes what it uses)
 _SOURCES = {
-    "hvp": lambda betas, eps, interp_step: ExactHVP(),
-    "fd": lambda betas, eps, interp_step: FiniteDifference(),
-    "interp": lambda betas, eps, interp_step: Interpolation(interp_step),
-    "adam": lambda betas, eps, interp_step: AdamDiagonal(betas, eps),
-    "adabelief": lambda betas, eps, interp_step: AdaBeliefDiagonal(betas, eps),
+    "hvp": lambda betas, eps, interp_step, lr_h: ExactHVP(),
+    "fd": lambda betas, eps, interp_step, lr_h: FiniteDifference(),
+    "interp": lambda betas, eps, interp_step, lr_h: Interpolation(interp_step),
+    "adam": lambda betas, eps, interp_step, lr_h: AdamDiagonal(betas, eps, lr_h),
+    "adabelief": lambda betas, eps, interp_step, lr_h: AdaBeliefDiagonal(betas, eps, lr_h),
 }
 
 HESSIANS = tuple(_SOURCES)
+DIAGONAL_HESSIANS = ("adam", "adabelief")
 
 
-def make_curvature(name: str, *, betas, eps, interp_step) -> Curvature:
-    """The curvature source ``name`` (one of :data:`HESSIANS`); any other name is refused."""
+def make_curvature(name: str, *, betas, eps, interp_step, lr_h: float = 1.0) -> Curvature:
+    """The curvature source ``name`` (one of :data:`HESSIANS`); any other name is refused.
+
+    ``lr_h`` (a positive number) scales the diagonal sources only; the others measure the
+    curvature itself, so they refuse any value but 1.
+    """
     if not isinstance(name, str) or name not in _SOURCES:
         raise ValueError(
             f"DRSOM: hessian={name!r} is not one of {', '.join(repr(a) for a in HESSIANS)}"
         )
-    return _SOURCES[name](betas=betas, eps=eps, interp_step=interp_step)
+    if isinstance(lr_h, bool) or not isinstance(lr_h, (int, float)) or not 0 < lr_h < math.inf:
+        raise ValueError(f"DRSOM: lr_h must be a positive finite number, got {lr_h!r}")
+    if lr_h != 1 and name not in DIAGONAL_HESSIANS:
+        raise ValueError(
+            f"DRSOM: lr_h scales the diagonal curvature (hessian='adam' or 'adabelief'); "
+            f"hessian={name!r} measures the curvature itself, so lr_h must be 1, got {lr_h!r}"
+        )
+    return _SOURCES[name](betas=betas, eps=eps, interp_step=interp_step, lr_h=float(lr_h))

@@ -1,7 +1,9 @@
 """Direction providers: which directions besides the gradient span DRSOM's subspace.
 
 All providers work on the direction matrix ``R`` (k x n, one flat row per direction) owned by the
-optimizer. Row 0 always holds the gradient g; the subspace is span{g, rows 1..k-1}. Signs and
+optimizer. Row 0 always holds the gradient g; the subspace is span{g, rows 1..k-1} (without g for
+``preconditioned_only``, whose g only prices the model; rows past the directions may hold a
+provider's per-element state, e.g. a second moment). Signs and
 scales of rows do not matter (the subproblem is posed in the Gram metric), so the paper's
 ``-g`` and ``g / |g|`` are the same subspace as ``g``.
 
@@ -25,6 +27,7 @@ __all__ = [
     "GradientOnly",
     "History",
     "Momentum",
+    "Preconditioned",
     "RandomDirection",
     "make_directions",
 ]
@@ -39,9 +42,17 @@ def _write_step(target: torch.Tensor, R: torch.Tensor, alpha, own: int) -> None:
 
 
 class Directions:
-    """Base class; subclasses set ``rows`` (number of rows besides the gradient)."""
+    """Base class; subclasses set ``rows`` (number of rows besides the gradient).
+
+    ``state_rows``: further rows of R after the directions, which hold a provider's per-element
+    state (laid out, re-packed and saved with the directions, never part of the subspace).
+    ``with_gradient = False``: the gradient (row 0) prices the model (c = V g) but is left out of
+    the subspace.
+    """
 
     rows = 0
+    state_rows = 0
+    with_gradient = True
 
     def __init__(self):
         self.filled = 0  # rows 1..filled carry a direction
@@ -154,21 +165,85 @@ class RandomDirection(Directions):
         self.filled = 1
 
 
+class Preconditioned(Directions):
+    """V = [-g, -P g, d] with P = diag(1 / (sqrt(v_hat) + eps)), v <- b2 v + (1 - b2) g^2.
+
+    P g is Adam's update direction without its momentum average (the subspace holds the momentum
+    d, the last accepted step, or its EMA as in :class:`Momentum`), so DRSOM chooses its step
+    within span{g, P g, d} by the second-order model; with the diagonal curvature
+    ``diag(sqrt(v_hat) + eps) / lr_h`` the model's minimiser along P g alone is Adam's step
+    ``lr_h P g``. ``with_gradient=False`` (``directions="preconditioned_only"``) leaves the raw
+    gradient out: V = [-P g, d]. The second moment v is row 3 of R (kept across restarts unless
+    it is not finite), so it is re-packed and saved with the directions.
+    """
+
+    rows = 2
+    state_rows = 1
+
+    def __init__(self, ema: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8, gradient=True):
+        super().__init__()
+        self.ema, self.b2, self.eps = ema, betas[1], eps
+        self.with_gradient = gradient
+        self.t = 0
+
+    def active(self) -> int:
+        return 2 + self.filled
+
+    def prepare(self, R, generator) -> None:
+        g, p, v = R[0], R[1], R[3]
+        self.t += 1
+        v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+        # p <- g / (sqrt(v / (1 - b2^t)) + eps), in place (no parameter-sized temporary)
+        p.copy_(v).div_(1.0 - self.b2**self.t).sqrt_().add_(self.eps)
+        torch.div(g, p, out=p)
+
+    def accept(self, R, alpha) -> None:
+        k = self.active()
+        a = [float(v) for v in alpha[:k]] + [0.0] * (3 - k)
+        if self.ema:
+            b = self.ema
+            a = [(1.0 - b) * a[0], (1.0 - b) * a[1], b + (1.0 - b) * a[2]]
+        _write_step(R[2], R[:3], a, own=2)
+        self.filled = 1
+
+    def reset(self, R) -> None:
+        R[2].zero_()
+        self.filled = 0
+        if not bool(torch.isfinite(R[3]).all()):  # after a non-finite gradient: start afresh
+            R[3].zero_()
+            self.t = 0
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"memory": float(self.filled)}
+
+    def state_dict(self) -> dict:
+        return {"filled": self.filled, "t": self.t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.filled, self.t = int(state["filled"]), int(state["t"])
+
+
 # name -> constructor from DRSOM's keywords (each provider takes what it uses)
 _PROVIDERS = {
-    "gradient": lambda history, ema: GradientOnly(),
-    "momentum": lambda history, ema: Momentum(ema),
-    "history": lambda history, ema: History(history),
-    "random": lambda history, ema: RandomDirection(),
+    "gradient": lambda history, ema, betas, eps: GradientOnly(),
+    "momentum": lambda history, ema, betas, eps: Momentum(ema),
+    "history": lambda history, ema, betas, eps: History(history),
+    "random": lambda history, ema, betas, eps: RandomDirection(),
+    "preconditioned": lambda history, ema, betas, eps: Preconditioned(ema, betas, eps),
+    "preconditioned_only": lambda history, ema, betas, eps: Preconditioned(
+        ema, betas, eps, gradient=False
+    ),
 }
 
 DIRECTIONS = tuple(_PROVIDERS)
 
 
-def make_directions(name: str, *, history: int, ema: float) -> Directions:
+def make_directions(
+    name: str, *, history: int, ema: float, betas=(0.9, 0.999), eps: float = 1e-8
+) -> Directions:
     """The direction provider ``name`` (one of :data:`DIRECTIONS`); any other name is refused."""
     if not isinstance(name, str) or name not in _PROVIDERS:
         raise ValueError(
             f"DRSOM: directions={name!r} is not one of {', '.join(repr(a) for a in DIRECTIONS)}"
         )
-    return _PROVIDERS[name](history=history, ema=ema)
+    return _PROVIDERS[name](history=history, ema=ema, betas=betas, eps=eps)

@@ -21,7 +21,10 @@ from .directions import make_directions
 from .protocol import ORACLES, STEP_CLOSURE
 from .subproblem import ReducedModel
 
-__all__ = ["DRSOM", "PRESETS"]
+__all__ = ["DRSOM", "PRESETS", "STEP_MEASURES"]
+
+# how radius and step bound measure a step s: |s| (the seed's form) or |s| / sqrt(n)
+STEP_MEASURES = ("euclidean", "rms")
 
 # The official code's constants (COPT-Public/pydrsom, DRSOMF): eta 0.08, zeta 0.25/0.75,
 # gamma x50 on failure (at least 1e-4), /30 on success, gamma0 1e-6, radius (step cap) 10,
@@ -156,9 +159,11 @@ class DRSOM(Optimizer):
         \end{aligned}
 
     with ``f`` the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike) and
-    ``|alpha|_G = |V^T alpha|`` the true length of the step. The radius follows the ratio test:
-    ``rho < zeta1`` shrinks it to ``shrink * min(radius, |step|)``, ``rho > zeta2`` on the boundary
-    expands it by ``expand``, never beyond the step bound ``lr``.
+    ``|alpha|_G = |V^T alpha|`` the true length of the step (``step_measure="rms"``:
+    ``|V^T alpha| / sqrt(n)``, i.e. ``G / n``). The radius follows the ratio test:
+    ``rho < zeta1`` shrinks it to ``shrink * min(radius, |step|)``; ``radius_rule`` says when it
+    grows (the seed's rule: ``rho > zeta2`` on the boundary expands it by ``expand``), never
+    beyond the step bound ``lr``.
 
     **Closure protocol.** ``loss = opt.step(closure)``: ``closure()`` takes no arguments and
     returns the mini-batch loss as a scalar tensor; it does **not** call ``backward()``. DRSOM
@@ -183,9 +188,11 @@ class DRSOM(Optimizer):
             differences of gradients), ``"interp"`` (forward-only interpolation), ``"adam"``
             (``diag(sqrt(v_hat) + eps)``) or ``"adabelief"`` (``diag(sqrt(s_hat) + eps)``).
         directions: ``"gradient"`` (k = 1), ``"momentum"`` (gradient and last accepted step),
-            ``"history"`` (gradient and the last ``history`` accepted steps) or ``"random"``
+            ``"history"`` (gradient and the last ``history`` accepted steps), ``"random"``
             (gradient and a Gaussian direction orthogonal to it, from a generator seeded with
-            ``seed``). Nearly dependent directions are dropped in the solve.
+            ``seed``), ``"preconditioned"`` (gradient, Adam's direction
+            ``g / (sqrt(v_hat) + eps)`` and the last step) or ``"preconditioned_only"`` (the
+            same without the raw gradient). Nearly dependent directions are dropped in the solve.
         subproblem: ``"trust_region"``, ``"regularized"`` (radius-free, official rule) or
             ``"cubic"``.
         radius: initial trust radius (default ``lr``).
@@ -195,16 +202,30 @@ class DRSOM(Optimizer):
         eta, zeta1, zeta2, shrink, expand: ratio-test acceptance threshold and radius rules.
         gamma, gamma_min, gamma_inc, gamma_dec, gamma_fail_min: the radius-free rule.
         sigma, sigma_min: initial (default: balanced at ``radius``) and least cubic weight.
-        betas, eps: EMA rates and epsilon of the diagonal Hessian sources.
+        betas, eps: EMA rates and epsilon of the diagonal Hessian sources and of the
+            preconditioned directions.
+        step_measure: ``"euclidean"`` (the seed's: ``lr`` and ``radius`` bound ``|s|``) or
+            ``"rms"`` (they bound ``|s| / sqrt(n)``, a per-coordinate length on the scale of
+            Adam's lr, so one value fits models of any size).
+        radius_rule: when the radius grows: ``"seed"`` (on a boundary step with
+            ``rho > zeta2``), ``"good"`` (on every step with ``rho >= zeta1``) or
+            ``"last_step"`` (to ``expand`` times the last accepted step); trust region only.
+        follow_schedule: scale the radius with ``lr`` when a scheduler changes it, so a decay
+            acts even while the radius sits below the bound; trust region only.
+        lr_h: the diagonal sources' curvature is ``diag(...) / lr_h`` (``1``: the seed's);
+            ``hessian="adam"`` with ``lr_h`` = Adam's lr makes Adam's step the model's
+            minimiser along ``g / (sqrt(v_hat) + eps)``.
         weight_decay: L2 coefficient (per param group).
         interp_step: distance of the interpolation points from x.
         seed: seed of the random-direction generator.
         rank_tol: relative Gram eigenvalue below which directions count as dependent
             (default ``100 * eps`` of the dtype).
 
-    Presets: the default is the clean form (trust region, eta 0.1, shrink x0.25, expand x2, the
-    radius capped by a scheduled ``lr``). ``DRSOM.preset("official", params)`` (or
-    ``build("drsom", params, preset="official")``) reproduces the official code's constants,
+    Presets: these defaults are the seed's clean form (trust region, eta 0.1, shrink x0.25,
+    expand x2, the radius capped by a scheduled ``lr``); the suite's ``optimizer=drsom`` config
+    sets the scale-free choices (README, "Scale-free steps").
+    ``DRSOM.preset("official", params)`` (or ``build("drsom", params, preset="official")``)
+    reproduces the official code's constants,
     see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
     where the official default measures ``alpha`` in a unit metric.
 
@@ -264,12 +285,25 @@ class DRSOM(Optimizer):
         interp_step: float = 1e-2,
         seed: int = 0,
         rank_tol: float | None = None,
+        step_measure: str = "euclidean",
+        radius_rule: str = "seed",
+        follow_schedule: bool = False,
+        lr_h: float = 1.0,
     ):
+        betas = _betas(betas)
+        _positive("eps", eps)
+        _real("momentum_ema", momentum_ema, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
+        _choice("step_measure", step_measure, STEP_MEASURES)
         # the three parts; each factory refuses a name it does not know
-        dirs = make_directions(directions, history=history, ema=momentum_ema)
-        curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step)
+        dirs = make_directions(directions, history=history, ema=momentum_ema, betas=betas, eps=eps)
+        curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step, lr_h=lr_h)
         ctrl = make_controller(
-            subproblem, radius=radius if radius is not None else lr, gamma=gamma, sigma=sigma
+            subproblem,
+            radius=radius if radius is not None else lr,
+            gamma=gamma,
+            sigma=sigma,
+            radius_rule=radius_rule,
+            follow_schedule=follow_schedule,
         )
         _positive("lr", lr)
         if radius is not None:
@@ -305,9 +339,7 @@ class DRSOM(Optimizer):
                 )
         for name, val in (("gamma_inc", gamma_inc), ("gamma_dec", gamma_dec)):
             _real(name, val, "a finite number > 1", lambda v: 1.0 < v < math.inf)
-        betas = _betas(betas)
         _real("weight_decay", weight_decay, "a finite number >= 0", lambda v: 0.0 <= v < math.inf)
-        _real("momentum_ema", momentum_ema, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
         if rank_tol is not None:
             _real("rank_tol", rank_tol, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
 
@@ -341,6 +373,7 @@ class DRSOM(Optimizer):
         self._warned_momentum = False
         super().__init__(params, defaults)
         self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
+        self.step_measure = step_measure
         live = self._trainable()
         if not live:
             raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
@@ -442,7 +475,8 @@ class DRSOM(Optimizer):
             layout.append((p.shape, strides, offset))
             offset += p.numel()
 
-        R = torch.zeros(1 + self._dirs.rows, numel, dtype=dtype, device=device)
+        rows = 1 + self._dirs.rows + self._dirs.state_rows
+        R = torch.zeros(rows, numel, dtype=dtype, device=device)
         buffers = self._curv.per_element()
         new_bufs = {name: torch.zeros(numel, dtype=dtype, device=device) for name in buffers}
         for p, (shape, strides, off) in zip(live, layout, strict=True):
@@ -530,9 +564,9 @@ class DRSOM(Optimizer):
         if not (math.isfinite(m["f0"]) and np.isfinite(m["c"]).all()):
             self._restart_state()  # a non-finite gradient would poison every later Q
             return self._finish(loss, info, counts)
-        model = ReducedModel(m["c"], m["G"], m["Q"], self.rank_tol)
+        model = ReducedModel(m["c"], *self._metric_and_curvature(m), self.rank_tol)
         info["k"] = model.rank
-        self._ctrl.start(model, min(bound, self._radius0))
+        self._ctrl.start(model, min(bound, self._radius0), bound)
 
         # trials: solve, move, ratio test on the same mini-batch
         applied = np.zeros(k)
@@ -567,6 +601,21 @@ class DRSOM(Optimizer):
             self._dirs.reset(self._R)
         info["alpha"] = [-info["alpha"][0], *info["alpha"][1:]]  # coefficients of [-g, ...]
         return self._finish(loss, info, counts)
+
+    def _metric_and_curvature(self, m: dict) -> tuple[np.ndarray, np.ndarray]:
+        """The subproblem's metric and curvature: the Gram matrix in the step measure's units.
+
+        ``rms`` measures |s| / sqrt(n), so radius and step bound are per-coordinate lengths. A
+        direction set without the gradient in its subspace has row 0 blanked: the solver drops
+        directions of zero length (alpha_0 = 0), while c = V g still prices the others.
+        """
+        G, Q = m["G"], m["Q"]
+        if self.step_measure == "rms":
+            G = G / self._numel
+        if not self._dirs.with_gradient:
+            G, Q = G.copy(), Q.copy()
+            G[0, :] = G[:, 0] = Q[0, :] = Q[:, 0] = 0.0
+        return G, Q
 
     def _subspace_model(self, closure, counts: Counter, bound: float):
         """Loss, gradient and directions at x, and the k x k model on the host (one sync).
@@ -637,7 +686,8 @@ class DRSOM(Optimizer):
                 Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
                 Rxw += w * (Rs @ xs)
                 Xw += w * torch.dot(xs, xs)
-        probe = _Probe(self, closure, counts, graph, loss0, bound)
+        euclidean_bound = bound * math.sqrt(self._numel) if self.step_measure == "rms" else bound
+        probe = _Probe(self, closure, counts, graph, loss0, euclidean_bound)
         with _double_backward():
             Q = self._curv.quadratic(probe, R, G[0] - Rxw)
         del graph, probe  # frees the double-backward graph
@@ -708,9 +758,18 @@ class DRSOM(Optimizer):
             out.update({key: _as_float(v) for key, v in part.diagnostics().items()})
         return out
 
-    def describe_hyperparameters(self) -> dict[str, str]:
+    def describe_hyperparameters(self) -> dict[str, str | bool | float]:
         """The choices of the three parts, which are not param-group values."""
-        return dict(hessian=self.hessian, directions=self.directions, subproblem=self.subproblem)
+        ctrl = self._ctrl
+        return dict(
+            hessian=self.hessian,
+            directions=self.directions,
+            subproblem=self.subproblem,
+            step_measure=self.step_measure,
+            radius_rule=getattr(ctrl, "rule", "seed"),
+            follow_schedule=getattr(ctrl, "follow_schedule", False),
+            lr_h=getattr(self._curv, "lr_h", 1.0),
+        )
 
     def state_numel(self) -> int:
         """Elements of the direction matrix (row 0 is ``p.grad``'s storage) and averages."""
