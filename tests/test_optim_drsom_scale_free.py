@@ -142,16 +142,25 @@ def test_lr_h_divides_the_diagonal_curvature():
 
 # --------------------------------------------------------------------------- preconditioning
 def test_preconditioned_row_is_adams_direction():
-    x, f, _ = _point(seed=5)
-    opt = DRSOM([x], hessian="hvp", directions="preconditioned", betas=(0.9, 0.99), eps=1e-3)
+    # two steps, so that m_hat and v_hat average two gradients as Adam's do
+    x, f, loss = _point(seed=5)
+    b1, b2, eps = 0.8, 0.99, 1e-3
+    opt = DRSOM([x], hessian="hvp", directions="preconditioned", betas=(b1, b2), eps=eps)
+
+    def grad():
+        return torch.autograd.grad(loss(x), x)[0].detach()
+
+    g1 = grad()
+    opt.step(f)
+    g2 = grad()
     m = opt.subspace_model(f)
-    x.grad = None
-    f().backward()
-    g = x.grad.detach().clone()
-    p = g / (g.abs() + 1e-3)  # t = 1: v_hat = g^2
-    V = torch.stack([g, p]).numpy()
-    np.testing.assert_allclose(m["G"][:2, :2], V @ V.T, rtol=1e-12)
-    np.testing.assert_allclose(m["c"][:2], V @ g.numpy(), rtol=1e-12)
+    m_hat = ((1 - b1) * b1 * g1 + (1 - b1) * g2) / (1 - b1**2)
+    v_hat = ((1 - b2) * b2 * g1**2 + (1 - b2) * g2**2) / (1 - b2**2)
+    p = m_hat / (v_hat.sqrt() + eps)
+    V = torch.stack([g2, p]).numpy()
+    np.testing.assert_allclose(m["G"][:2, :2], V @ V.T, rtol=1e-10)
+    np.testing.assert_allclose(m["c"][:2], V @ g2.numpy(), rtol=1e-10)
+    assert opt.state_dict()["state"]["drsom"]["directions"]["t"] == 2
 
 
 def test_preconditioned_only_first_step_is_adams_first_step():

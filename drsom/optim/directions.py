@@ -166,23 +166,25 @@ class RandomDirection(Directions):
 
 
 class Preconditioned(Directions):
-    """V = [-g, -P g, d] with P = diag(1 / (sqrt(v_hat) + eps)), v <- b2 v + (1 - b2) g^2.
+    """V = [-g, -P m_hat, d]: Adam's update direction among the candidates.
 
-    P g is Adam's update direction without its momentum average (the subspace holds the momentum
-    d, the last accepted step, or its EMA as in :class:`Momentum`), so DRSOM chooses its step
-    within span{g, P g, d} by the second-order model; with the diagonal curvature
-    ``diag(sqrt(v_hat) + eps) / lr_h`` the model's minimiser along P g alone is Adam's step
-    ``lr_h P g``. ``with_gradient=False`` (``directions="preconditioned_only"``) leaves the raw
-    gradient out: V = [-P g, d]. The second moment v is row 3 of R (kept across restarts unless
-    it is not finite), so it is re-packed and saved with the directions.
+    ``m <- b1 m + (1 - b1) g``, ``v <- b2 v + (1 - b2) g^2`` (bias-corrected ``m_hat``,
+    ``v_hat``), ``P = diag(1 / (sqrt(v_hat) + eps))``; ``d`` is the momentum direction of
+    :class:`Momentum` (the last accepted step, or its EMA). DRSOM chooses its step within
+    span{g, P m_hat, d} by the second-order model; with the diagonal curvature
+    ``diag(sqrt(v_hat) + eps) / lr_h`` and ``b1 = 0`` the model's minimiser along ``P g`` alone is
+    Adam's step ``lr_h P g`` (and on the first step for any b1, as m_hat = g there).
+    ``with_gradient=False`` (``directions="preconditioned_only"``) leaves the raw gradient out:
+    V = [-P m_hat, d]. The moments m and v are rows 3 and 4 of R, so they are re-packed and saved
+    with the directions; a restart keeps them unless they are not finite.
     """
 
     rows = 2
-    state_rows = 1
+    state_rows = 2
 
     def __init__(self, ema: float = 0.0, betas=(0.9, 0.999), eps: float = 1e-8, gradient=True):
         super().__init__()
-        self.ema, self.b2, self.eps = ema, betas[1], eps
+        self.ema, (self.b1, self.b2), self.eps = ema, betas, eps
         self.with_gradient = gradient
         self.t = 0
 
@@ -190,12 +192,13 @@ class Preconditioned(Directions):
         return 2 + self.filled
 
     def prepare(self, R, generator) -> None:
-        g, p, v = R[0], R[1], R[3]
+        g, p, m, v = R[0], R[1], R[3], R[4]
         self.t += 1
+        m.mul_(self.b1).add_(g, alpha=1.0 - self.b1)
         v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
-        # p <- g / (sqrt(v / (1 - b2^t)) + eps), in place (no parameter-sized temporary)
+        # p <- m_hat / (sqrt(v_hat) + eps), in place (no parameter-sized temporary)
         p.copy_(v).div_(1.0 - self.b2**self.t).sqrt_().add_(self.eps)
-        torch.div(g, p, out=p)
+        torch.div(m, p, out=p).div_(1.0 - self.b1**self.t)
 
     def accept(self, R, alpha) -> None:
         k = self.active()
@@ -209,8 +212,8 @@ class Preconditioned(Directions):
     def reset(self, R) -> None:
         R[2].zero_()
         self.filled = 0
-        if not bool(torch.isfinite(R[3]).all()):  # after a non-finite gradient: start afresh
-            R[3].zero_()
+        if not bool(torch.isfinite(R[3:5]).all()):  # after a non-finite gradient: start afresh
+            R[3:5].zero_()
             self.t = 0
 
     def diagnostics(self) -> dict[str, float]:
