@@ -57,7 +57,7 @@ def test_default_drsom_is_the_seed_with_the_scale_free_choices():
     shown = ("label", "display", "color", "marker")
     diff = {k: v for k, v in cfg.items() if seed.get(k) != v and k not in shown}
     assert diff == dict(
-        directions="preconditioned", step_measure="rms", lr=1e-3, radius_rule="good",
+        directions="preconditioned", step_measure="rms", lr=3e-4, radius_rule="good",
         follow_schedule=True, lr_h=1e-3,
     )  # fmt: skip
     # the seed's curvature sources measure the curvature itself: lr_h is refused in one line
