@@ -13,7 +13,13 @@ from drsom.analysis.costs import Weights, default_path, load_weights
 from drsom.analysis.runs import (
     select_runs,
 )
-from drsom.analysis.tables import experiment_table, markdown, run_rows, time_to_target
+from drsom.analysis.tables import (
+    decay_jitter,
+    experiment_table,
+    markdown,
+    run_rows,
+    time_to_target,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +111,14 @@ def test_markdown_shows_percent_mean_std_and_partial_counts(table):
     assert "5.0 (1/2)" in lines["Adam"]  # epochs to 93%: one of the two finished seeds
     assert "| 1/3 | 0 | 1 | 1 | 93.00 |" in lines["AdaBelief"]
     assert "not reached (0/3)" in lines["SGD"]
+
+
+def test_decay_jitter_is_the_mean_change_after_the_last_decay():
+    m = pd.DataFrame({"epoch": [1, 2, 3, 4, 5, 6], "test_acc": [0.5, 0.8, 0.7, 0.9, 0.92, 0.91]})
+    step = {"lr_schedule": "step", "epochs": 6}
+    # after epoch 3: 0.9 -> 0.92 -> 0.91, changes 0.02 and 0.01 (the drop before is not counted)
+    assert decay_jitter(m, step | {"lr_milestones": [3]}) == pytest.approx(0.015)
+    assert decay_jitter(m, step | {"lr_milestones": [0.5]}) == pytest.approx(0.015)  # 3 of 6
+    assert decay_jitter(m, step | {"lr_milestones": [2, 4]}) == pytest.approx(0.01)  # the last
+    assert math.isnan(decay_jitter(m, step | {"lr_milestones": [5]}))  # one epoch after it
+    assert math.isnan(decay_jitter(m, {"lr_schedule": "constant", "epochs": 6}))

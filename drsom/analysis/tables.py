@@ -25,6 +25,7 @@ from drsom.analysis.runs import Run, Selection, variant_suffixes
 from drsom.identity import RunKey
 from drsom.run_record import selected
 from drsom.run_state import UNFINISHED, Status
+from drsom.schedules import milestone_epochs
 
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 
@@ -37,6 +38,7 @@ ACCURACIES = {
     "selected_test_acc": "test acc at val-best epoch",
     "final_val_acc": "final val acc",
     "final_train_acc": "final train acc",
+    "decay_jitter": "test acc jitter after the decay",
 }
 # what "to reach the target" is measured in: epochs, training seconds, gradient equivalents, and
 # the raw oracle counts behind the last (forwards include those of the gradients)
@@ -119,10 +121,24 @@ def _run_row(run: Run, targets: Sequence[float], setting: str, weights: Weights 
         chosen = selected(evaluated.to_dict("records"))
         row["selected_epoch"] = chosen["epoch"] if chosen else math.nan
         row["selected_test_acc"] = chosen["test_acc"] if chosen else math.nan
+        row["decay_jitter"] = decay_jitter(evaluated, run.config.get("trainer", {}))
         for t in targets:
             for cost, value in time_to_target(evaluated, t, weights).items():
                 row[f"{cost}_to_{target_name(t)}"] = value
     return row
+
+
+def decay_jitter(evaluated: pd.DataFrame, trainer: dict) -> float:
+    """Mean |test_acc(e) - test_acc(e')| over consecutive evaluated epochs after the last decay
+    of a step schedule; NaN for other schedules or fewer than two such epochs."""
+    if trainer.get("lr_schedule") != "step":
+        return math.nan
+    try:
+        last = max(milestone_epochs(trainer["lr_milestones"], int(trainer["epochs"])))
+    except (KeyError, TypeError, ValueError):
+        return math.nan
+    after = evaluated.loc[evaluated["epoch"] > last, "test_acc"].to_numpy(dtype=float)
+    return float(np.abs(np.diff(after)).mean()) if len(after) > 1 else math.nan
 
 
 def experiment_table(
