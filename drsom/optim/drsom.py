@@ -70,6 +70,11 @@ def _dense_strides(p: torch.Tensor) -> tuple[int, ...]:
     return torch.empty(p.shape, device="meta").stride()
 
 
+def _phase(name: str):
+    """A torch.profiler label (scripts/profile_hvp_step.py); costs nothing unprofiled."""
+    return torch.profiler.record_function(f"drsom::{name}")
+
+
 def _check_loss(loss) -> torch.Tensor:
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else tuple(loss.shape)
@@ -101,6 +106,7 @@ class _Probe:
         self.counts["forward"] += 1
         return loss.detach()
 
+    @_phase("dots")
     def _dots(self, pieces, R: torch.Tensor) -> torch.Tensor:
         scratch = torch.zeros_like(self.x)
         views = self.opt._views(scratch)
@@ -123,7 +129,7 @@ class _Probe:
         out = [None] * len(params)
         if live:
             row = self.opt._views(R[i])
-            with torch.enable_grad():
+            with torch.enable_grad(), _phase("hvp"):
                 hv = torch.autograd.grad(
                     [self.grads[j] for j in live],
                     params,
@@ -578,7 +584,8 @@ class DRSOM(Optimizer):
                 break  # nothing to gain in this subspace (e.g. g = 0)
             self._move(sol.alpha - applied)
             applied = sol.alpha
-            f_trial = float(_check_loss(closure()))  # one host synchronisation per trial
+            with _phase("trial"):
+                f_trial = float(_check_loss(closure()))  # one host synchronisation per trial
             counts["forward"] += 1
             counts["trials"] += 1
             f_trial += 0.5 * (Xw + 2 * sol.alpha @ Rxw + sol.alpha @ Gw @ sol.alpha)
@@ -639,7 +646,7 @@ class DRSOM(Optimizer):
                     "closure() must compute it from the model, outside torch.no_grad()"
                 )
             if self._curv.needs_graph:  # HVPs differentiate the gradient again: keep its graph
-                with _double_backward():
+                with _double_backward(), _phase("gradient"):
                     graph = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 reached = [g is not None for g in graph]
                 self._R[0].zero_()
@@ -675,7 +682,8 @@ class DRSOM(Optimizer):
                 views = self._views(self._R[row])
                 torch._foreach_zero_([views[i] for i in missing])
 
-        G = self._curv.gram(R)
+        with _phase("gram"):
+            G = self._curv.gram(R)
         Gw = torch.zeros_like(G)
         Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
         Xw = torch.zeros((), dtype=G.dtype, device=G.device)
@@ -688,7 +696,7 @@ class DRSOM(Optimizer):
                 Xw += w * torch.dot(xs, xs)
         euclidean_bound = bound * math.sqrt(self._numel) if self.step_measure == "rms" else bound
         probe = _Probe(self, closure, counts, graph, loss0, euclidean_bound)
-        with _double_backward():
+        with _double_backward(), _phase("quadratic"):
             Q = self._curv.quadratic(probe, R, G[0] - Rxw)
         del graph, probe  # frees the double-backward graph
         packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
