@@ -116,7 +116,7 @@ def test_sophiah_built_directly_is_stepped_with_create_graph():
 @pytest.mark.parametrize("hessian", ["adam", "hvp", "fd", "interp"])
 def test_drsom_counts_are_the_evaluations_it_made(hessian):
     net = Counted()
-    opt = build("drsom", net.model.parameters(), hessian=hessian, lr=2.0)
+    opt = build("drsom_seed", net.model.parameters(), hessian=hessian, lr=2.0)
     assert describe(opt) == Description("closure", hessian == "hvp")
     assert step_counts(opt) == dict.fromkeys(ORACLES, 0)  # no step yet
     assert step_diagnostics(opt) == {}
@@ -128,7 +128,7 @@ def test_drsom_counts_are_the_evaluations_it_made(hessian):
 
 def test_drsom_diagnostics_are_flat_floats_with_the_same_keys_every_step():
     net = Counted()
-    opt = build("drsom", net.model.parameters(), directions="history", history=2, lr=4.0)
+    opt = build("drsom_seed", net.model.parameters(), directions="history", history=2, lr=4.0)
     keys = None
     for _ in range(3):
         net.step(opt)
@@ -150,7 +150,7 @@ def test_drsom_diagnostics_are_flat_floats_with_the_same_keys_every_step():
 )
 def test_drsom_controllers_report_their_own_parameter(subproblem, own):
     net = Counted()
-    opt = build("drsom", net.model.parameters(), subproblem=subproblem)
+    opt = build("drsom_seed", net.model.parameters(), subproblem=subproblem)
     net.step(opt)
     diag = step_diagnostics(opt)
     assert own in diag and math.isfinite(diag[own]) and diag[own] > 0
@@ -160,9 +160,13 @@ def test_drsom_controllers_report_their_own_parameter(subproblem, own):
 def test_drsom_state_size_is_its_direction_matrix_and_averages():
     net = Counted()
     n = sum(p.numel() for p in net.model.parameters())
-    opt = build("drsom", net.model.parameters())  # momentum (2 rows) + Adam's second moment
+    opt = build("drsom_seed", net.model.parameters())  # momentum (2 rows) + Adam's second moment
     net.step(opt)
     assert state_numel(opt) == 3 * n
+    # the default: g, P m_hat, d, the direction's m and v, and the curvature's second moment
+    opt = build("drsom", net.model.parameters())
+    net.step(opt)
+    assert state_numel(opt) == 6 * n
 
 
 def test_hooks_the_protocol_reads_are_checked():
@@ -196,7 +200,7 @@ def test_hyperparameters_are_the_first_group_plus_the_optimizers_own_choices():
     params = [nn.Parameter(torch.zeros(3))]
     nadam = hyperparameters(torch.optim.NAdam(params, lr=2e-3))
     assert nadam["lr"] == 2e-3 and nadam["betas"] == [0.9, 0.999] and "params" not in nadam
-    opt = build("drsom", params, hessian="fd", directions="history", subproblem="cubic")
+    opt = build("drsom_seed", params, hessian="fd", directions="history", subproblem="cubic")
     own = hyperparameters(opt)
     assert (own["hessian"], own["directions"], own["subproblem"]) == ("fd", "history", "cubic")
     assert own["max_trials"] == 5 and own["momentum"] is None
