@@ -137,8 +137,13 @@ def test_colours_come_from_the_configs_and_differ_within_every_experiment():
         params = sweeper.get("params")
         if params is None:  # a tuning experiment: one optimizer per launch
             continue
-        # a tuned experiment names drsom-select's configs, <tuning experiment>/<label>
-        labels = [c.strip().split("/")[-1] for c in str(params.optimizer).split(",")]
+        # a tuned experiment names drsom-select's configs, <tuning experiment>/<label>, which
+        # start from the optimizer's own; configs/optimizer/ablation/<label> are configs too
+        named = [c.strip() for c in str(params.optimizer).split(",")]
+        labels = [
+            c if (REPO / "configs" / "optimizer" / f"{c}.yaml").exists() else c.split("/")[-1]
+            for c in named
+        ]
         colours = {compose_config(f"optimizer={lbl}")["optimizer"]["color"] for lbl in labels}
         assert len(colours) == len(labels), name
     # a config without one: a colour fixed by its label, the same in every figure

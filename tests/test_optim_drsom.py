@@ -452,8 +452,9 @@ VARIANTS = [
     dict(config=SEED, subproblem="regularized"),
     dict(config=SEED, subproblem="cubic"),
     dict(config="drsom_official", hessian="fd"),
-    dict(config="drsom"),
-    dict(config="drsom", directions="preconditioned_only", radius_rule="last_step"),
+    # 24 steps only: the default's RMS bound (3e-4, for 30-epoch runs) x10, as Adam's lr would be
+    dict(config="drsom", lr=3e-3),
+    dict(config="drsom", lr=3e-3, directions="preconditioned_only", radius_rule="last_step"),
     dict(config="drsom", hessian="adabelief", step_measure="euclidean", lr=0.05),
 ]
 
