@@ -15,6 +15,7 @@ balanced on the first model it sees), ``state_dict``/``load_state_dict`` save an
 
 from __future__ import annotations
 
+from .checks import one_of
 from .subproblem import ReducedModel, Solution
 
 __all__ = ["CONTROLLERS", "RADIUS_RULES", "make_controller"]
@@ -217,13 +218,6 @@ _CONTROLLERS = {
 CONTROLLERS = tuple(_CONTROLLERS)
 
 
-def _one_of(name: str, value, accepted) -> None:
-    if not isinstance(value, str) or value not in accepted:
-        raise ValueError(
-            f"DRSOM: {name}={value!r} is not one of {', '.join(repr(a) for a in accepted)}"
-        )
-
-
 def make_controller(
     name: str,
     *,
@@ -238,8 +232,8 @@ def make_controller(
     ``radius_rule`` (:data:`RADIUS_RULES`) and ``follow_schedule`` shape the trust region's
     radius; the radius-free subproblems have no radius, so they refuse anything but the defaults.
     """
-    _one_of("subproblem", name, CONTROLLERS)
-    _one_of("radius_rule", radius_rule, RADIUS_RULES)
+    one_of("subproblem", name, CONTROLLERS)
+    one_of("radius_rule", radius_rule, RADIUS_RULES)
     if not isinstance(follow_schedule, bool):
         raise ValueError(f"DRSOM: follow_schedule must be true or false, got {follow_schedule!r}")
     if name != "trust_region" and (radius_rule != "seed" or follow_schedule):

@@ -33,6 +33,8 @@ import math
 
 import torch
 
+from .checks import one_of
+
 __all__ = ["HESSIANS", "make_curvature"]
 
 
@@ -186,7 +188,7 @@ class _Diagonal(Curvature):
             h = self._h(Rc[0], a, a + Rc.shape[1])
             G.addmm_(Rc, Rc.T)
             Q.addmm_(Rc * h, Rc.T)
-        self._Q = _symmetrize(Q) if self.lr_h == 1.0 else _symmetrize(Q) / self.lr_h
+        self._Q = _symmetrize(Q) / self.lr_h
         return G
 
     def quadratic(self, probe, R, c_data):
@@ -258,10 +260,7 @@ def make_curvature(name: str, *, betas, eps, interp_step, lr_h: float = 1.0) -> 
     ``lr_h`` (a positive number) scales the diagonal sources only; the others measure the
     curvature itself, so they refuse any value but 1.
     """
-    if not isinstance(name, str) or name not in _SOURCES:
-        raise ValueError(
-            f"DRSOM: hessian={name!r} is not one of {', '.join(repr(a) for a in HESSIANS)}"
-        )
+    one_of("hessian", name, HESSIANS)
     if isinstance(lr_h, bool) or not isinstance(lr_h, (int, float)) or not 0 < lr_h < math.inf:
         raise ValueError(f"DRSOM: lr_h must be a positive finite number, got {lr_h!r}")
     if lr_h != 1 and name not in DIAGONAL_HESSIANS:

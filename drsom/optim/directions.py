@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from .checks import one_of
+
 __all__ = [
     "DIRECTIONS",
     "Directions",
@@ -39,6 +41,17 @@ def _write_step(target: torch.Tensor, R: torch.Tensor, alpha, own: int) -> None:
     for i, a in enumerate(alpha):
         if i != own and a != 0.0:
             target.add_(R[i], alpha=a)
+
+
+def _momentum(alpha, k: int, rows: int, own: int, ema: float) -> list[float]:
+    """Coefficients over the first ``rows`` rows of the new momentum row ``own``: the step
+    ``s = sum alpha_i R_i`` (its first ``k`` rows active), or with ``ema = b`` the average
+    ``b d + (1 - b) s`` = ``(1 - b) alpha_i`` for the others and ``b + (1 - b) alpha_own``."""
+    a = [float(v) for v in alpha[:k]] + [0.0] * (rows - k)
+    if ema:
+        a = [(1.0 - ema) * v for v in a]
+        a[own] = ema + a[own]
+    return a
 
 
 class Directions:
@@ -98,12 +111,7 @@ class Momentum(Directions):
         self.ema = ema
 
     def accept(self, R, alpha) -> None:
-        k = self.active()
-        a = [float(v) for v in alpha[:k]] + [0.0] * (2 - k)
-        if self.ema:
-            # b d + (1 - b)(a0 g + a1 d) = (b + (1 - b) a1) d + (1 - b) a0 g
-            a = [(1.0 - self.ema) * a[0], self.ema + (1.0 - self.ema) * a[1]]
-        _write_step(R[1], R, a, own=1)
+        _write_step(R[1], R, _momentum(alpha, self.active(), 2, 1, self.ema), own=1)
         self.filled = 1
 
     def reset(self, R) -> None:
@@ -201,12 +209,7 @@ class Preconditioned(Directions):
         torch.div(m, p, out=p).div_(1.0 - self.b1**self.t)
 
     def accept(self, R, alpha) -> None:
-        k = self.active()
-        a = [float(v) for v in alpha[:k]] + [0.0] * (3 - k)
-        if self.ema:
-            b = self.ema
-            a = [(1.0 - b) * a[0], (1.0 - b) * a[1], b + (1.0 - b) * a[2]]
-        _write_step(R[2], R[:3], a, own=2)
+        _write_step(R[2], R[:3], _momentum(alpha, self.active(), 3, 2, self.ema), own=2)
         self.filled = 1
 
     def reset(self, R) -> None:
@@ -245,8 +248,5 @@ def make_directions(
     name: str, *, history: int, ema: float, betas=(0.9, 0.999), eps: float = 1e-8
 ) -> Directions:
     """The direction provider ``name`` (one of :data:`DIRECTIONS`); any other name is refused."""
-    if not isinstance(name, str) or name not in _PROVIDERS:
-        raise ValueError(
-            f"DRSOM: directions={name!r} is not one of {', '.join(repr(a) for a in DIRECTIONS)}"
-        )
+    one_of("directions", name, DIRECTIONS)
     return _PROVIDERS[name](history=history, ema=ema, betas=betas, eps=eps)

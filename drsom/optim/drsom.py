@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
+from .checks import one_of
 from .control import make_controller
 from .curvature import make_curvature
 from .directions import make_directions
@@ -197,7 +198,7 @@ class DRSOM(Optimizer):
             ``"history"`` (gradient and the last ``history`` accepted steps), ``"random"``
             (gradient and a Gaussian direction orthogonal to it, from a generator seeded with
             ``seed``), ``"preconditioned"`` (gradient, Adam's direction
-            ``g / (sqrt(v_hat) + eps)`` and the last step) or ``"preconditioned_only"`` (the
+            ``m_hat / (sqrt(v_hat) + eps)`` and the last step) or ``"preconditioned_only"`` (the
             same without the raw gradient). Nearly dependent directions are dropped in the solve.
         subproblem: ``"trust_region"``, ``"regularized"`` (radius-free, official rule) or
             ``"cubic"``.
@@ -220,7 +221,8 @@ class DRSOM(Optimizer):
             acts even while the radius sits below the bound; trust region only.
         lr_h: the diagonal sources' curvature is ``diag(...) / lr_h`` (``1``: the seed's);
             ``hessian="adam"`` with ``lr_h`` = Adam's lr makes Adam's step the model's
-            minimiser along ``g / (sqrt(v_hat) + eps)``.
+            minimiser along ``g / (sqrt(v_hat) + eps)`` (the preconditioned direction with
+            ``betas[0] = 0``).
         weight_decay: L2 coefficient (per param group).
         interp_step: distance of the interpolation points from x.
         seed: seed of the random-direction generator.
@@ -299,7 +301,7 @@ class DRSOM(Optimizer):
         betas = _betas(betas)
         _positive("eps", eps)
         _real("momentum_ema", momentum_ema, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-        _choice("step_measure", step_measure, STEP_MEASURES)
+        one_of("step_measure", step_measure, STEP_MEASURES)
         # the three parts; each factory refuses a name it does not know
         dirs = make_directions(directions, history=history, ema=momentum_ema, betas=betas, eps=eps)
         curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step, lr_h=lr_h)
@@ -399,7 +401,7 @@ class DRSOM(Optimizer):
     @classmethod
     def preset(cls, name: str, params, **overrides) -> DRSOM:
         """Build DRSOM from a named preset (:data:`PRESETS`), with overrides on top."""
-        _choice("preset", name, tuple(PRESETS))
+        one_of("preset", name, tuple(PRESETS))
         return cls(params, **{**PRESETS[name], **overrides})
 
     # ------------------------------------------------------------------ layout
@@ -869,13 +871,6 @@ def _outside_stacklevel() -> int:
 
 def _shares(t: torch.Tensor, buf: torch.Tensor) -> bool:
     return t.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
-
-
-def _choice(name: str, value, accepted) -> None:
-    if value not in accepted:
-        raise ValueError(
-            f"DRSOM: {name}={value!r} is not one of {', '.join(repr(a) for a in accepted)}"
-        )
 
 
 def _real(name: str, value, accepted: str, ok) -> None:
