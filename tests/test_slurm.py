@@ -307,8 +307,9 @@ def test_a_bad_grid_point_fails_only_its_job(cluster, tmp_path):
     ],
 )
 def test_a_request_the_cluster_cannot_meet_queues_nothing(cluster, tmp_path, override, key):
-    def queued() -> str:
-        return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    def queued() -> set[str]:
+        out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+        return set(out.split())
 
     before = queued()
     proc = launch(*CPU_ONLY, override, *DIGITS, f"results_dir={tmp_path}", cwd=tmp_path)
@@ -316,7 +317,9 @@ def test_a_request_the_cluster_cannot_meet_queues_nothing(cluster, tmp_path, ove
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: hydra.launcher.{key}: "), err
     assert "batch" in lines[0]  # what the cluster offers
-    assert queued() == before  # Hydra made its sweep folder; SLURM got nothing
+    # Hydra made its sweep folder; SLURM got nothing. An earlier test's jobs may still be
+    # leaving the queue meanwhile, so the check is "no new id", not "the same queue".
+    assert queued() <= before
 
 
 @pytest.fixture(scope="module")
