@@ -334,8 +334,12 @@ def images_of(loader) -> torch.Tensor:
 
 
 def rows_in(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """For each row of a: is it a row of b (the fake images are random, so rows identify)."""
-    return ((a[:, None] - b[None]).abs().amax(-1) == 0).any(1)
+    """For each row of a: is it a row of b (the fake images are random, so rows identify).
+
+    Rows are compared by their bytes: a pairwise difference of 450 x 500 images was 18 s.
+    """
+    known = {row.numpy().tobytes() for row in b.contiguous()}
+    return torch.tensor([row.numpy().tobytes() in known for row in a.contiguous()])
 
 
 def test_validation_split_is_held_out_and_fixed_whatever_the_subset_and_seed(cifar500_root):
