@@ -13,7 +13,6 @@ sweep imports it, and must never initialise torch, CUDA or wandb.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import subprocess
 import sys
@@ -44,20 +43,21 @@ class JobError(CompactHydraException):
     """A user error in one job of a sweep; Hydra prints it as one line, without a traceback."""
 
 
-def run(cfg: DictConfig, *, base_dir: Path) -> str | float:
+def run(cfg: DictConfig, *, base_dir: Path) -> str | dict:
     """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped), or in a
-    trial of a tuning sweep its score (``drsom.tuning.objective``)."""
+    trial of a tuning sweep what the sweeper tells optuna (``drsom.tuning.trial_result``)."""
     from drsom.run_folder import RunBusy
     from drsom.runner import USER_ERRORS, run_folder
     from drsom.runner import run as run_config
-    from drsom.tuning import objective, tuning_objective
+    from drsom.tuning import trial_result, tuning_objective
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    by = tuning_objective()
     name_slurm_job(cfg)
     try:
-        status = run_config(cfg, base_dir=base_dir)
-        if by := tuning_objective():
-            return objective(run_folder(cfg, base_dir).read_summary(), by)
+        status = run_config(cfg, base_dir=base_dir, prune=_pruner() if by else None)
+        if by:
+            return trial_result(run_folder(cfg, base_dir).read_summary() or {}, by)
         return status
     except RunBusy as exc:
         if not sweep:
@@ -65,13 +65,23 @@ def run(cfg: DictConfig, *, base_dir: Path) -> str | float:
         # A second launch of the sweep, or a requeued job whose predecessor still holds the
         # folder: the other process owns this run, and this job has nothing to do.
         log.warning(f"skipped: {exc}")
-        return math.nan if tuning_objective() else "busy"  # NaN: a failed trial, to optuna
+        return {"status": "busy", "score": None, "epochs": 0, "run_id": None} if by else "busy"
     except USER_ERRORS as exc:
         if sweep:
             raise JobError(f"error: {exc}") from None
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to continue from the last checkpoint")
+
+
+def _pruner():
+    """The study's pruner for this trial (optuna is imported only when the sweep has one)."""
+    node = HydraConfig.get().sweeper.get("pruner")
+    if node is None:
+        return None
+    from drsom.study import trial_pruner
+
+    return trial_pruner(node)
 
 
 def name_slurm_job(cfg: DictConfig) -> None:

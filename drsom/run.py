@@ -50,11 +50,11 @@ def app(base_dir: Path) -> Callable[[], None]:
     package's folder, wherever it is installed.
     """
 
-    @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-    def run(cfg: DictConfig) -> str:
+    def run(cfg: DictConfig) -> str | dict:
         return jobs.run(cfg, base_dir=base_dir)
 
-    return run
+    run.base_dir = base_dir  # the tuning sweeper finds the store (and its studies) from it
+    return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(run)
 
 
 def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:

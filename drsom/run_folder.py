@@ -42,6 +42,8 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from drsom.locks import lock_is_held
+
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
     import fcntl
 except ImportError:  # pragma: no cover
@@ -378,20 +380,4 @@ class RunDir:
 
     def is_locked(self) -> bool | None:
         """Whether a live process holds the run's lock; None when the filesystem cannot tell."""
-        if fcntl is None:
-            return None
-        try:
-            f = open(self.lock_path)  # noqa: SIM115
-        except FileNotFoundError:
-            return False
-        with f:
-            try:
-                # Shared and non-blocking: it never waits, and a trainer retries for
-                # LOCK_RETRY_S, so this probe cannot make a job give up.
-                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-            except OSError:
-                return None
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
+        return lock_is_held(self.lock_path)

@@ -32,6 +32,7 @@ class Status(str, Enum):
     RUNNING = "running"
     INTERRUPTED = "interrupted"
     DIVERGED = "diverged"
+    PRUNED = "pruned"  # stopped by a tuning study's pruner: a trial's result, never averaged
     FAILED = "failed"
     BROKEN = "broken"
     MISSING = "missing"
@@ -39,9 +40,16 @@ class Status(str, Enum):
     __str__ = str.__str__  # "finished", not "Status.FINISHED", in f-strings and files
 
 
-TERMINAL = (Status.FINISHED, Status.DIVERGED)  # results: never redone unless force=true
+TERMINAL = (Status.FINISHED, Status.DIVERGED, Status.PRUNED)  # never redone unless force=true
 UNFINISHED = (Status.RUNNING, Status.INTERRUPTED, Status.FAILED, Status.BROKEN)
-WRITTEN = (Status.FINISHED, Status.DIVERGED, Status.RUNNING, Status.INTERRUPTED, Status.FAILED)
+WRITTEN = (
+    Status.FINISHED,
+    Status.DIVERGED,
+    Status.PRUNED,
+    Status.RUNNING,
+    Status.INTERRUPTED,
+    Status.FAILED,
+)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,18 @@ USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy, StorageError)
 CHECKPOINT_FORMAT = 1
 
 
-def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = None) -> str:
+def run(
+    cfg: DictConfig | Mapping[str, Any],
+    *,
+    base_dir: str | Path | None = None,
+    prune: Callable[[int, float], bool] | None = None,
+) -> str:
     """Train (or resume, or skip) the run of ``cfg``; return its status.
 
     Relative paths in the config (``results_dir``, ``data.root``) are taken from ``base_dir``
-    (``run.py`` passes the repository root; default: the current directory).
+    (``run.py`` passes the repository root; default: the current directory). ``prune`` (a tuning
+    study's pruner, ``drsom.study.trial_pruner``) is told each evaluated epoch's validation
+    accuracy and may stop the run there: its status is then ``pruned``, a result never resumed.
     """
     c = _plain(cfg)
     validate(c)
@@ -83,7 +90,9 @@ def run(cfg: DictConfig | Mapping[str, Any], *, base_dir: str | Path | None = No
         if _already_done(run_dir, force, data):  # finished by another process meanwhile
             return run_dir.read_summary()["status"]
         try:
-            status = _train(c, run_dir, device, data, preemption, force=force, launch=launch)
+            status = _train(
+                c, run_dir, device, data, preemption, force=force, launch=launch, prune=prune
+            )
         except StorageError:
             raise
         except OSError as exc:  # e.g. a temporary or old file that cannot be removed
@@ -206,6 +215,7 @@ def _train(
     *,
     force: bool,
     launch: str | None,
+    prune: Callable[[int, float], bool] | None = None,
 ) -> str:
     run_dir.remove_temporaries()  # of writes cut short by a kill; we hold the lock
     if force:
@@ -259,7 +269,7 @@ def _train(
         run_dir=run_dir.path,
     ) as tracker:
         trainer.on_log_step = lambda row: tracker.log(_step_log(row), step=row["step"])
-        status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id, preemption)
+        status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id, preemption, prune)
         tracker.final_values({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
     return status
 
@@ -272,9 +282,10 @@ def _epochs(
     tracker: Tracker,
     wandb_id: str,
     preemption: PreemptionGuard,
+    prune: Callable[[int, float], bool] | None = None,
 ) -> str:
-    """Per epoch: tables, checkpoint when due, summary, wandb, one log line."""
-    stop_after, done_here = c["trainer"]["stop_after_epochs"], 0
+    """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word."""
+    stop_after, done_here, pruned = c["trainer"]["stop_after_epochs"], 0, False
     checkpoint = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
     try:
         for row in trainer.run_epochs():
@@ -292,6 +303,10 @@ def _epochs(
             log.info(_epoch_line(row, trainer.epochs))
             if stopping or preempted:
                 break
+            if prune is not None and not last and _evaluated(row.get("val_acc")):
+                pruned = prune(trainer.epoch, float(row["val_acc"]))
+                if pruned:
+                    break
     except Paused as exc:  # preempted inside an epoch: save the position, resume there
         try:
             _write_tables(run_dir, trainer)
@@ -324,7 +339,9 @@ def _epochs(
         raise
 
     status = "finished" if trainer.epoch >= trainer.epochs else "interrupted"
-    extra = {"stopped_by": preemption.name} if status != "finished" and preemption.requested else {}
+    status = "pruned" if pruned else status
+    stopped = status == "interrupted" and preemption.requested
+    extra = {"stopped_by": preemption.name} if stopped else {}
     record(summary, trainer, status, **extra)
     run_dir.write_summary(summary)
     if status == "finished":
@@ -334,6 +351,11 @@ def _epochs(
             f"run {run_dir.name} finished: test_acc {summary['final']['test_acc']:.4f}{at}, "
             f"{summary['total_seconds']:.0f} s"
         )
+    elif pruned:
+        log.info(
+            f"run {run_dir.name} pruned after epoch {trainer.epoch}/{trainer.epochs} by the "
+            f"study's pruner (val_acc {float(trainer.metrics[-1]['val_acc']):.4f})"
+        )
     else:
         why = preemption.name if extra else "trainer.stop_after_epochs"
         log.info(
@@ -341,6 +363,10 @@ def _epochs(
             f"({why}); rerun the same command to continue"
         )
     return status
+
+
+def _evaluated(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
 def _save_checkpoint(run_dir: RunDir, header: dict, trainer: Trainer, summary: dict) -> None:

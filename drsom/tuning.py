@@ -1,7 +1,8 @@
 """Tuning on the validation split: a declared budget of trials per optimizer, one study each.
 
-``hydra/sweeper=tuning`` is hydra-optuna-sweeper's sweeper (seeded TPE by default) with the
-suite's rules, checked before any trial trains:
+``hydra/sweeper=tuning`` is the suite's optuna sweeper (``drsom.tuning_sweeper``: ask and tell,
+a seeded TPE sampler by default, the study stored beside the runs by ``drsom.study``) with these
+rules, checked before any trial trains:
 
 * the budget ``hydra.sweeper.n_trials`` is a positive integer;
 * the search space is not empty: ``configs/search/<optimizer>.yaml`` (one file beside each optimizer
@@ -13,11 +14,13 @@ suite's rules, checked before any trial trains:
   test set.
 
 A bad one is one line and exit status 2. Each trial is an ordinary run of the results store
-(its own run id, resumed or skipped like any other), so relaunching a study with the same seed
-proposes the same trials and trains nothing already done. What a trial reports to the sampler is
+(its own run id, resumed or skipped like any other). What a trial reports to the sampler is
 ``objective``: the validation accuracy at the final epoch (``objective: final``, the default: the
 schedule is part of what is tuned), or at the epoch validation selects (``objective: best``); a
-diverged run scores 0. ``drsom-select`` ranks the stored trials the same way.
+diverged run scores 0; a pruned, failed or interrupted one has no score. ``drsom-select`` ranks the
+stored trials the same way.
+
+This module is light (no optuna): a trial's job imports it to score itself.
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ def is_tuning(experiment: str) -> bool:
 
 def objective(summary: Mapping[str, Any], by: str = "final") -> float:
     """A trial's score: its validation accuracy at the final epoch (``by="final"``) or at the
-    epoch validation selects (``"best"``); 0 for a diverged run; NaN (a failed trial, to optuna)
-    for a run that did not finish."""
+    epoch validation selects (``"best"``); 0 for a diverged run; NaN for a run that did not
+    finish (pruned, failed, interrupted: never ranked)."""
     if summary.get("status") == "diverged":
         return 0.0
     if summary.get("status") != "finished":
@@ -83,6 +86,17 @@ def objective(summary: Mapping[str, Any], by: str = "final") -> float:
     else:
         value = (summary.get("final") or {}).get("val_acc")
     return math.nan if value is None else float(value)
+
+
+def trial_result(summary: Mapping[str, Any], by: str) -> dict[str, Any]:
+    """What a trial's job hands the sweeper: its run's status, score and trained epochs."""
+    score = objective(summary, by)
+    return {
+        "status": summary.get("status"),
+        "score": None if math.isnan(score) else score,
+        "epochs": summary.get("epoch") or 0,
+        "run_id": summary.get("run_id"),
+    }
 
 
 def check_budget(n_trials: Any) -> None:

@@ -7,7 +7,8 @@
 Everything is drawn into a temporary folder beside the outputs first (per-epoch curves of all four
 metrics, test accuracy against time and against gradient equivalents, then the tables, then, for
 each target, a performance profile of the gradient equivalents to reach it across the workloads
-of the experiments, ``profiles/grad_equiv-to-<target>``, when they hold two or more). Every
+of the experiments, ``profiles/grad_equiv-to-<target>``, when they hold two or more; for each
+stored tuning study, its optimization history and slice plot, ``studies/<study>-history``). Every
 model's cost weights are checked before anything is drawn. Only when
 every step succeeded do the new folders take the place of the old ones, so a failure (a wrong
 ``--reference``, a broken run store, a full disk) leaves the committed figures and tables as they
@@ -32,12 +33,14 @@ from drsom.analysis.runs import (
     stored_experiments,
 )
 from drsom.analysis.stats import check_targets
+from drsom.analysis.studies import draw_studies
 from drsom.analysis.tables import DEFAULT_TARGETS, run_rows, target_name
 from drsom.tools import make_tables, plot_curves
 
 # (x axis, metrics); None: every metric
 FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_equiv", ["test_acc"]))
 PROFILE_DIR = "profiles"
+STUDY_DIR = "studies"  # per stored tuning study: its optimization history and slice plot
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -78,6 +81,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1
         draw_profiles(selections, targets, weights, drawn / PROFILE_DIR)
+        draw_studies(args.results, drawn / STUDY_DIR)
         drawn.mkdir(exist_ok=True)  # an empty store still gets (empty) folders
         _replace(args.figures, drawn)
         _replace(args.tables, tables)

@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
     try:
         table, configs = select(store, args.experiment, args.by)
+        check_studies(store, table, args.experiment, args.results, args.by)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -104,6 +105,34 @@ def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.Dat
         rows.append(row)
         configs[label] = tuned_config(label, values, row, experiment, by)
     return pd.DataFrame(rows), configs
+
+
+def check_studies(
+    store: list[Run], table: pd.DataFrame, experiment: str, results: Path, by: str
+) -> None:
+    """The stored study of each optimizer (``<results>/../studies/<experiment>-<label>``, the
+    sweeper's default name) agrees with the runs: ValueError (one line naming the run) if not.
+    A selection from runs without a stored study (made before studies were stored) passes."""
+    from drsom import study as stored
+
+    scores = {r.run_id: (str(r.status), _score(r.summary, by)) for r in store}
+    for label in table["optimizer"] if len(table) else []:
+        path = results.parent / stored.STUDIES / f"{experiment}-{label}.journal"
+        if not path.is_file():
+            continue
+        for study in stored.load_studies(path):
+            if study.user_attrs.get("drsom", {}).get("objective", by) != by:
+                raise ValueError(
+                    f"study {study.study_name} scored its trials by --by "
+                    f"{study.user_attrs['drsom']['objective']}, this selection by --by {by}"
+                )
+            if problem := stored.disagreement(study, scores):
+                raise ValueError(problem)
+
+
+def _score(summary: dict, by: str) -> float | None:
+    value = objective(summary, by)
+    return None if math.isnan(value) else value
 
 
 def _rank(scored: tuple[float, str, Run]) -> tuple:
