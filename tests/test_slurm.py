@@ -169,8 +169,10 @@ def cluster():
 def env() -> dict[str, str]:
     environment = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     environment.pop("HYDRA_FULL_ERROR", None)  # the launcher's errors as users see them
-    # The jobs import this checkout's drsom, whichever one the venv was installed from.
-    environment["PYTHONPATH"] = os.pathsep.join([str(REPO), environment.get("PYTHONPATH", "")])
+    # The jobs import this checkout's drsom, whichever one the venv was installed from, and the
+    # tests' plugins (tests/trial_plugins.py).
+    paths = [str(REPO), str(REPO / "tests"), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(paths)
     return environment
 
 
@@ -294,6 +296,54 @@ def test_a_bad_grid_point_fails_only_its_job(cluster, tmp_path):
     assert "Error executing job with overrides:" in err and "optimizer.weight_decay=-1" in err
     assert re.search(rf"SLURM job {jobs[1]}: error: optimizer\.weight_decay.*-1", err)
     assert "Traceback" not in err
+
+
+@pytest.mark.slurm
+def test_a_tuning_study_survives_a_failed_array_job_and_a_relaunch_trains_nothing(
+    cluster, tmp_path
+):
+    import optuna
+
+    from drsom.study import open_storage
+
+    marker = tmp_path / "fail-once"  # tests/trial_plugins.py: the first trial to build fails
+    marker.touch()
+    line = [
+        *CPU_ONLY,
+        *DIGITS,
+        "experiment=tune_digits_cnn",
+        "optimizer=sgd",
+        "data.train_subset=64",
+        "trainer.epochs=1",
+        "trainer.lr_milestones=[]",
+        "model._target_=trial_plugins.marked_cnn",
+        f"+model.marker={marker}",
+        "+model.mode=fail",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        f"results_dir={tmp_path / 'results'}",
+    ]
+    out, err = finish(launch(*line, f"hydra.sweep.dir={tmp_path / 's1'}", cwd=tmp_path))
+    jobs = submitted(out + err)  # a fresh study: job #n runs trial n
+    journal = tmp_path / "studies" / "tune_digits_cnn-sgd.journal"
+    study = optuna.load_study(study_name="tune_digits_cnn-sgd", storage=open_storage(str(journal)))
+    states = [t.state.name for t in study.trials]
+    assert sorted(states) == ["COMPLETE", "COMPLETE", "COMPLETE", "FAIL"], states
+    assert states[:2].count("FAIL") == 1  # one of the first array's two jobs
+    assert len(re.findall(r"submitted SLURM array job \d+ \(2 runs", out + err)) == 2
+    for t in study.trials:
+        name, state, code = sacct(jobs[t.number])
+        if t.state.name == "FAIL":
+            assert (state, code) == ("FAILED", "1:0")
+            assert "this trial fails on purpose" in t.user_attrs["error"]
+        else:
+            assert (name, state, code) == (t.user_attrs["run_id"], "COMPLETED", "0:0")
+            assert summary_of(RunDir(tmp_path / "results" / name))["status"] == "finished"
+
+    before = journal.read_bytes()
+    out, err = finish(launch(*line, f"hydra.sweep.dir={tmp_path / 's2'}", cwd=tmp_path))
+    assert "submitted SLURM" not in out + err and "3 complete, 0 pruned, 1 failed" in out + err
+    assert journal.read_bytes() == before
 
 
 @pytest.mark.slurm
