@@ -31,6 +31,7 @@ NOT_IDENTITY = (
     "force",
     "seed",
     "data.root",
+    "data.cache",
     "data.download",
     "data.verify",
     "data.num_workers",

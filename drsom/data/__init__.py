@@ -2,10 +2,11 @@
 
 A data config is a Hydra ``_target_`` node naming a function that returns an
 :class:`~drsom.data.dataset.ImageDataset` (the contract is there): the suite's ``cifar10``,
-``cifar100`` (torchvision's readers; ``download`` for users with a network) and ``digits``
-(scikit-learn's 8x8 digits resized to 32x32x3; no download), or a user's own. Images are held in
-memory as uint8 and augmented with torch ops, on the host or, for CUDA, on the device (see
-``loader``).
+``cifar100`` (torchvision's readers; ``download`` for users with a network), ``digits``
+(scikit-learn's 8x8 digits resized to 32x32x3; no download), ``image_folder`` (torchvision's
+ImageFolder layout, from a folder or an archive; ``cifar10_jpeg`` is one), or a user's own.
+Images are held in memory as uint8 and augmented with torch ops, on the host or, for CUDA, on the
+device (see ``loader``).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class DataBundle:
     val: EpochLoader | None = None  # held out of the training split (``val_size``); None: none
     train_eval: EpochLoader | None = None  # a fixed slice of the training examples, unaugmented
     num_val: int = 0
+    classes: tuple[str, ...] | None = None  # the name of each label, where the dataset has them
 
 
 def validation_count(val_size: int | float | None, n_train: int) -> int:
@@ -82,15 +84,19 @@ def check_data(node: Mapping[str, Any]) -> None:
 def load_dataset(node: Mapping[str, Any], base_dir: str | os.PathLike = ".") -> ImageDataset:
     """Call the data config's function and check what it returns.
 
-    A ``root`` argument (a folder the function reads) is taken relative to ``base_dir``. Raises
-    TargetError (a ValueError) for a broken config or contract, DatasetUnavailable when the data
-    cannot be had.
+    A ``root`` argument (a folder or file the function reads) is taken relative to ``base_dir``,
+    and so is a ``cache`` argument given as a path (where ``image_folder`` keeps decoded images).
+    Raises TargetError (a ValueError) for a broken config or contract, DatasetUnavailable when the
+    data cannot be had.
     """
     check_data(node)
     path = node["_target_"]
-    if "root" in node and node["root"] is not None:
-        root = Path(node["root"]).expanduser()
-        node = {**node, "root": str(root if root.is_absolute() else Path(base_dir) / root)}
+    for key in ("root", "cache"):
+        value = node.get(key)
+        if value is None or (key == "cache" and not isinstance(value, str | os.PathLike)):
+            continue
+        where = Path(value).expanduser()
+        node = {**node, key: str(where if where.is_absolute() else Path(base_dir) / where)}
     dataset = build("data", node, DATA_META, passthrough=(DatasetUnavailable,))
     if not isinstance(dataset, ImageDataset):
         raise TargetError(
@@ -232,6 +238,7 @@ def build_data(
         val=evaluation(val_images, val_labels) if n_val else None,
         train_eval=evaluation(images[eval_t], labels[eval_t]),
         num_val=n_val,
+        classes=tuple(dataset.classes) if dataset.classes is not None else None,
     )
 
 

@@ -1,0 +1,394 @@
+"""Images in torchvision's ImageFolder layout, from a folder or straight from a tar or zip archive.
+
+The layout (one folder per class, a ``train/`` and a ``test/`` split)::
+
+    train/<class>/<image>      e.g. train/cat/0001.jpg (deeper folders inside a class are read too)
+    test/<class>/<image>
+
+at the top of ``root``, or under its one top-level folder (``cifar10/train/...``: how most archives
+are made). ``root`` is that folder, or a ``.tar``, ``.tar.gz`` (any compression tarfile reads) or
+``.zip`` of it, read as a stream without unpacking: torchvision's ``ImageFolder`` reads folders
+only, which is why the archive reader is this module's own. Hidden entries (a name starting with
+``.``) and ``__MACOSX/`` are skipped; other entries beside ``train/`` and ``test/`` are ignored.
+
+Classes are the sorted folder names (label i is ``classes[i]``, as in torchvision); both splits
+must have the same ones, each with at least one image. Every other file must be an image Pillow
+decodes: it is converted to RGB (an alpha channel is dropped), or kept with one channel where all
+images are grayscale. Images of different sizes need ``image_size``: the shorter side is resized
+to it (bilinear, antialiased), then the centre ``image_size`` x ``image_size`` is cropped, as
+torchvision's ``Resize(s)`` + ``CenterCrop(s)`` do. Images are ordered by class, then by path.
+
+The decoded uint8 arrays are cached (``drsom.data.image_cache``), so only the first run decodes.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import posixpath
+import tarfile
+import time
+import zipfile
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from . import image_cache
+from .dataset import ImageDataset
+from .errors import DatasetUnavailable
+
+log = logging.getLogger("drsom")
+
+SPLITS = ("train", "test")
+DEFAULT_CACHE = "~/.cache/drsom"
+LAYOUT = "train/<class>/<image> and test/<class>/<image>"
+SKIPPED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks
+
+
+@dataclass
+class Layout:
+    """What the reader found under ``root``: the sorted class names and, per split, (path, label,
+    content) of each image, ordered by label, then path."""
+
+    root: Path
+    classes: tuple[str, ...]
+    files: dict[str, list[tuple[str, int, bytes]]] = field(default_factory=dict)
+
+
+def image_folder(
+    root: str | os.PathLike | None = None,
+    cache: str | os.PathLike | bool | None = DEFAULT_CACHE,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    classes: Sequence[str] | None = None,
+    flip: bool = True,
+) -> ImageDataset:
+    """The train and test splits of the ImageFolder layout at ``root`` (a folder or an archive).
+
+    - ``cache``: the folder of the decoded-array cache (``~`` expanded); None or False: none.
+    - ``image_size``: resize the shorter side to it and centre-crop a square (None: the images
+      must all have one size).
+    - ``mean``, ``std``: per channel, of pixels in [0, 1]; None: those of the training split.
+    - ``classes``: what the sorted class folders must be (refused otherwise); None: any.
+    - ``flip``: whether a horizontal flip keeps an image's label.
+
+    Raises DatasetUnavailable (one line naming the path and what is expected) for data that
+    cannot be read, ValueError for a bad argument.
+    """
+    size = _check_image_size(image_size)
+    cache_dir = _cache_folder(cache)
+    if root is None:
+        raise DatasetUnavailable(
+            f"data.root is not set: give data.root=<a folder, or a .tar/.tar.gz/.zip archive, "
+            f"holding {LAYOUT}>"
+        )
+    path = Path(root).expanduser().resolve()
+    if not path.exists():
+        raise DatasetUnavailable(
+            f"no dataset at {path} (looked for a folder or a .tar/.tar.gz/.zip archive holding "
+            f"{LAYOUT}); set data.root=/path/to/{path.name}"
+        )
+    arrays = _cached_or_decoded(path, size, cache_dir)
+    found = tuple(str(c) for c in arrays["classes"])
+    if classes is not None and tuple(classes) != found:
+        raise DatasetUnavailable(
+            f"{path} has the classes {list(found)}, not the {list(classes)} that data.classes "
+            "expects; point data.root at the dataset the config is for"
+        )
+    return ImageDataset(
+        train_images=torch.from_numpy(arrays["train_images"]),
+        train_labels=torch.from_numpy(arrays["train_labels"]),
+        test_images=torch.from_numpy(arrays["test_images"]),
+        test_labels=torch.from_numpy(arrays["test_labels"]),
+        num_classes=len(found),
+        mean=tuple(mean) if mean is not None else tuple(arrays["mean"].tolist()),
+        std=tuple(std) if std is not None else tuple(arrays["std"].tolist()),
+        flip=bool(flip),
+        classes=found,
+    )
+
+
+def _check_image_size(image_size: int | None) -> int | None:
+    if image_size is None:
+        return None
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise ValueError(f"image_size must be a positive integer or null, got {image_size!r}")
+    return image_size
+
+
+def _cache_folder(cache: str | os.PathLike | bool | None) -> Path | None:
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        cache = DEFAULT_CACHE
+    if not isinstance(cache, str | os.PathLike):
+        raise ValueError(f"cache must be a folder, or null/false for none, got {cache!r}")
+    return Path(cache).expanduser().resolve()
+
+
+def _cached_or_decoded(path: Path, size: int | None, cache_dir: Path | None) -> dict:
+    target = None
+    if cache_dir is not None:
+        if path.is_dir():
+            source = image_cache.folder_digest(_entries(path))
+        else:
+            source = image_cache.file_digest(path)
+        target = image_cache.cache_file(cache_dir, image_cache.cache_key(source, size))
+        arrays = image_cache.load(target)
+        if arrays is not None:
+            log.info(f"images of {path}: read from the cache {target}")
+            return arrays
+    start = time.perf_counter()
+    arrays = decode_layout(read_layout(path), size)
+    n = len(arrays["train_labels"]) + len(arrays["test_labels"])
+    log.info(f"images of {path}: {n} decoded in {time.perf_counter() - start:.1f} s")
+    if target is not None and image_cache.save(target, arrays):
+        log.info(f"images of {path}: cached in {target}")
+    return arrays
+
+
+# --- reading the layout ---------------------------------------------------------------------
+
+
+def _skipped(name: str) -> bool:
+    return any(part.startswith(".") or part in SKIPPED_FOLDERS for part in name.split("/"))
+
+
+def _entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    """(relative posix path, content; None for a folder) of every entry of the folder or archive
+    at ``path``, hidden ones skipped; a folder's in sorted order, an archive's as stored."""
+    if path.is_dir():
+        yield from _folder_entries(path)
+    elif zipfile.is_zipfile(path):
+        yield from _zip_entries(path)
+    else:
+        yield from _tar_entries(path)
+
+
+def _folder_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    for top, dirs, files in os.walk(path, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        rel = Path(top).relative_to(path).as_posix()
+        prefix = "" if rel == "." else f"{rel}/"
+        for d in dirs:
+            yield f"{prefix}{d}", None
+        for name in sorted(files):
+            if not _skipped(name):
+                yield f"{prefix}{name}", (Path(top) / name).read_bytes()
+
+
+def _normalised(name: str) -> str:
+    name = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
+    return "" if name == "." else name
+
+
+def _open_tar(path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(path, "r|*")  # a stream: members in order, nothing unpacked
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetUnavailable(
+            f"{path} is neither a folder nor a .tar, .tar.gz or .zip archive ({exc}); set "
+            f"data.root to a folder or archive holding {LAYOUT}"
+        ) from None
+
+
+def _tar_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    try:
+        with _open_tar(path) as archive:
+            for member in archive:
+                name = _normalised(member.name)
+                if not name or _skipped(name):
+                    continue
+                if member.isdir():
+                    yield name, None
+                elif member.isfile():
+                    yield name, archive.extractfile(member).read()
+                else:
+                    raise DatasetUnavailable(
+                        f"{name} in {path} is a link or special file; the archive must hold "
+                        "plain files"
+                    )
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+
+
+def _zip_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                name = _normalised(info.filename)
+                if not name or _skipped(name):
+                    continue
+                yield name, None if info.is_dir() else archive.read(info)
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
+        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+
+
+def read_layout(path: Path) -> Layout:
+    """The classes and the encoded images of each split; DatasetUnavailable (one line) where the
+    layout is not the one expected."""
+    files: dict[str, bytes] = {}
+    folders: set[str] = set()
+    for name, data in _entries(path):
+        if data is None:
+            folders.add(name)
+        else:
+            files[name] = data
+            parts = name.split("/")
+            folders.update("/".join(parts[:i]) for i in range(1, len(parts)))
+    base = _split_parent(path, files, folders)
+    per_split: dict[str, dict[str, list[tuple[str, bytes]]]] = {}
+    for split in SPLITS:
+        top = f"{base}{split}"
+        if top not in folders:
+            raise DatasetUnavailable(
+                f"{path} has no {top}/ folder (expected {LAYOUT}, at the top or under one "
+                "top-level folder)"
+            )
+        found: dict[str, list[tuple[str, bytes]]] = {
+            f[len(top) + 1 :]: [] for f in folders if posixpath.dirname(f) == top
+        }
+        for name, data in files.items():
+            if not name.startswith(f"{top}/"):
+                continue
+            rel = name[len(top) + 1 :]
+            if "/" not in rel:
+                raise DatasetUnavailable(
+                    f"{name} in {path} lies directly in {split}/; expected only class folders "
+                    f"there ({split}/<class>/<image>)"
+                )
+            found[rel.split("/", 1)[0]].append((name, data))
+        if not found:
+            raise DatasetUnavailable(
+                f"{top}/ in {path} holds no class folders (expected {split}/<class>/<image>)"
+            )
+        for cls, images in sorted(found.items()):
+            if not images:
+                raise DatasetUnavailable(
+                    f"{top}/{cls}/ in {path} holds no images (each class needs at least one "
+                    "image in train/ and in test/)"
+                )
+        per_split[split] = found
+    train, test = set(per_split["train"]), set(per_split["test"])
+    if train != test:
+        only = [
+            f"only in {s}/: {', '.join(sorted(names))}"
+            for s, names in (("train", train - test), ("test", test - train))
+            if names
+        ]
+        raise DatasetUnavailable(
+            f"train/ and test/ in {path} have different class folders ({'; '.join(only)}); "
+            "both splits need the same classes"
+        )
+    classes = tuple(sorted(train))
+    layout = Layout(path, classes)
+    for split, found in per_split.items():
+        layout.files[split] = [
+            (name, label, data)
+            for label, cls in enumerate(classes)
+            for name, data in sorted(found[cls])
+        ]
+    return layout
+
+
+def _split_parent(path: Path, files: dict[str, bytes], folders: set[str]) -> str:
+    """``""`` when train/ or test/ is at the top, ``"<folder>/"`` when they are under the one
+    top-level folder; DatasetUnavailable otherwise."""
+    tops = {name.split("/", 1)[0] for name in (*files, *folders)}
+    if tops & set(SPLITS):
+        return ""
+    if len(tops) == 1 and (only := tops.pop()) in folders:
+        return f"{only}/"
+    shown = ", ".join(sorted(tops)[:5]) or "nothing"
+    raise DatasetUnavailable(
+        f"{path} has no train/ and test/ folders (found {shown} at the top; expected {LAYOUT}, at "
+        "the top or under one top-level folder)"
+    )
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """The image ``data`` holds, loaded; raises what Pillow raises for anything else."""
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+def _pixels(image: Image.Image, size: int | None) -> np.ndarray:
+    gray = image.mode in ("1", "L", "LA", "I", "I;16", "F")
+    image = image.convert("L" if gray else "RGB")
+    if size is not None:
+        from torchvision.transforms import functional as tvf
+
+        image = tvf.center_crop(tvf.resize(image, [size]), [size, size])
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[:, :, None] if gray else pixels
+
+
+def decode_layout(layout: Layout, size: int | None) -> dict[str, np.ndarray]:
+    """uint8 (N, H, W, C) images and int64 labels per split, the class names, and the training
+    split's per-channel mean and std: the arrays the cache holds."""
+    first: tuple[str, tuple[int, int]] | None = None
+    decoded: dict[str, list[np.ndarray]] = {}
+    for split in SPLITS:
+        decoded[split] = []
+        for name, _, data in layout.files[split]:
+            try:
+                image = decode_image(data)
+            except UnidentifiedImageError:
+                raise DatasetUnavailable(
+                    f"{name} in {layout.root} is not an image Pillow can read; every file in a "
+                    "class folder must be one (hidden files are skipped)"
+                ) from None
+            except (OSError, ValueError, SyntaxError) as exc:
+                raise DatasetUnavailable(
+                    f"{name} in {layout.root} cannot be decoded ({' '.join(str(exc).split())}); "
+                    "every file in a class folder must be an image"
+                ) from None
+            if size is None:
+                if first is None:
+                    first = (name, image.size)
+                elif image.size != first[1]:
+                    (w0, h0), (w, h) = first[1], image.size
+                    raise DatasetUnavailable(
+                        f"images of different sizes in {layout.root} ({first[0]} is {w0}x{h0}, "
+                        f"{name} is {w}x{h}, width x height); set data.image_size=N to resize "
+                        "each shorter side to N and centre-crop N x N"
+                    )
+            decoded[split].append(_pixels(image, size))
+    channels = max(p.shape[2] for split in SPLITS for p in decoded[split])
+    arrays: dict[str, np.ndarray] = {}
+    for split in SPLITS:
+        # a grayscale image among colour ones becomes three equal channels
+        images = decoded[split]
+        images = [np.repeat(p, channels, axis=2) if p.shape[2] < channels else p for p in images]
+        arrays[f"{split}_images"] = np.stack(images)
+        arrays[f"{split}_labels"] = np.array([lab for _, lab, _ in layout.files[split]], np.int64)
+    arrays["classes"] = np.array(layout.classes, dtype=str)
+    arrays["mean"], arrays["std"] = channel_stats(arrays["train_images"])
+    return arrays
+
+
+def channel_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and (unbiased) standard deviation of uint8 ``images`` (N, H, W, C) as
+    pixels in [0, 1], exact: from each channel's histogram, summed in Python integers (no float
+    copy of the images, no rounding in the sums)."""
+    n = images.size // images.shape[-1]
+    values = np.arange(256, dtype=np.int64)
+    means, stds = [], []
+    for c in range(images.shape[-1]):
+        counts = np.bincount(images[..., c].ravel(), minlength=256).astype(np.int64)
+        total, squares = int(counts @ values), int(counts @ (values * values))
+        means.append(total / (255 * n))
+        variance = (n * squares - total * total) / (n * max(n - 1, 1))
+        stds.append(variance**0.5 / 255)
+    return np.array(means), np.array(stds)
