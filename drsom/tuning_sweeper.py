@@ -291,7 +291,8 @@ class TuningSweeper(Sweeper):
                 f"{finished} finished trials already (accepted: n_trials >= {finished}; a new "
                 "study needs another hydra.sweeper.study_name)"
             )
-        study.set_user_attr("budget", self.n_trials)  # this launch's: raised by a relaunch
+        if study.user_attrs.get("budget") != self.n_trials:  # a relaunch may raise it
+            study.set_user_attr("budget", self.n_trials)
         log.info(f"study {self.study_name}: stored in {plan.storage}")
         return study
 

@@ -46,7 +46,7 @@ from drsom.analysis.tables import (
     run_rows,
     target_name,
 )
-from drsom.tools.select import select, selection_markdown
+from drsom.tools.select import STUDIES, select, selection_markdown
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         text += "\n" + interval_markdown(ci, paired, targets, base_name)
         for tuning in tuned_by(name, store):  # the budget, space and choice behind the settings
             try:
-                chosen, _ = select(store, tuning)
-            except ValueError as exc:  # no finished trial yet
+                chosen, _ = select(store, tuning, studies_dir=args.results.parent / STUDIES)
+            except ValueError as exc:  # no finished trial yet, or a study that disagrees
                 print(f"{name}: no selection table: {exc}", file=sys.stderr)
                 continue
             chosen.to_csv(args.out / f"{tuning}.selection.csv", index=False)

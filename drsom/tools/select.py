@@ -34,6 +34,7 @@ import yaml
 
 from drsom.analysis.runs import Run, load_store
 from drsom.run_state import Status
+from drsom.study import STUDIES
 from drsom.tuning import objective
 
 BY = ("final", "best")
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
     store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
     try:
-        table, configs = select(store, args.experiment, args.by)
-        check_studies(store, table, args.experiment, args.results, args.by)
+        studies_dir = args.results.parent / STUDIES
+        table, configs = select(store, args.experiment, args.by, studies_dir=studies_dir)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,10 +70,14 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.DataFrame, dict]:
+def select(
+    store: list[Run], experiment: str, by: str = "final", studies_dir: Path | None = None
+) -> tuple[pd.DataFrame, dict]:
     """(the selection table, {config name: YAML text}) for the trials of ``experiment``.
 
-    Raises ValueError (one line) when the store holds no finished trial of it."""
+    With ``studies_dir`` (the store's studies folder), each optimizer's stored study is checked
+    against its runs and gives the budget it ran under. Raises ValueError (one line) when the
+    store holds no finished trial of it, or a stored study disagrees with its runs."""
     trials = [r for r in store if r.config.get("experiment") == experiment]
     finished = [r for r in trials if r.status in (Status.FINISHED, Status.DIVERGED)]
     if not any(r.status == Status.FINISHED for r in finished):
@@ -90,6 +95,9 @@ def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.Dat
         scored = [(objective(r.summary, by), r.run_id, r) for r in runs]
         ranked = sorted((s for s in scored if not math.isnan(s[0])), key=_rank)
         settings = _settings(experiment, label)
+        if studies_dir is not None:
+            stored_budget = check_study(store, studies_dir, experiment, label, by)
+            settings["budget"] = stored_budget or settings["budget"]
         row = {"data": data, "model": model, "optimizer": label}
         row |= {"display": runs[0].config["optimizer"].get("display") or label}
         row |= {"budget": settings["budget"], "search_space": _space(settings["space"])}
@@ -107,27 +115,31 @@ def select(store: list[Run], experiment: str, by: str = "final") -> tuple[pd.Dat
     return pd.DataFrame(rows), configs
 
 
-def check_studies(
-    store: list[Run], table: pd.DataFrame, experiment: str, results: Path, by: str
-) -> None:
-    """The stored study of each optimizer (``<results>/../studies/<experiment>-<label>``, the
-    sweeper's default name) agrees with the runs: ValueError (one line naming the run) if not.
-    A selection from runs without a stored study (made before studies were stored) passes."""
+def check_study(
+    store: list[Run], studies: Path, experiment: str, label: str, by: str
+) -> int | None:
+    """The budget of the stored study of ``label`` (``<studies>/<experiment>-<label>.journal``, the
+    sweeper's default name), after checking it against the runs: ValueError (one line naming the
+    run) where they disagree. None where there is no stored study (trials made before studies
+    were stored)."""
     from drsom import study as stored
 
+    path = studies / f"{experiment}-{label}.journal"
+    if not path.is_file():
+        return None
     scores = {r.run_id: (str(r.status), _score(r.summary, by)) for r in store}
-    for label in table["optimizer"] if len(table) else []:
-        path = results.parent / stored.STUDIES / f"{experiment}-{label}.journal"
-        if not path.is_file():
-            continue
-        for study in stored.load_studies(path):
-            if study.user_attrs.get("drsom", {}).get("objective", by) != by:
-                raise ValueError(
-                    f"study {study.study_name} scored its trials by --by "
-                    f"{study.user_attrs['drsom']['objective']}, this selection by --by {by}"
-                )
-            if problem := stored.disagreement(study, scores):
-                raise ValueError(problem)
+    budget = None
+    for study in stored.load_studies(path):
+        scored_by = (study.user_attrs.get("drsom") or {}).get("objective", by)
+        if scored_by != by:
+            raise ValueError(
+                f"study {study.study_name} scored its trials by --by {scored_by}, this selection "
+                f"by --by {by}"
+            )
+        if problem := stored.disagreement(study, scores):
+            raise ValueError(problem)
+        budget = study.user_attrs.get("budget", budget)
+    return budget
 
 
 def _score(summary: dict, by: str) -> float | None:
