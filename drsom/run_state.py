@@ -153,7 +153,7 @@ def _config_problem(folder: RunDir, config: dict[str, Any] | None) -> str | None
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         return f"config.yaml is of another format (no {exc})"
     if rid != folder.name:
-        return f"config.yaml hashes to run id {rid}, not to the folder's: edited?"
+        return f"config.yaml no longer matches run id {folder.name}: edited? (it hashes to {rid})"
     return None
 
 

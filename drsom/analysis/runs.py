@@ -89,12 +89,22 @@ class Run:
         return (c["experiment"], c["data"]["name"], c["model"]["name"], label(c), c["seed"])
 
     @property
+    def group(self) -> str:
+        """The run's config without its seed (the store's group name), as its folder's name
+        says: a broken run whose config.yaml was edited still belongs where its id put it (its
+        config would make it a variant of its own). Runs made by hand, without a run id of the
+        store's form: from the config."""
+        try:
+            return RunKey.parse(self.run_id).variant
+        except ValueError:
+            return group_name(self.config)
+
+    @property
     def variant(self) -> str:
-        """The run's config without its seed (the store's group name), and the data it read
-        when runs of that config read different data (``<group>@<fingerprint>``): runs of one
-        variant are replicates, and only they are ever averaged."""
-        group = group_name(self.config)
-        return f"{group}@{self.data_split}" if self.data_split else group
+        """The run's group, and the data it read when runs of that config read different data
+        (``<group>@<fingerprint>``): runs of one variant are replicates, and only they are ever
+        averaged."""
+        return f"{self.group}@{self.data_split}" if self.data_split else self.group
 
 
 def label(cfg: dict[str, Any]) -> str:
@@ -110,7 +120,8 @@ def variant_suffixes(runs: Iterable[Run]) -> dict[str, str]:
     """
     flat: dict[str, dict[str, Any]] = {}
     family: dict[tuple, list[str]] = {}
-    for r in runs:
+    # a variant's settings from a readable run: a broken one's config may have been edited
+    for r in sorted(runs, key=lambda r: r.problem is not None):
         if r.variant in flat:
             continue
         flat[r.variant] = _flatten(identity(r.config))
@@ -225,12 +236,12 @@ def _split_by_data(runs: list[Run], report, left_out: list[str]) -> list[Run]:
     is left out, said on one line."""
     seen: dict[str, set[str]] = {}
     for r in runs:
-        prints = seen.setdefault(group_name(r.config), set())
+        prints = seen.setdefault(r.group, set())
         if r.problem is None:
             prints.add(str(r.summary.get("data_fingerprint")))
     kept = []
     for r in runs:
-        prints = seen[group_name(r.config)]
+        prints = seen[r.group]
         if len(prints) > 1:
             read = str(r.summary.get("data_fingerprint"))
             if read not in prints:
