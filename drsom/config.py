@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,6 +102,34 @@ def validate(cfg: Mapping[str, Any]) -> None:
         optimizer_factory(cfg["optimizer"])([torch.zeros(2, requires_grad=True)])
     except TargetError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_results_dir(value: Any, base: Path) -> Path:
+    """The folder runs are stored in (``results_dir``, relative to ``base``), or ConfigError
+    (one line) before anything is made: empty (it would be the current folder, e.g. the
+    repository root), a file, below a file, or a loop of symbolic links."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"results_dir={value!r} is not a folder name; accepted: the folder the run folders "
+            "go in, e.g. results_dir=results/runs"
+        )
+    path = Path(value).expanduser()
+    path = path if path.is_absolute() else base / path
+    try:
+        path.resolve(strict=False)  # a loop of symbolic links ends here (RuntimeError/OSError)
+        node = path
+        while not node.exists() and not node.is_symlink() and node != node.parent:
+            node = node.parent
+        node.stat()
+    except (RuntimeError, OSError) as exc:
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"results_dir={value} cannot be used as a folder: {why}") from None
+    if not node.is_dir():
+        where = "is a file" if node == path else f"lies below the file {node}"
+        raise ConfigError(
+            f"results_dir={value} {where}; accepted: a folder, or a path where one can be made"
+        )
+    return path
 
 
 def _known_keys(prefix: str, node: Mapping[str, Any], known: tuple[str, ...]) -> None:

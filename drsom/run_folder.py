@@ -328,6 +328,17 @@ class RunDir:
             path.unlink(missing_ok=True)
         shutil.rmtree(self.path / "wandb", ignore_errors=True)
 
+    def remove_if_unused(self, made: Sequence[Path] = ()) -> None:
+        """Remove the folder if it holds nothing but its lock file (a run refused before its
+        first write), then those of ``made`` (folders above it this launch made) that are empty;
+        anything else is kept (rmdir removes empty folders only). Called by the lock's holder."""
+        with contextlib.suppress(OSError):
+            if {p.name for p in self.path.iterdir()} <= {self.lock_path.name}:
+                self.lock_path.unlink(missing_ok=True)
+                self.path.rmdir()
+                for folder in made:  # innermost first
+                    folder.rmdir()
+
     # ------------------------------------------------------------------------- locking
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:

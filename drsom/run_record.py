@@ -28,7 +28,7 @@ import torch
 
 from drsom.identity import config_hash, group_name, run_id
 from drsom.optim import hyperparameters
-from drsom.run_state import TERMINAL
+from drsom.run_state import FINAL_KEYS, TERMINAL
 from drsom.train import Trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -81,17 +81,8 @@ def start_summary(
     return summary
 
 
-# What ``final`` holds: the last epoch's row of these (running train means, then evaluations).
-FINAL_KEYS = (
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "val_loss",
-    "val_acc",
-    "train_eval_loss",
-    "train_eval_acc",
-)
+# What ``final`` holds (the last epoch's row of these) is drsom.run_state.FINAL_KEYS: the reader
+# that checks a summary against its metrics.csv owns the list.
 
 
 def _number(value: Any) -> float | None:

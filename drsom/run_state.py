@@ -7,16 +7,27 @@ folder shows:
 * a live lock holder means ``running`` (a job training it, maybe a requeued one that has not
   written its summary yet), and a summary saying ``running`` without one is ``interrupted``
   (SIGKILL and node failures leave no chance to write anything; the lock dies with the process);
-* a terminal summary whose ``metrics.csv`` has fewer rows than its epoch, or a summary that cannot
-  be read, is ``broken``: reported, counted as unfinished, never averaged as if complete, and
-  resumed from its checkpoint when rerun;
+* a run whose files do not make one complete, consistent record is ``broken`` (``check``):
+  reported with the reason on one line, counted as unfinished, never averaged as if complete,
+  and resumed from its checkpoint when rerun;
 * no summary at all is ``missing``.
+
+What "complete and consistent" means is decided here once, for every reader: the summary is a
+JSON object with a known status (a terminal one with its epoch, a finished one with its final
+test accuracy); ``config.yaml`` parses and hashes to the folder's name (an edited config would
+otherwise be averaged under a run id that says something else); ``metrics.csv`` parses whole (the
+last row ends with a line end, so a copy cut mid-row is seen; every row has every cell; every
+cell is a number or empty; the epochs are 1, 2, ...), and for a terminal run has exactly the
+epochs its summary reports, the last of which is the summary's ``final`` row. The rows read are
+handed back (``RunState.metrics``): a reader never parses the file a second, laxer way.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -52,35 +63,52 @@ WRITTEN = (
 )
 
 
+# What ``summary.json``'s ``final`` holds: the last epoch's row of these (drsom.run_record).
+FINAL_KEYS = (
+    "train_loss",
+    "train_acc",
+    "test_loss",
+    "test_acc",
+    "val_loss",
+    "val_acc",
+    "train_eval_loss",
+    "train_eval_acc",
+)
+
+
 @dataclass
 class RunState:
     status: Status
     summary: dict[str, Any] = field(default_factory=dict)
     problem: str | None = None  # why the run is broken, one line
+    # metrics.csv as read and checked: one dict per epoch, every cell a float (NaN: empty)
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    config: dict[str, Any] | None = None  # config.yaml as read (None: absent or unreadable)
 
 
 def run_state(folder: RunDir) -> RunState:
     """The state of the run in ``folder`` (see the module docstring)."""
     summary, problem = _summary(folder)
+    config = folder.read_config()
     if problem is not None:
-        return RunState(Status.BROKEN, {}, problem)
+        return RunState(Status.BROKEN, {}, problem, config=config)
     if summary is None:
-        return RunState(Status.RUNNING if folder.is_locked() else Status.MISSING)
+        return RunState(Status.RUNNING if folder.is_locked() else Status.MISSING, config=config)
     status = Status(summary["status"])
-    if status in TERMINAL:
-        rows, wanted = metrics_rows(folder), summary.get("epoch")
-        if not isinstance(wanted, int) or isinstance(wanted, bool):
-            return RunState(Status.BROKEN, summary, "summary.json is incomplete (no epoch)")
-        if rows < wanted:
-            what = f"metrics.csv has {rows} of the {wanted} epochs its summary.json reports"
-            return RunState(Status.BROKEN, summary, what)
-        return RunState(status, summary)
-    locked = folder.is_locked()
-    if locked:
-        return RunState(Status.RUNNING, summary)
-    if status == Status.RUNNING and locked is False:
-        return RunState(Status.INTERRUPTED, summary)
-    return RunState(status, summary)
+    if status not in TERMINAL:
+        locked = folder.is_locked()
+        if locked:  # its process rewrites the files (atomically): its state, not a reader's
+            return RunState(Status.RUNNING, summary, config=config)
+        if status == Status.RUNNING and locked is False:
+            status = Status.INTERRUPTED
+    columns, rows, problem = read_metrics(folder)
+    problem = problem or _config_problem(folder, config) or _summary_problem(folder, summary)
+    if problem is None and status in TERMINAL:
+        problem = _consistency_problem(summary, rows)
+    if problem is not None:
+        return RunState(Status.BROKEN, summary, problem, rows, columns, config)
+    return RunState(status, summary, None, rows, columns, config)
 
 
 def _summary(folder: RunDir) -> tuple[dict[str, Any] | None, str | None]:
@@ -97,10 +125,107 @@ def _summary(folder: RunDir) -> tuple[dict[str, Any] | None, str | None]:
     return summary, None
 
 
-def metrics_rows(folder: RunDir) -> int:
-    """Complete rows of ``metrics.csv`` (0 when it is absent or unreadable)."""
+def _summary_problem(folder: RunDir, summary: dict[str, Any]) -> str | None:
+    """What a written summary lacks to be the record of this folder's run (None: nothing)."""
+    if summary.get("run_id", folder.name) != folder.name:
+        return f"summary.json is the summary of run {summary['run_id']!r}, not of this folder"
+    if Status(summary["status"]) not in TERMINAL:
+        return None
+    if not _is_int(summary.get("epoch")):
+        return "summary.json is incomplete (no epoch)"
+    final = summary.get("final")
+    if summary["status"] == Status.FINISHED and (
+        not isinstance(final, dict) or not _is_number(final.get("test_acc"))
+    ):
+        return "summary.json is incomplete (no final test_acc)"
+    return None
+
+
+def _config_problem(folder: RunDir, config: dict[str, Any] | None) -> str | None:
+    """Whether ``config.yaml`` is there, parses, and names this folder's run (its run id)."""
+    from drsom.identity import run_id  # identity reads the data package's defaults
+
+    if config is None:
+        present = folder.config.exists()
+        return "config.yaml cannot be read" if present else "config.yaml is missing"
     try:
-        with open(folder.metrics, newline="") as f:
-            return sum(1 for row in csv.DictReader(f) if row.get("epoch"))
-    except (OSError, csv.Error):
-        return 0
+        rid = run_id(config)
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        return f"config.yaml is of another format (no {exc})"
+    if rid != folder.name:
+        return f"config.yaml no longer matches run id {folder.name}: edited? (it hashes to {rid})"
+    return None
+
+
+def _consistency_problem(summary: dict[str, Any], rows: list[dict[str, float]]) -> str | None:
+    """A terminal run's metrics.csv against its summary: the same epochs, the same last row."""
+    wanted = summary["epoch"]
+    if len(rows) != wanted:
+        return f"metrics.csv has {len(rows)} of the {wanted} epochs its summary.json reports"
+    final = summary.get("final")
+    if not rows or not isinstance(final, dict):
+        return None
+    last = rows[-1]
+    for key in FINAL_KEYS:
+        if key not in final or key not in last:
+            continue
+        stored, row = final[key], last[key]
+        same = (stored is None and math.isnan(row)) or (_is_number(stored) and stored == row)
+        if not same:
+            return (
+                f"metrics.csv's last row has {key} {_show(row)}, its summary.json {stored!r}: "
+                "one of them was changed"
+            )
+    return None
+
+
+def read_metrics(folder: RunDir) -> tuple[list[str], list[dict[str, float]], str | None]:
+    """(columns, rows, problem) of ``metrics.csv``; no file is no rows (a run before its first
+    epoch ends). Every check of the module docstring's; the first one failed is the problem."""
+    try:
+        raw = folder.metrics.read_bytes()
+    except FileNotFoundError:
+        return [], [], None
+    except OSError as exc:
+        return [], [], f"metrics.csv cannot be read ({type(exc).__name__})"
+    if not raw:
+        return [], [], None
+    if not raw.endswith(b"\n"):  # every write ends its last row; a copy cut short does not
+        return [], [], "metrics.csv is cut short (its last row has no line end)"
+    try:
+        table = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        return [], [], f"metrics.csv cannot be parsed ({type(exc).__name__})"
+    columns, body = table[0], [r for r in table[1:] if r]
+    if "epoch" not in columns:
+        return [], [], "metrics.csv has no epoch column"
+    rows = []
+    for n, cells in enumerate(body, start=2):  # line numbers as an editor shows them
+        if len(cells) != len(columns):
+            return [], [], f"metrics.csv line {n} has {len(cells)} of its {len(columns)} cells"
+        row = {}
+        for column, cell in zip(columns, cells, strict=True):
+            try:
+                row[column] = float(cell) if cell.strip() else math.nan
+            except ValueError:
+                return [], [], f"metrics.csv line {n}: {column} {cell!r} is not a number"
+        if row["epoch"] != len(rows) + 1:
+            return [], [], f"metrics.csv line {n} is epoch {_cell_text(row['epoch'])}, not {n - 1}"
+        rows.append(row)
+    return columns, rows, None
+
+
+def _cell_text(value: float) -> str:
+    return str(int(value)) if math.isfinite(value) and value.is_integer() else repr(value)
+
+
+def _show(value: float) -> str:
+    return "empty" if math.isnan(value) else repr(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from drsom.config import ConfigError, resolve_device, validate
+from drsom.config import ConfigError, check_results_dir, resolve_device, validate
 from drsom.data import DataBundle, DatasetUnavailable, build_data, load_dataset
 from drsom.identity import complete, group_name, run_id
 from drsom.models import build_model
@@ -72,6 +72,7 @@ def run(
     validate(c)
     device = resolve_device(c["trainer"]["device"])
     base = Path(base_dir) if base_dir is not None else Path.cwd()
+    check_results_dir(c["results_dir"], base)  # before anything is read or made there
     run_dir = run_folder(c, base)
     launch = launch_identity()
     data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
@@ -83,6 +84,8 @@ def run(
             "trainer.amp=true on the CPU: bfloat16 autocast, usually slower than float32 there "
             "and less precise; a different run (id) from the float32 one"
         )
+    # the folders this launch would make (the run's, and results_dir's own when it is new)
+    fresh = [p for p in (run_dir.path, *run_dir.path.parents) if not p.exists()]
     with PreemptionGuard() as preemption, run_dir.locked():
         force = _force_now(run_dir, c["force"], launch)  # again: the folder may have changed
         if c["force"] and not force:
@@ -93,6 +96,13 @@ def run(
             status = _train(
                 c, run_dir, device, data, preemption, force=force, launch=launch, prune=prune
             )
+        except ConfigError:
+            # a check that needs the folder's lock (the model's shape check) failed before
+            # anything was written: the folder this launch made goes again (README: a refused
+            # run makes no folder); still holding the lock, so no other process is in it
+            if fresh:
+                run_dir.remove_if_unused(fresh[1:])
+            raise
         except StorageError:
             raise
         except OSError as exc:  # e.g. a temporary or old file that cannot be removed

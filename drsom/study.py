@@ -28,7 +28,7 @@ import os
 import socket
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -205,13 +205,20 @@ def load_studies(path: Path) -> list[optuna.Study]:
     return [optuna.load_study(study_name=s.study_name, storage=storage) for s in summaries]
 
 
-def disagreement(study: optuna.Study, scores: Mapping[str, tuple[str, float | None]]) -> str | None:
+def disagreement(
+    study: optuna.Study,
+    scores: Mapping[str, tuple[str, float | None]],
+    ignore: Collection[str] = (),
+) -> str | None:
     """Where the study and the run store disagree (one line naming the run), or None.
 
     ``scores``: run id -> (status, score) as the store has them. Every complete trial's run is
-    in the store with the score optuna was told, and every pruned trial's run is pruned."""
+    in the store with the score optuna was told, and every pruned trial's run is pruned. The runs
+    in ``ignore`` (broken ones, reported as such by the store's reader) are not compared."""
     for t in study.get_trials(deepcopy=False, states=FINISHED_STATES):
         rid = t.user_attrs.get("run_id")
+        if rid in ignore:
+            continue
         if rid not in scores:
             return f"study {study.study_name}: trial {t.number}'s run {rid} is not in the store"
         status, score = scores[rid]

@@ -26,6 +26,7 @@ from drsom.analysis.costs import default_path
 from drsom.analysis.runs import Run
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
+from drsom.run_state import FINAL_KEYS
 from drsom.train import METRIC_COLUMNS
 
 EXPERIMENT = "digits_drsom_vs_baselines_cnn"
@@ -85,6 +86,7 @@ def write_run(root: Path, cfg: dict, rows: list[dict], status: str) -> RunDir:
     folder.write_config(cfg)
     write_csv(folder.metrics, METRIC_COLUMNS, rows)
     summary = {"run_id": folder.name, "status": status, "device": "cpu", "epoch": len(rows)}
+    summary["final"] = {k: rows[-1].get(k) for k in FINAL_KEYS} if rows else {}
     folder.write_summary(summary)
     return folder
 

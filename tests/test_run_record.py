@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -93,7 +94,9 @@ def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys)
 
     from drsom.analysis.runs import load_store, variant_suffixes
 
-    for seed, read in ((0, "100+20:aaaa"), (1, "100+20:aaaa"), (0, "50+20:bbbb")):
+    # seed 2 on other data (issue 21: a folder is named by its config's run id, so the merged
+    # store holds three seeds, not a renamed copy of seed 0)
+    for seed, read in ((0, "100+20:aaaa"), (1, "100+20:aaaa"), (2, "50+20:bbbb")):
         cfg = compose_config("data=digits", "model=cnn", "optimizer=adam", f"seed={seed}")
         folder = write_run(
             tmp_path / read.replace(":", "_"), cfg, metric_rows("adam", 0, [0.5]), "finished"
@@ -103,11 +106,7 @@ def test_runs_of_one_config_on_different_data_are_two_variants(tmp_path, capsys)
     assert len({r.variant for r in runs}) == 1  # each store alone: one variant
     merged = tmp_path / "merged"
     for r in runs:
-        (merged / (r.run_id + r.summary["data_fingerprint"][:2])).mkdir(parents=True)
-        for f in r.path.iterdir():
-            (merged / (r.run_id + r.summary["data_fingerprint"][:2]) / f.name).write_bytes(
-                f.read_bytes()
-            )
+        shutil.copytree(r.path, merged / r.run_id)
     together = load_store(merged)
     assert (
         "runs of one config on different data (100+20:aaaa, 50+20:bbbb)" in capsys.readouterr().out

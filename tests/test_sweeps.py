@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import (
+    compose_config,
     only_run,
     read_csv,
     run_inprocess,
@@ -348,17 +349,24 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(
 
 # ---------------------------------------------------------------------------- sweeps
 def test_run_states_as_the_status_script_sees_them(tmp_path):
+    from drsom.identity import run_id
+
+    seeds = iter(range(100))
+
     def folder(name: str, status: str | None, **extra) -> RunDir:
-        rd = RunDir(tmp_path / name)
-        rd.path.mkdir()
+        # a folder named by its config's run id (a run's record names its config: run_state)
+        cfg = compose_config("data=digits", "model=cnn", "optimizer=sgd", f"seed={next(seeds)}")
+        rd = RunDir(tmp_path / run_id(cfg))
+        rd.write_config(cfg)
         if status:
-            rd.write_summary({"status": status, "epoch": 1, "epochs": 2, **extra})
-            rd.metrics.write_text("epoch,step\n1,5\n")
+            final = {"test_acc": 0.5}
+            rd.write_summary({"status": status, "epoch": 1, "epochs": 2, "final": final, **extra})
+            rd.metrics.write_text("epoch,step,test_acc\n1,5,0.5\n")
         return rd
 
     assert run_state(folder("done", "finished")).status == "finished"
     cut = folder("cut", "finished")
-    cut.metrics.write_text("epoch,step\n")  # its one epoch's row lost: not a complete result
+    cut.metrics.write_text("epoch,step,test_acc\n")  # its one epoch's row lost: not a result
     assert run_state(cut).status == "broken"
     assert run_state(cut).problem == "metrics.csv has 0 of the 1 epochs its summary.json reports"
     bad = folder("bad", None)

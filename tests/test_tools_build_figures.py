@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from analysis_store import EXPERIMENT
 
 from drsom.tools import build_figures
@@ -67,9 +69,23 @@ def test_build_figures_draws_performance_profiles_across_the_experiments(
     assert drawn == ["grad_equiv-to-90.pdf", "grad_equiv-to-90.png"]
 
 
-def test_build_figures_without_a_models_weights_touches_nothing(store, tmp_path, capsys):
+def test_build_figures_without_a_models_weights_leaves_out_only_gradient_equivalents(
+    store, tmp_path, capsys
+):
+    # issue 21: a model whose oracles were never timed still gets its tables and figures; only
+    # the gradient-equivalent columns, axes and profiles are left out, said once and in a note
     weights = tmp_path / "none.json"
     weights.write_text("{}")
-    assert _build_figures(store, tmp_path, "--cost-weights", str(weights)) == 2
-    assert "no cost weights for model 'cnn'" in capsys.readouterr().err
-    assert not (tmp_path / "figures").exists() and not (tmp_path / "tables").exists()
+    assert _build_figures(store, tmp_path, "--cost-weights", str(weights)) == 0
+    err = capsys.readouterr().err
+    assert "no cost weights for model 'cnn' in " in err and "gradient equivalents left out" in err
+    drawn = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
+    assert "cnn-test_acc-epoch.png" in drawn and "cnn-test_acc-time.png" in drawn
+    assert not [name for name in drawn if "grad_equiv" in name]
+    text = (tmp_path / "tables" / f"{EXPERIMENT}.md").read_text()
+    assert "grad-equiv to" not in text and "train s to 90%" in text
+    assert "Gradient equivalents left out for cnn: no cost weights in none.json" in text
+    # the numbers that do not need weights are the ones the weights file gives
+    table = pd.read_csv(tmp_path / "tables" / f"{EXPERIMENT}.csv").set_index("optimizer")
+    assert table.loc["drsom", "epochs_to_90_mean"] == pytest.approx(8 / 3)
+    assert table.loc["drsom", "seconds_to_90_mean"] == pytest.approx((20 + 31 + 32) / 3)

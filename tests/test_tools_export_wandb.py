@@ -16,6 +16,7 @@ from drsom.analysis.runs import (
 from drsom.analysis.tables import experiment_table, run_rows
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
+from drsom.run_state import FINAL_KEYS
 from drsom.tools import export_wandb
 from drsom.tracking import flatten
 from drsom.train import METRIC_COLUMNS
@@ -99,8 +100,16 @@ def test_export_wandb_writes_a_store_the_summarizer_reads(tmp_path):
     assert (table.loc["adam", "seeds"], table.loc["adam", "unfinished"]) == (0, 1)
     assert table.loc["sgd", "final_test_acc_mean"] == pytest.approx(0.80)
 
-    # a finished local run is the source of truth: kept unless --force
+    # a local run the store's reader finds broken (1 row, its summary says 5 epochs) is not a
+    # result: the export replaces it (issue 21: export reads the store through run_state)
     write_csv(drsom.metrics, METRIC_COLUMNS, metric_rows("drsom", 0, [0.99]))
+    again = export_wandb.export(types.SimpleNamespace(runs=fake_runs), "team/proj", out)
+    assert again[0][1] == "finished" and len(pd.read_csv(drsom.metrics)) == 5
+    # a finished local run is the source of truth: kept unless --force
+    rows = metric_rows("drsom", 0, [0.99])
+    write_csv(drsom.metrics, METRIC_COLUMNS, rows)
+    final = {k: rows[-1].get(k) for k in FINAL_KEYS}
+    drsom.write_summary({**drsom.read_summary(), "epoch": 1, "final": final})
     again = export_wandb.export(types.SimpleNamespace(runs=fake_runs), "team/proj", out)
     assert again[0][1] == "kept (finished locally)"
     assert len(pd.read_csv(drsom.metrics)) == 1

@@ -69,7 +69,12 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     folders[2].summary.write_text("{not json")
     folders[3].write_config({k: v for k, v in cfgs[3].items() if k != "optimizer"})
     out = tmp_path / "tables"
-    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 0
+    # published numbers never change silently: without --allow-broken, no table at all
+    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("error: 3 broken run(s) in the selection (") and not out.exists()
+    argv = ["--results", str(tmp_path), "--out", str(out), "--allow-broken"]
+    assert make_tables.main(argv) == 0
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 3 and all(line.startswith("broken run ") for line in err)
     said = {line.split(": ", 1)[0].rsplit("-", 1)[-1]: line for line in err}  # by seed
@@ -79,9 +84,13 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     table = pd.read_csv(out / "default.csv").iloc[0]
     assert (table["seeds"], table["runs"], table["unfinished"]) == (1, 3, 2)
     assert table["final_test_acc_mean"] == pytest.approx(0.9)  # seed 0 alone, not seed 1's 0.1
+    # the table names what it left out, with why
+    text = (out / "default.md").read_text()
+    assert "Left out, broken (2): " in text and f"{folders[2].name}: summary.json" in text
+    assert f"not placed: {folders[3].name} (config.yaml is of another format" in text
     # nothing readable at all: exit 2
     folders[0].summary.write_text("[1]")
-    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2
+    assert make_tables.main(argv) == 2
 
 
 # ------------------------------------------------ intervals, paired comparison, LaTeX, targets
@@ -122,7 +131,9 @@ def _store_of_two_optimizers(root):
                     "hvp": [0, 0],
                 }
             ).to_csv(folder.metrics, index=False)
-            folder.write_summary({"run_id": folder.name, "status": "finished", "epoch": 2})
+            final = {"train_acc": 0.8, "test_acc": acc, "train_loss": 0.5, "test_loss": 0.5}
+            summary = {"run_id": folder.name, "status": "finished", "epoch": 2, "final": final}
+            folder.write_summary(summary)
 
 
 def test_tables_carry_intervals_a_paired_comparison_and_latex(tmp_path):

@@ -99,18 +99,19 @@ def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_swe
     plt.close(fig)
 
 
-def test_gradient_equivalents_need_every_models_weights_before_anything_is_drawn(
+def test_a_model_without_weights_gets_no_gradient_equivalent_axis_and_one_line(
     store, tmp_path, capsys
 ):
+    # issue 21: no figure against gradient equivalents without weights, one line, exit 0
     out = tmp_path / "figures"
     weights = tmp_path / "w.json"
     weights.write_text('{"resnet18": {"forward": 0.3, "hvp": 2.5}}')
     argv = ["--results", str(store), "--out", str(out), "--x", "grad_equiv"]
-    assert plot_curves.main([*argv, "--cost-weights", str(weights)]) == 2
+    assert plot_curves.main([*argv, "--cost-weights", str(weights)]) == 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no cost weights for model 'cnn'" in err
     assert "bench_optimizers.py --model cnn" in err
-    assert not out.exists()  # nothing drawn
+    assert not list(out.rglob("*grad_equiv*"))  # nothing drawn on an axis it cannot have
     # the store's own weights file (beside it): drawn, the weights under the title
     assert plot_curves.main([*argv, "--metrics", "test_acc"]) == 0
     fig_title = capsys.readouterr().out

@@ -29,8 +29,18 @@ def test_a_fresh_run_reproduces_identically_and_a_changed_cell_is_found(tmp_path
     results = tmp_path / "runs"
     assert run_inprocess([*DIGITS, f"results_dir={results}"]) == "finished"
     folder = only_run(results)
+    # epochs outside 1..the stored ones: one line, nothing rerun
+    for bad in ("99", "0", "-1"):
+        assert reproduce.main([str(folder.path), "--epochs", bad]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f"error: --epochs {bad}: run {folder.name} has 3 stored epoch(s) to compare "
+            "(accepted: 1 to 3)\n"
+        )
+        assert "reran" not in captured.out
     assert reproduce.main([str(folder.path), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
+    assert f"reran epochs 1-2 of the 3 stored of {folder.name} into " in out
     assert "reproduced: identical" in out
     assert "metrics.csv test_acc: identical" in out and "steps.csv rho: identical" in out
     assert "train_seconds" not in out  # wall clock is not compared
@@ -46,6 +56,27 @@ def test_a_fresh_run_reproduces_identically_and_a_changed_cell_is_found(tmp_path
     out = capsys.readouterr().out
     assert "metrics.csv train_loss: first differs at row 2 (epoch 2)" in out
     assert "metrics.csv test_acc: identical" in out and "NOT reproduced" in out
+
+
+def test_an_edited_config_is_one_line_before_anything_is_rerun(tmp_path, capsys):
+    from analysis_store import metric_rows, write_run
+    from run_helpers import compose_config
+
+    cfg = compose_config(*DIGITS, f"results_dir={tmp_path}")
+    folder = write_run(tmp_path, cfg, metric_rows("drsom", 0, [0.5, 0.6, 0.7]), "finished")
+    for key, value in (("trainer", {**cfg["trainer"], "epochs": 2}), ("optimizer", "x")):
+        folder.write_config({**cfg, key: value if key == "trainer" else _target(cfg)})
+        assert reproduce.main([str(folder.path)]) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(
+            f"error: {folder.path}: config.yaml no longer matches run id {folder.name}: edited?"
+        )
+        assert captured.err.count("\n") == 1 and "reran" not in captured.out
+
+
+def _target(cfg: dict) -> dict:
+    """The optimizer section with its ``_target_`` edited (a class that does not exist)."""
+    return {**cfg["optimizer"], "_target_": "torch.optim.NoSuchOptimizer"}
 
 
 def test_a_folder_without_a_run_is_exit_2(tmp_path, capsys):

@@ -138,7 +138,10 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
     losses = {r.run_id: r.summary["final"]["val_loss"] for r in store}
     best = min(scores, key=lambda rid: (-scores[rid], losses[rid], rid))
     assert row["run_id"] == best and row["score"] == pytest.approx(scores[best])
-    assert (row["trials"], row["finished"], row["budget"]) == (3, 3, 8)  # 8: the declared budget
+    # issue 21: the budget and space the launch ran under (its stored study), not the file's 8
+    assert (row["trials"], row["finished"], row["budget"]) == (3, 3, 3)
+    space = "optimizer.lr=[0.0001, 0.03] log; optimizer.weight_decay=[1e-06, 0.01] log"
+    assert row["search_space"] == space
 
     out = tmp_path / "selected"
     rc = select_tool.main(

@@ -103,11 +103,54 @@ def weights_for(
     return out
 
 
+def available(
+    weights: dict[str, Weights], models: Iterable[str]
+) -> tuple[dict[str, Weights], list[str]]:
+    """(the weights of those of ``models`` that have them, the models that have none).
+
+    A model whose oracles were never timed (a user's own, a fresh store beside the shipped one)
+    is no reason for a table or figure not to exist: its gradient equivalents are left out, said
+    by ``missing_line`` and ``missing_note``, and everything else renders."""
+    found, missing = {}, []
+    for model in dict.fromkeys(models):
+        if model in weights:
+            found[model] = weights[model]
+        else:
+            missing.append(model)
+    return found, missing
+
+
+def missing_line(missing: Iterable[str], path: str | Path) -> str:
+    """One line for the output: which models' gradient equivalents are left out, and how to
+    measure their weights ("" when none)."""
+    missing = list(missing)
+    if not missing:
+        return ""
+    names = ", ".join(repr(m) for m in missing)
+    return (
+        f"no cost weights for model {names} in {path}: gradient equivalents left out; measure "
+        f"them with: {measure_command(missing[0], path)}"
+    )
+
+
+def missing_note(missing: Iterable[str], path: str | Path) -> str:
+    """The same for a table's notes: why its gradient-equivalent cells are empty."""
+    missing = list(missing)
+    if not missing:
+        return ""
+    return (
+        f"{GRAD_EQUIV_LABEL} left out for {', '.join(missing)}: no cost weights in "
+        f"{Path(path).name}; measure them with: {measure_command(missing[0], path)}"
+    )
+
+
 def add_grad_equiv(frame: pd.DataFrame, weights: dict[str, Weights]) -> pd.DataFrame:
     """``frame`` (rows of ``metrics_frame``, a ``model`` column) with ``grad_equiv``."""
     counts = {c: frame[c].fillna(0).astype(float) if c in frame else 0.0 for c in RAW}
-    w_f = frame["model"].map(lambda m: weights[m].forward).astype(float)
-    w_h = frame["model"].map(lambda m: weights[m].hvp).astype(float)
+    # a model without weights (``available``) has no gradient equivalents: NaN, never 0
+    w_f = frame["model"].map(lambda m: weights[m].forward if m in weights else math.nan)
+    w_h = frame["model"].map(lambda m: weights[m].hvp if m in weights else math.nan)
+    w_f, w_h = w_f.astype(float), w_h.astype(float)
     grad = counts["grad"]
     return frame.assign(grad_equiv=grad + w_f * (counts["forward"] - grad) + w_h * counts["hvp"])
 
@@ -121,10 +164,12 @@ def weights_note(
     parts = []
     others = [m for m in dict.fromkeys(run_machines) if m]
     for model in dict.fromkeys(models):
+        if model not in weights:  # said by ``missing_note``
+            continue
         w = weights[model]
         text = f"grad + {w.forward:.2f} x extra forwards + {w.hvp:.2f} x HVPs ({model}, measured: "
         text += f"{w.where}"
         differ = [m for m in others if w.machine and m != w.machine]
         text += f"; the runs ran on {', '.join(differ)})" if differ else ")"
         parts.append(text)
-    return f"{GRAD_EQUIV_LABEL} = " + "; ".join(parts)
+    return f"{GRAD_EQUIV_LABEL} = " + "; ".join(parts) if parts else ""

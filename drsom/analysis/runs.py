@@ -89,12 +89,22 @@ class Run:
         return (c["experiment"], c["data"]["name"], c["model"]["name"], label(c), c["seed"])
 
     @property
+    def group(self) -> str:
+        """The run's config without its seed (the store's group name), as its folder's name
+        says: a broken run whose config.yaml was edited still belongs where its id put it (its
+        config would make it a variant of its own). Runs made by hand, without a run id of the
+        store's form: from the config."""
+        try:
+            return RunKey.parse(self.run_id).variant
+        except ValueError:
+            return group_name(self.config)
+
+    @property
     def variant(self) -> str:
-        """The run's config without its seed (the store's group name), and the data it read
-        when runs of that config read different data (``<group>@<fingerprint>``): runs of one
-        variant are replicates, and only they are ever averaged."""
-        group = group_name(self.config)
-        return f"{group}@{self.data_split}" if self.data_split else group
+        """The run's group, and the data it read when runs of that config read different data
+        (``<group>@<fingerprint>``): runs of one variant are replicates, and only they are ever
+        averaged."""
+        return f"{self.group}@{self.data_split}" if self.data_split else self.group
 
 
 def label(cfg: dict[str, Any]) -> str:
@@ -110,7 +120,8 @@ def variant_suffixes(runs: Iterable[Run]) -> dict[str, str]:
     """
     flat: dict[str, dict[str, Any]] = {}
     family: dict[tuple, list[str]] = {}
-    for r in runs:
+    # a variant's settings from a readable run: a broken one's config may have been edited
+    for r in sorted(runs, key=lambda r: r.problem is not None):
         if r.variant in flat:
             continue
         flat[r.variant] = _flatten(identity(r.config))
@@ -149,25 +160,31 @@ def _short(value: Any) -> str:
 def load_run(path: str | Path) -> Run | None:
     """The run in ``path``; None when it holds no config (not a run folder, or never started).
 
-    A run whose files cannot be used as they are (``broken``: an unreadable summary, a
-    ``metrics.csv`` shorter than its summary says, a config of an older format) is returned with
-    its ``problem`` and no metrics, so that it is counted and reported, never averaged.
+    Its state, and whether its files can be used, is ``drsom.run_state``'s to say (the one
+    checked reader of a run folder): a ``broken`` run is returned with its ``problem`` and no
+    metrics, so that it is counted and reported, never averaged. The metrics are the rows that
+    reader checked, never a second parse of the file.
     """
     folder = RunDir(path)
-    config = folder.read_config()
-    if not config:
-        return None
-    config = complete(config)
     state = run_state(folder)
+    if not state.config:
+        return None
+    config = complete(state.config)
     problem = _config_problem(config) or state.problem
-    try:
-        metrics = pd.DataFrame() if problem else pd.read_csv(folder.metrics)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        metrics = pd.DataFrame()
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        metrics, problem = pd.DataFrame(), f"metrics.csv cannot be read ({type(exc).__name__})"
+    metrics = pd.DataFrame() if problem else _frame(state.columns, state.metrics)
     status = Status.BROKEN if problem else state.status
     return Run(folder.name, folder.path, config, state.summary, metrics, status, problem)
+
+
+def _frame(columns: list[str], rows: list[dict[str, float]]) -> pd.DataFrame:
+    """The checked rows as a frame; columns of whole numbers (epoch, step, the oracle counts) as
+    integers, as ``pd.read_csv`` would have typed them."""
+    frame = pd.DataFrame(rows, columns=columns)
+    for column in columns:
+        values = frame[column]
+        if len(values) and values.notna().all() and (values % 1 == 0).all():
+            frame[column] = values.astype("int64")
+    return frame
 
 
 def _config_problem(config: dict[str, Any]) -> str | None:
@@ -179,46 +196,107 @@ def _config_problem(config: dict[str, Any]) -> str | None:
     return None
 
 
-def load_store(results_dir: str | Path, *, report=print) -> list[Run]:
+def load_store(
+    results_dir: str | Path, *, report=print, left_out: list[str] | None = None
+) -> list[Run]:
     """Every run folder under ``results_dir`` (sorted by name). Each broken run is reported on one
     line (``report``); it is kept, to be counted as unfinished, unless its config cannot even
-    say where it belongs (an older format), in which case it is left out."""
+    say where it belongs (absent, or of an older format), in which case it is left out (and
+    named in ``left_out``, when given: it may belong to any selection)."""
     root = Path(results_dir)
     if not root.is_dir():
         return []
-    runs = [load_run(p) for p in sorted(root.iterdir()) if p.is_dir()]
+    left_out = [] if left_out is None else left_out
     kept = []
-    for r in runs:
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        r = load_run(path)
         if r is None:
+            if RunDir(path).summary.exists():  # a run's record without the config that made it
+                report(f"broken run {path}: config.yaml is missing or unreadable; left out")
+                left_out.append(f"{path.name} (config.yaml is missing or unreadable)")
             continue
         placed = _config_problem(r.config) is None
         if r.problem:
             what = "counted as unfinished" if placed else "left out"
-            report(f"broken run {r.path}: {r.problem}; {what}")
+            report(f"broken run {path}: {r.problem}; {what}")
         if placed:
             kept.append(r)
-    _split_by_data(kept, report)
-    return kept
+        else:
+            left_out.append(f"{r.run_id} ({r.problem})")
+    return _split_by_data(kept, report, left_out)
 
 
-def _split_by_data(runs: list[Run], report) -> None:
+def _split_by_data(runs: list[Run], report, left_out: list[str]) -> list[Run]:
     """Runs of one config that read different data (``data_fingerprint``) are different
-    variants: each gets its fingerprint as part of its variant, and it is said once."""
+    variants: each gets its fingerprint as part of its variant, and it is said once.
+
+    Only readable runs say what data a config read: a broken run (whose summary may be gone)
+    never splits a variant. It joins the variant of the data its summary names; in a config
+    split by data whose broken run does not say which (no summary), it cannot be placed and
+    is left out, said on one line."""
     seen: dict[str, set[str]] = {}
     for r in runs:
-        seen.setdefault(group_name(r.config), set()).add(str(r.summary.get("data_fingerprint")))
+        prints = seen.setdefault(r.group, set())
+        if r.problem is None:
+            prints.add(str(r.summary.get("data_fingerprint")))
+    kept = []
     for r in runs:
-        group = group_name(r.config)
-        if len(seen[group]) > 1:
-            r.data_split = str(r.summary.get("data_fingerprint"))
+        prints = seen[r.group]
+        if len(prints) > 1:
+            read = str(r.summary.get("data_fingerprint"))
+            if read not in prints:
+                report(f"broken run {r.path}: its config ran on several data; left out")
+                left_out.append(f"{r.run_id} ({r.problem}; of a config run on several data)")
+                continue
+            r.data_split = read
+        kept.append(r)
     for group, prints in seen.items():
         if len(prints) > 1:
             report(f"{group}: runs of one config on different data ({', '.join(sorted(prints))})")
+    return kept
 
 
 def readable(store: list[Run]) -> list[Run]:
     """The runs whose results can be used (not broken)."""
     return [r for r in store if r.problem is None]
+
+
+def broken_in(selections: Iterable[Selection], left_out: Sequence[str] = ()) -> list[str]:
+    """``<run id> (<why>)`` of every broken run of ``selections``, and of the runs the store left
+    out because they cannot be placed (``load_store``'s ``left_out``: they may be of any)."""
+    found = [f"{r.run_id} ({r.problem})" for s in selections for r in s.runs if r.problem]
+    return list(dict.fromkeys([*found, *left_out]))
+
+
+BROKEN_ADVICE = (
+    "repair or remove them (a rerun of the same command resumes a broken run from its "
+    "checkpoint), or rerun with --allow-broken to leave them out, named in the tables and captions"
+)
+
+
+def refusal(broken: Sequence[str]) -> str:
+    """The one line a publishing tool stops with when runs of its selection are broken."""
+    return f"error: {len(broken)} broken run(s) in the selection ({_ids(broken)}): {BROKEN_ADVICE}"
+
+
+def left_out_note(runs: Sequence[Run]) -> str:
+    """What a table or a caption says about the broken runs it leaves out ("" when none)."""
+    broken = [r for r in runs if r.problem]
+    if not broken:
+        return ""
+    each = "; ".join(f"{r.run_id}: {r.problem}" for r in broken)
+    return f"Left out, broken ({len(broken)}): {each}"
+
+
+def _ids(broken: Sequence[str]) -> str:
+    ids = [b.split(" (", 1)[0] for b in broken]
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def first_readable(runs: Sequence[Run]) -> Run:
+    """The run a heading describes the protocol from: a readable one (a broken run's summary may
+    be gone, and with it the image count and the machine), else the first."""
+    return next((r for r in runs if r.problem is None), runs[0])
 
 
 @dataclass

@@ -186,15 +186,26 @@ def _mean_std(frame: pd.DataFrame, column: str) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------- Markdown
-def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes: str) -> str:
-    """The table for a reader: percent accuracies, "mean ± std", "(reached/seeds)" per target."""
+def markdown(
+    table: pd.DataFrame,
+    targets: Sequence[float],
+    heading: str,
+    notes: str,
+    grad_equiv: bool = True,
+) -> str:
+    """The table for a reader: percent accuracies, "mean ± std", "(reached/seeds)" per target.
+
+    ``grad_equiv=False`` (a model without cost weights): no gradient-equivalent column; the
+    notes say why."""
+    shown_costs = COSTS[:3] if grad_equiv else COSTS[:2]
     several = table["data"].nunique() > 1 if "data" in table else False  # then a data column
     header = [*(["data"] if several else []), "model", "optimizer", "seeds"]
     header += ["diverged", "unfinished", "missing"]
     header += [f"{shown} (%)" for shown in ACCURACIES.values()]
     for t in targets:
         goal = target_name(t)
-        header += [f"epochs to {goal}%", f"train s to {goal}%", f"grad-equiv to {goal}%"]
+        header += [f"epochs to {goal}%", f"train s to {goal}%"]
+        header += [f"grad-equiv to {goal}%"] if grad_equiv else []
         header += [f"forwards / grads / HVPs at {goal}%"]
     lines = [f"## {heading}", "", notes, "", _row(header), _row(["---"] * len(header))]
     for _, r in table.iterrows():
@@ -208,7 +219,8 @@ def markdown(table: pd.DataFrame, targets: Sequence[float], heading: str, notes:
         for t in targets:
             name = target_name(t)
             reached = r[f"reached_{name}"]
-            for cost, fmt in zip(COSTS[:3], ("{:.1f}", "{:,.0f}", "{:,.0f}"), strict=True):
+            formats = ("{:.1f}", "{:,.0f}", "{:,.0f}")[: len(shown_costs)]
+            for cost, fmt in zip(shown_costs, formats, strict=True):
                 mean, std = r[f"{cost}_to_{name}_mean"], r[f"{cost}_to_{name}_std"]
                 if reached == 0:  # said once, in the epochs column
                     said = cost == "epochs" and r["seeds"]
@@ -253,14 +265,20 @@ INTERVAL_COSTS = (
 
 
 def interval_markdown(
-    ci: pd.DataFrame, paired: pd.DataFrame | None, targets, baseline: str | None = None
+    ci: pd.DataFrame,
+    paired: pd.DataFrame | None,
+    targets,
+    baseline: str | None = None,
+    grad_equiv: bool = True,
 ) -> str:
     """The intervals table (``summary_stats.interval_table``) and the paired comparison against
-    ``baseline`` (its display name), for a reader: accuracies in percent as ``mean [low, high]``."""
+    ``baseline`` (its display name), for a reader: accuracies in percent as ``mean [low, high]``.
+    ``grad_equiv=False``: without the gradient-equivalent columns (no cost weights)."""
     shown = ("final_test_acc", "selected_test_acc")
+    costs = [c for c in INTERVAL_COSTS if grad_equiv or c[0] != "grad_equiv"]
     header = ["model", "optimizer", "seeds", *(f"{ACCURACIES[c]} (%)" for c in shown)]
     header += [f"epochs to {target_name(t)}%" for t in targets]
-    for _, unit in INTERVAL_COSTS[1:]:
+    for _, unit in costs[1:]:
         header += [f"{unit} to {target_name(t)}%" for t in targets]
     lines = ["### 95% confidence intervals", "", CI_NOTE, "", _row(header)]
     lines.append(_row(["---"] * len(header)))
@@ -268,7 +286,7 @@ def interval_markdown(
         who = f"{r['display']} {r['setting']}".strip()
         cells = [r["model_display"], who, f"{r['seeds']}/{r['runs']}"]
         cells += [_ci(r, c, 100, "{:.2f}") for c in shown]
-        for cost, _ in INTERVAL_COSTS:
+        for cost, _ in costs:
             fmt = "{:.1f}" if cost == "epochs" else "{:,.0f}"
             cells += [_ci(r, f"{cost}_to_{target_name(t)}", 1, fmt, counted=True) for t in targets]
         lines.append(_row(cells))
@@ -297,8 +315,9 @@ def _ci(r: pd.Series, key: str, scale: float, fmt: str, counted: bool = False) -
     return text
 
 
-def interval_latex(ci: pd.DataFrame, targets, name: str) -> str:
-    """The intervals table as a booktabs LaTeX table (``drsom.analysis.paper.latex_table``)."""
+def interval_latex(ci: pd.DataFrame, targets, name: str, grad_equiv: bool = True) -> str:
+    """The intervals table as a booktabs LaTeX table (``drsom.analysis.paper.latex_table``);
+    ``grad_equiv=False``: without the gradient-equivalent columns (no cost weights)."""
     from drsom.analysis.paper import Column, latex_table
 
     shown = [f"{d} {s}".strip() for d, s in zip(ci["display"], ci["setting"], strict=True)]
@@ -314,6 +333,7 @@ def interval_latex(ci: pd.DataFrame, targets, name: str) -> str:
     columns += [
         Column(f"grad_equiv_to_{target_name(t)}", f"grad.-equiv. to {target_name(t)}%", digits=0)
         for t in targets
+        if grad_equiv
     ]
     caption = f"{name}: mean and 95% confidence interval over seeds (Student-t)."
     return latex_table(frame, columns, caption, f"tab:{name}")

@@ -50,18 +50,23 @@ class DataBundle:
 def validation_count(val_size: int | float | None, n_train: int) -> int:
     """How many of ``n_train`` training examples ``data.val_size`` holds out.
 
-    An integer is a count, a float in (0, 1) a fraction of the training split (rounded half to
-    even); 0 or None: no validation split. Raises ValueError (one line) for anything else and for
-    a split that would leave no training example.
+    An integer is a count, a float a fraction of the training split in (0, 1) and nothing else
+    (rounded half to even): ``1.0`` would be read as 1 image by one reader and as the whole split
+    by another, and hash as another run than ``1``, so it is refused; 0 or None: no validation
+    split. Raises ValueError (one line) for anything else and for a split that would leave no
+    training example.
     """
     accepted = "an integer count >= 0 or a fraction in (0, 1)"
     if val_size is None:
         return 0
     if isinstance(val_size, bool) or not isinstance(val_size, int | float):
         raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
-    if isinstance(val_size, float) and not val_size.is_integer():
+    if isinstance(val_size, float):
         if not 0.0 < val_size < 1.0:
-            raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+            count = f"; a count is an integer: {int(val_size)}" if val_size.is_integer() else ""
+            raise ValueError(
+                f"data.val_size must be {accepted}, got {val_size!r} (a float is a fraction{count})"
+            )
         count = round(val_size * n_train)
     else:
         count = int(val_size)

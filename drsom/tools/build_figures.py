@@ -9,7 +9,10 @@ metrics, test accuracy against time and against gradient equivalents, then the t
 each target, a performance profile of the gradient equivalents to reach it across the workloads
 of the experiments, ``profiles/grad_equiv-to-<target>``, when they hold two or more; for each
 stored tuning study, its optimization history and slice plot, ``studies/<study>-history``). Every
-model's cost weights are checked before anything is drawn. Only when
+model's cost weights are read before anything is drawn (a model without them gets no
+gradient-equivalent figure, profile or column, said in one line and in the tables' notes), and a
+broken run in the selection stops the build before anything is replaced unless
+``--allow-broken`` (then the tables and captions name what was left out). Only when
 every step succeeded do the new folders take the place of the old ones, so a failure (a wrong
 ``--reference``, a broken run store, a full disk) leaves the committed figures and tables as they
 were, and nothing stale survives a success.
@@ -21,14 +24,18 @@ import argparse
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from drsom.analysis import costs, figures, profiles
 from drsom.analysis.runs import (
+    broken_in,
     experiment_selection,
+    left_out_note,
     load_reference,
     load_store,
     provenance,
+    refusal,
     run_machine,
     stored_experiments,
 )
@@ -51,18 +58,26 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"error: --reference {args.reference}: {exc}", file=sys.stderr)
             return 2
+    said, left_out = [], []  # the tools report broken runs themselves when they go on
     try:  # every model's weights and the targets, before anything is drawn
         targets = check_targets(args.targets)
-        store = load_store(args.results, report=lambda line: None)  # the tools report them
+        store = load_store(args.results, report=said.append, left_out=left_out)
         names = args.experiment or stored_experiments(store)
         selections = [experiment_selection(args.results, n, store) for n in names]
         path = args.cost_weights or costs.default_path(args.results)
         models = [r.key()[2] for s in selections for r in s.runs]
-        weights = costs.weights_for(costs.load_weights(path), models, path)
+        weights, _ = costs.available(costs.load_weights(path), models)  # the tools say which
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    broken = broken_in(selections, left_out)
+    if broken and not args.allow_broken:  # published figures and tables never change silently
+        for line in said:
+            print(line, file=sys.stderr)
+        print(refusal(broken) + "; nothing replaced", file=sys.stderr)
+        return 2
     shared = ["--results", str(args.results), "--cost-weights", str(path)]
+    shared += ["--allow-broken"] if args.allow_broken else []
     for name in args.experiment or []:
         shared += ["--experiment", name]
     parent = args.figures.resolve().parent
@@ -95,8 +110,14 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
     than two workloads (a profile of one workload only says who was cheapest there)."""
     from drsom.tuning import is_tuning
 
-    # a tuning experiment's runs are trials, one seed each at drawn settings: not a workload
-    selections = [s for s in selections if s.runs and not is_tuning(s.experiment)]
+    # a tuning experiment's runs are trials, one seed each at drawn settings: not a workload;
+    # a model without cost weights has no cost here (not "never reached"): its runs stay out
+    selections = [
+        replace(s, runs=[r for r in s.runs if r.key()[2] in weights])
+        for s in selections
+        if s.runs and not is_tuning(s.experiment)
+    ]
+    selections = [s for s in selections if s.runs]
     rows = {s.experiment: run_rows(s, targets, weights) for s in selections}
     runs = [r for s in selections for r in s.runs]
     written = []
@@ -114,6 +135,8 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
         if tuned:
             note += f"; cheapest variant per workload for: {', '.join(tuned)}"
         note += f"; {provenance(runs)}"
+        if gone := left_out_note(runs):
+            note += f"; {gone}"
         fig = profiles.profile_figure(costs_to, title, figures.looks(runs), note)
         written += figures.save(fig, out / f"grad_equiv-to-{target_name(t)}")
     return written
@@ -136,6 +159,12 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument("--reference", type=Path, help="published curves (see drsom-curves)")
     p.add_argument("--cost-weights", type=Path, help="oracle weights (see drsom-curves)")
     p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
+    p.add_argument(
+        "--allow-broken",
+        action="store_true",
+        help="build when runs of the selection are broken: they are left out and named in the "
+        "tables and captions (default: stop before anything is replaced, naming them)",
+    )
     p.add_argument(
         "--targets",
         nargs="+",

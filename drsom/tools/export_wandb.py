@@ -24,7 +24,7 @@ from typing import Any
 from drsom.identity import run_id
 from drsom.run_folder import RunDir, write_csv
 from drsom.run_record import FINAL_KEYS, selected
-from drsom.run_state import TERMINAL, WRITTEN, Status
+from drsom.run_state import TERMINAL, WRITTEN, Status, run_state
 from drsom.train import METRIC_COLUMNS, STEP_COLUMNS
 
 # wandb's run.state when the runner's own status never reached wandb (its summary is written at
@@ -79,9 +79,9 @@ def export_run(
 ) -> tuple[str, str]:
     rid = run.config.get("run_id") or _run_id(config) or run.name
     folder = RunDir(out / rid)
-    local = folder.read_summary()
-    if local and local.get("status") in TERMINAL and not force:
-        return rid, f"kept ({local['status']} locally)"
+    local = run_state(folder)  # the store's one reader: a broken local run is not kept
+    if local.status in TERMINAL and not force:
+        return rid, f"kept ({local.status} locally)"
     for key in NOT_CONFIG:
         config.pop(key, None)
     history = list(run.scan_history())  # every row: run.history() would sample 500 of them
@@ -94,6 +94,9 @@ def export_run(
     if steps:
         write_csv(folder.steps, [*STEP_COLUMNS, *_extra(steps, STEP_COLUMNS)], steps)
     folder.write_summary(summary)
+    written = run_state(folder)  # what every reader will make of it, said now
+    if written.problem:
+        return rid, f"{written.status}: {written.problem}"
     return rid, summary["status"]
 
 

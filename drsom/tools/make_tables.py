@@ -26,12 +26,16 @@ from pathlib import Path
 
 from drsom.analysis import costs, figures
 from drsom.analysis.runs import (
+    broken_in,
     describe,
     experiment_selection,
+    first_readable,
     found_line,
+    left_out_note,
     load_store,
     provenance,
     readable,
+    refusal,
     run_machine,
     stored_experiments,
 )
@@ -51,7 +55,9 @@ from drsom.tools.select import STUDIES, select, selection_markdown
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
-    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
+    left_out: list[str] = []
+    report = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    store = load_store(args.results, report=report, left_out=left_out)
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
@@ -64,13 +70,19 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         experiment_selection(args.results, name, store)
         for name in args.experiment or stored_experiments(store)
     ]
+    broken = broken_in(selections, left_out)
+    if broken and not args.allow_broken:  # a table never changes silently
+        print(refusal(broken), file=sys.stderr)
+        return 2
     path = args.cost_weights or costs.default_path(args.results)
     try:  # every model's weights, before anything is written
         models = [r.key()[2] for s in selections for r in s.runs]
-        weights = costs.weights_for(costs.load_weights(path), models, path)
-    except ValueError as exc:
+        weights, unweighed = costs.available(costs.load_weights(path), models)
+    except ValueError as exc:  # a weights file that is not one
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if unweighed:
+        print(costs.missing_line(unweighed, path), file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     for selection in selections:
         name = selection.experiment
@@ -82,7 +94,9 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         stem = args.out / name
         rows.to_csv(stem.with_suffix(".runs.csv"), index=False)
         table.to_csv(stem.with_suffix(".csv"), index=False)
-        text = markdown(table, targets, name, notes(selection, targets, weights))
+        weighed = not any(r.key()[2] in unweighed for r in selection.runs)
+        about = notes(selection, targets, weights, path, left_out)
+        text = markdown(table, targets, name, about, grad_equiv=weighed)
         ci = interval_table(rows)
         ci.to_csv(stem.with_suffix(".ci.csv"), index=False)
         has_baseline = args.baseline in set(rows["optimizer"])
@@ -98,17 +112,22 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             if has_baseline
             else None
         )
-        text += "\n" + interval_markdown(ci, paired, targets, base_name)
+        text += "\n" + interval_markdown(ci, paired, targets, base_name, grad_equiv=weighed)
         for tuning in tuned_by(name, store):  # the budget, space and choice behind the settings
             try:
-                chosen, _ = select(store, tuning, studies_dir=args.results.parent / STUDIES)
+                chosen, _ = select(
+                    store,
+                    tuning,
+                    studies_dir=args.results.parent / STUDIES,
+                    allow_broken=args.allow_broken,
+                )
             except ValueError as exc:  # no finished trial yet, or a study that disagrees
                 print(f"{name}: no selection table: {exc}", file=sys.stderr)
                 continue
             chosen.to_csv(args.out / f"{tuning}.selection.csv", index=False)
             text += "\n" + selection_markdown(chosen, tuning)
         stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".tex").write_text(interval_latex(ci, targets, name))
+        stem.with_suffix(".tex").write_text(interval_latex(ci, targets, name, grad_equiv=weighed))
         print(f"{stem.with_suffix('.md')}:\n{text}")
     return 0
 
@@ -132,6 +151,12 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         "by scripts/bench_optimizers.py --oracle-weights)",
     )
     p.add_argument(
+        "--allow-broken",
+        action="store_true",
+        help="make the tables when runs of the selection are broken: they are left out, counted "
+        "as unfinished and named in each table's notes (default: stop, naming them)",
+    )
+    p.add_argument(
         "--baseline",
         default="adam",
         help="optimizer label the others are compared with, seed by seed (default: adam)",
@@ -152,16 +177,25 @@ def tuned_by(name: str, store) -> list[str]:
         return [name] if any(r.config.get("experiment") == name for r in store) else []
     params = suite_config([f"experiment={name}"], hydra=True, resolve=False)["hydra"]["sweeper"]
     choices = str((params.get("params") or {}).get("optimizer", "")).split(",")
-    return list(dict.fromkeys(c.strip().split("/")[0] for c in choices if "/" in c))
+    folders = dict.fromkeys(c.strip().split("/")[0] for c in choices if "/" in c)
+    # a folder of optimizer configs (``optimizer=ablation/...``) is not a tuning experiment
+    return [f for f in folders if f in experiment_names() and is_tuning(f)]
 
 
-def notes(selection, targets, weights) -> str:
-    """What the numbers are, under the heading: protocol per model, statistics, units."""
+def notes(selection, targets, weights, path=None, left_out=()) -> str:
+    """What the numbers are, under the heading: protocol per model, statistics, units, and the
+    runs left out (broken) and the models without cost weights, when there are any."""
     lines = []
+    gone = left_out_note(selection.runs)
+    if left_out:  # runs the store could not place: maybe of this experiment
+        gone = "; ".join(filter(None, [gone, "not placed: " + ", ".join(left_out)]))
+    if gone:
+        lines.append(gone + ".")
     for pair in dict.fromkeys(r.key()[1:3] for r in selection.runs):
         runs = [r for r in selection.runs if r.key()[1:3] == pair]
         seeds = len({r.key()[4] for r in runs})
-        lines.append(figures.protocol_title(describe(runs[0]), seeds).replace("\n", "; ") + ".")
+        shown = figures.protocol_title(describe(first_readable(runs)), seeds)
+        lines.append(shown.replace("\n", "; ") + ".")
     origin = provenance(selection.runs)
     lines.append(origin[:1].upper() + origin[1:] + ".")
     goals = ", ".join(f"{target_name(t)}%" for t in targets)
@@ -175,7 +209,13 @@ def notes(selection, targets, weights) -> str:
     )
     models = [r.key()[2] for r in selection.runs]
     note = costs.weights_note(weights, models, [run_machine(r.summary) for r in selection.runs])
-    lines.append(note[:1].upper() + note[1:] + "; extra forwards: those not part of a gradient.")
+    if note:
+        extra = "; extra forwards: those not part of a gradient."
+        lines.append(note[:1].upper() + note[1:] + extra)
+    unweighed = [m for m in dict.fromkeys(models) if m not in weights]
+    if unweighed:
+        missing = costs.missing_note(unweighed, path or costs.WEIGHTS_FILE)
+        lines.append(missing[:1].upper() + missing[1:] + ".")
     return "\n\n".join(lines)
 
 

@@ -28,14 +28,18 @@ from pathlib import Path
 from drsom.analysis import costs, figures, paper
 from drsom.analysis.runs import (
     Selection,
+    broken_in,
     describe,
     experiment_selection,
+    first_readable,
     found_line,
+    left_out_note,
     load_reference,
     load_store,
     metrics_frame,
     provenance,
     readable,
+    refusal,
     run_machine,
     stored_experiments,
     wall_clock_note,
@@ -51,7 +55,9 @@ METRICS = ("train_eval_acc", "test_acc", "train_eval_loss", "test_loss")
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
-    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
+    left_out: list[str] = []
+    report = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    store = load_store(args.results, report=report, left_out=left_out)
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
@@ -73,15 +79,21 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
         selections.append(selection)
+    broken = broken_in(selections, left_out)
+    if broken and not args.allow_broken:  # a figure never changes silently
+        print(refusal(broken), file=sys.stderr)
+        return 2
     weights = None
     if args.x == "grad_equiv":  # every model's weights, before anything is drawn
         path = args.cost_weights or costs.default_path(args.results)
         try:
             models = [r.key()[2] for s in selections for r in s.runs]
-            weights = costs.weights_for(costs.load_weights(path), models, path)
-        except ValueError as exc:
+            weights, unweighed = costs.available(costs.load_weights(path), models)
+        except ValueError as exc:  # a weights file that is not one
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        if unweighed:  # their figures have no axis to be drawn on: left out, said once
+            print(costs.missing_line(unweighed, path), file=sys.stderr)
     written = []
     for selection in selections:
         written += plot_experiment(
@@ -111,6 +123,12 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
         "--results; measured by scripts/bench_optimizers.py --oracle-weights)",
     )
     p.add_argument("--preset", choices=tuple(paper.PRESETS), help="paper size (3.3 / 6.75 in)")
+    p.add_argument(
+        "--allow-broken",
+        action="store_true",
+        help="draw when runs of the selection are broken: they are left out, and the legend and "
+        "caption name them (default: stop, naming them)",
+    )
     return p.parse_args(argv)
 
 
@@ -148,7 +166,9 @@ def plot_experiment(
     written = []
     for data, model in pairs:
         runs = [r for r in selection.runs if r.key()[1:3] == (data, model)]
-        facts = describe(runs[0])
+        if x == "grad_equiv" and model not in weights:  # no cost weights: said by the caller
+            continue
+        facts = describe(first_readable(runs))
         seeds = len({r.key()[4] for r in runs})
         title = figures.protocol_title(facts, seeds)
         if x == "grad_equiv":
@@ -175,7 +195,7 @@ def plot_experiment(
                 legend_notes=legend_notes(runs),
                 reference=ref,
                 shown=figures.looks(runs),
-                note=provenance(runs),
+                note="; ".join(filter(None, [left_out_note(runs), provenance(runs)])),
             )
             written += figures.save(fig, out / selection.experiment / f"{stem}-{metric}-{x}")
     return written
@@ -187,9 +207,11 @@ def legend_notes(runs) -> dict[str, str]:
     same numbers: its line lies under the other one)."""
     notes: dict[str, list[str]] = {}
     for r in runs:
-        what = {Status.DIVERGED: "diverged", **dict.fromkeys(UNFINISHED, "unfinished")}.get(
-            r.status
-        )
+        what = {
+            Status.DIVERGED: "diverged",
+            **dict.fromkeys(UNFINISHED, "unfinished"),
+            Status.BROKEN: "broken, left out",
+        }.get(r.status)
         if what:
             notes.setdefault(r.variant, []).append(what)
     text = {

@@ -11,8 +11,12 @@ recorded. Then every column of
 (full precision), so "identical" means bit for bit. The commit that made the stored run and the
 current one are printed with it; a dirty tree on either side is said too.
 
+The stored run is read by the store's one reader (``drsom.run_state``) first: a config.yaml that
+no longer hashes to the folder's run id (edited) or a damaged metrics.csv is one line, and so is
+an ``--epochs`` outside 1 to the stored epochs.
+
 Exit status: 0 when everything compared is identical, 1 when something differs, 2 for a folder
-that holds no run.
+that holds no run, a broken one, or a rerun that cannot start.
 """
 
 from __future__ import annotations
@@ -28,30 +32,53 @@ import torch
 
 from drsom.run_folder import RunDir
 from drsom.run_record import git_state, machine
+from drsom.run_state import run_state
 from drsom.train import WALL_CLOCK_COLUMNS
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv)
     stored = RunDir(args.run)
-    config = stored.read_config()
-    if not config or not stored.metrics.exists():
+    if not stored.config.exists() or not stored.metrics.exists():
         print(f"error: {args.run} holds no run (config.yaml and metrics.csv)", file=sys.stderr)
         return 2
-    epochs = args.epochs or len(read_rows(stored.metrics))
+    # the store's one reader: an edited config (no longer this run's id), a cut or edited
+    # metrics.csv would make any comparison meaningless
+    state = run_state(stored)
+    if state.problem:
+        print(f"error: {args.run}: {state.problem}", file=sys.stderr)
+        return 2
+    done = len(state.metrics)
+    if args.epochs is not None and not 1 <= args.epochs <= done:
+        print(
+            f"error: --epochs {args.epochs}: run {stored.name} has {done} stored epoch(s) to "
+            f"compare (accepted: 1 to {done})",
+            file=sys.stderr,
+        )
+        return 2
+    epochs = args.epochs or done
+    config = state.config
     print(provenance(stored))
-    threads = (stored.read_summary() or {}).get("threads")
+    threads = state.summary.get("threads")
     if isinstance(threads, int):  # CPU results depend on it: rerun with the stored count
         torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="reproduce-") as tmp:
         out = Path(args.keep) if args.keep else Path(tmp)
         rerun = rerun_config(config, out, epochs)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        from drsom.runner import run
+        from drsom.runner import USER_ERRORS, run
 
-        status = run(rerun, base_dir=base_dir or Path.cwd())  # a relative data.root
-        (folder,) = [p for p in out.iterdir() if p.is_dir()]
-        print(f"reran {epochs} epoch(s) of {stored.name} into {folder} ({status})")
+        try:
+            status = run(rerun, base_dir=base_dir or Path.cwd())  # a relative data.root
+        except USER_ERRORS as exc:  # e.g. data that is not there any more
+            print(f"error: rerun of {stored.name}: {exc}", file=sys.stderr)
+            return 2
+        folder = out / stored.name  # the same config, so the same run id
+        ran = len(read_rows(RunDir(folder).metrics))
+        print(
+            f"reran epochs 1-{ran} of the {done} stored of {stored.name} into {folder} ({status}); "
+            f"compared: metrics.csv and steps.csv of those epochs, wall-clock columns excluded"
+        )
         same = True
         for table in ("metrics", "steps"):
             same &= report(table, getattr(stored, table), getattr(RunDir(folder), table), epochs)
