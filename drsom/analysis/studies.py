@@ -44,6 +44,8 @@ def draw_studies(results: Path, out: Path) -> list[Path]:
                     study, target_name=label
                 )
                 ax.set_title(f"{study.study_name}: {_counts(study)}")
+                ax.legend(loc="best")  # optuna puts it outside the axes, squeezing them
+                ax.figure.tight_layout()
                 written += figures.save(ax.figure, out / f"{study.study_name}-history")
                 axes = np.atleast_1d(
                     optuna.visualization.matplotlib.plot_slice(study, target_name=label)
