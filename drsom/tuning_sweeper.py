@@ -199,13 +199,14 @@ class TuningSweeper(Sweeper):
         params = parser.parse_overrides([f"{k}={v}" for k, v in space.items()] + list(arguments))
         check_search_space(params, job)
         check_validation_split(job)
-        from drsom.config import ConfigError, validate
+        from drsom.config import ConfigError, check_results_dir, validate
         from drsom.identity import complete, identity
 
         run_keys = [k for k in job if k != "hydra"]  # hydra's own keys resolve only in a job
         plain = OmegaConf.to_container(OmegaConf.masked_copy(job, run_keys), resolve=True)
         try:
             validate(complete(plain))
+            results_dir = check_results_dir(plain["results_dir"], self.base_dir)  # its studies
         except ConfigError as exc:
             raise TuningError(str(exc)) from None
 
@@ -215,7 +216,6 @@ class TuningSweeper(Sweeper):
         fixed_space = [line for line in fixed_space if line not in fixed]
         same = stored.flatten(identity(complete(plain)))
         same = {k: v for k, v in same.items() if k not in swept} | {"seed": plain["seed"]}
-        results_dir = _absolute(self.base_dir, str(plain["results_dir"]))
         name = self.study_name or f"{plain['experiment']}-{plain['optimizer']['label']}"
         self.study_name = name
         spec = stored.storage_spec(self.storage, name, results_dir)
@@ -428,11 +428,6 @@ def override_value(value: Any) -> str:
     if re.fullmatch(r"[\w./-]+", text):
         return text
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _absolute(base: Path, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 def _check_writable(path: Path) -> None:

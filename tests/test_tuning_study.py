@@ -247,6 +247,20 @@ def test_a_relaunch_that_is_not_the_stored_study_is_one_line_and_touches_nothing
     assert sorted(p.name for p in (results / "runs").iterdir()) == runs
 
 
+def test_an_empty_results_dir_is_one_line_before_a_study_is_stored_anywhere(tmp_path):
+    line = [a if not a.startswith("results_dir=") else "results_dir=''" for a in command(tmp_path)]
+    proc = subprocess.run(
+        line, cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: results_dir='' is not a folder name; accepted: the folder the run folders go "
+        "in, e.g. results_dir=results/runs"
+    ]
+    assert not (REPO.parent / "studies").exists() and not (REPO / "studies").exists()
+
+
 def test_a_storage_that_cannot_be_written_is_one_line_before_anything_trains(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
