@@ -170,7 +170,8 @@ class TuningSweeper(Sweeper):
         self.report(study, plan)
 
     # ------------------------------------------------------------------------------ checks
-    def check(self, arguments: list[str]) -> Plan:
+    def check_settings(self) -> tuple[DictConfig, DictConfig | None]:
+        """The sweeper's own values, before any config is read: (sampler node, pruner node)."""
         if self.objective not in OBJECTIVES:
             raise TuningError(
                 f"hydra.sweeper.objective={self.objective!r}: accepted: {', '.join(OBJECTIVES)}"
@@ -191,6 +192,11 @@ class TuningSweeper(Sweeper):
                 f"hydra.sweeper.max_failure_rate={rate!r}: accepted: a share of the budget in "
                 "[0, 1] (failed trials beyond it end the study)"
             )
+        sampler = self._plugin("sampler", self.sampler_node, optuna.samplers.BaseSampler)
+        return sampler, self._plugin("pruner", self.pruner_node, optuna.pruners.BasePruner)
+
+    def check(self, arguments: list[str]) -> Plan:
+        sampler, pruner = self.check_settings()
         parser, loader = OverridesParser.create(), self.hydra_context.config_loader
         command = parser.parse_overrides(arguments)
         fixed = [p.input_line for p in command if not p.is_sweep_override()]
@@ -220,15 +226,15 @@ class TuningSweeper(Sweeper):
         self.study_name = name
         spec = stored.storage_spec(self.storage, name, results_dir)
         if stored.is_file(spec):
-            _check_writable(Path(spec))
+            check_writable(Path(spec))
         return Plan(
             space=distributions,
             fixed=[*fixed, *fixed_space],
             record=stored.describe(self.objective, self.direction, distributions, same),
             storage=spec,
             launches=stored.launches_dir(spec, name, results_dir),
-            sampler=self._plugin("sampler", self.sampler_node, optuna.samplers.BaseSampler),
-            pruner=self._plugin("pruner", self.pruner_node, optuna.pruners.BasePruner),
+            sampler=sampler,
+            pruner=pruner,
             results_dir=results_dir,
         )
 
@@ -430,7 +436,7 @@ def override_value(value: Any) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
     """The storage file's folder can be made and written (a trial never finds out too late)."""
     folder = path.parent
     above = next((p for p in (folder, *folder.parents) if p.exists()), folder)

@@ -211,20 +211,6 @@ def test_two_launches_at_once_train_each_trial_once_and_stop_at_the_budget(tmp_p
             f"error: hydra.sweeper.n_trials=1: the stored study {STUDY} has 2 finished trials "
             "already (accepted: n_trials >= 2",
         ),
-        (
-            ["hydra.sweeper.max_failure_rate=1.5"],
-            "error: hydra.sweeper.max_failure_rate=1.5: accepted: a share of the budget in [0, 1]",
-        ),
-        (
-            ["+hydra.sweeper.pruner={_target_:optuna.samplers.RandomSampler}"],
-            "error: hydra.sweeper.pruner._target_=optuna.samplers.RandomSampler: not an optuna "
-            "pruner (accepted: a _target_ node of optuna.pruners, e.g. "
-            "optuna.pruners.MedianPruner)",
-        ),
-        (
-            ["hydra.sweeper.sampler._target_=optuna.pruners.MedianPruner"],
-            "error: hydra.sweeper.sampler: ",  # MedianPruner takes no seed: instantiating fails
-        ),
     ],
 )
 def test_a_relaunch_that_is_not_the_stored_study_is_one_line_and_touches_nothing(
@@ -261,18 +247,69 @@ def test_an_empty_results_dir_is_one_line_before_a_study_is_stored_anywhere(tmp_
     assert not (REPO.parent / "studies").exists() and not (REPO / "studies").exists()
 
 
-def test_a_storage_that_cannot_be_written_is_one_line_before_anything_trains(tmp_path):
+TPE = {"_target_": "optuna.samplers.TPESampler", "seed": 0}
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (
+            {"max_failure_rate": 1.5},
+            "hydra.sweeper.max_failure_rate=1.5: accepted: a share of the budget in [0, 1] "
+            "(failed trials beyond it end the study)",
+        ),
+        (
+            {"max_failure_rate": -0.1},
+            "hydra.sweeper.max_failure_rate=-0.1: accepted: a share of the budget in [0, 1]",
+        ),
+        ({"n_jobs": 0}, "hydra.sweeper.n_jobs=0: accepted: a positive number of trials"),
+        ({"objective": "mean"}, "hydra.sweeper.objective='mean': accepted: final, best"),
+        (
+            {"pruner": {"_target_": "optuna.samplers.RandomSampler"}},
+            "hydra.sweeper.pruner._target_=optuna.samplers.RandomSampler: not an optuna pruner "
+            "(accepted: a _target_ node of optuna.pruners, e.g. optuna.pruners.MedianPruner)",
+        ),
+        (
+            {"pruner": {"_target_": "nowhere.Pruner"}},
+            "hydra.sweeper.pruner: Error loading 'nowhere.Pruner'",
+        ),
+        (
+            {"sampler": {"_target_": "optuna.pruners.MedianPruner", "seed": 0}},
+            "hydra.sweeper.sampler: ",  # MedianPruner takes no seed: instantiating it fails
+        ),
+    ],
+)
+def test_the_sweepers_own_settings_are_one_line_each(settings, expected):
+    from omegaconf import OmegaConf
+
+    from drsom.tuning import TuningError
+    from drsom.tuning_sweeper import TuningSweeper
+
+    given = {"sampler": TPE} | settings
+    nodes = {k: OmegaConf.create(v) if isinstance(v, dict) else v for k, v in given.items()}
+    with pytest.raises(TuningError) as caught:
+        TuningSweeper(**nodes).check_settings()
+    assert str(caught.value).startswith(expected)
+    pruner = OmegaConf.create({"_target_": "optuna.pruners.MedianPruner"})
+    sampler, checked = TuningSweeper(sampler=OmegaConf.create(TPE), pruner=pruner).check_settings()
+    assert (sampler, checked) == (TPE, pruner)
+
+
+def test_a_storage_that_cannot_be_written_is_one_line(tmp_path):
+    from drsom.tuning import TuningError
+    from drsom.tuning_sweeper import check_writable
+
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    proc = launch(tmp_path, f"hydra.sweeper.storage={blocker}/study.journal")
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == [
-        f"error: hydra.sweeper.storage={blocker}/study.journal: cannot write there ({blocker} is "
+    with pytest.raises(TuningError) as caught:
+        check_writable(blocker / "deeper" / "study.journal")
+    assert str(caught.value) == (
+        f"hydra.sweeper.storage={blocker}/deeper/study.journal: cannot write there ({blocker} is "
         "a file); accepted: a writable file path, or an optuna database URL (sqlite:///..., "
         "postgresql://...)"
-    ]
-    assert not (tmp_path / "runs").exists()
+    )
+    check_writable(tmp_path / "new" / "study.journal")  # a folder it can make: fine
+    assert (tmp_path / "new").is_dir() and not list((tmp_path / "new").iterdir())
 
 
 def test_a_pruned_trial_is_its_own_status_kept_and_never_trained_again(tmp_path):
