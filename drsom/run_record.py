@@ -85,7 +85,7 @@ def start_summary(
 # that checks a summary against its metrics.csv owns the list.
 
 
-def _number(value: Any) -> float | None:
+def metric_value(value: Any) -> float | None:
     """A stored metric: None for missing or NaN (not evaluated)."""
     return None if value is None or value != value else float(value)
 
@@ -93,14 +93,14 @@ def _number(value: Any) -> float | None:
 def selected(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
     """The epoch the validation split selects (highest ``val_acc``, the earliest of ties) with its
     validation and test accuracy; None without a validation split. The test set never chooses."""
-    scored = [r for r in rows if _number(r.get("val_acc")) is not None]
+    scored = [r for r in rows if metric_value(r.get("val_acc")) is not None]
     if not scored:
         return None
     best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
     return {
         "epoch": int(best["epoch"]),
         "val_acc": float(best["val_acc"]),
-        "test_acc": _number(best.get("test_acc")),
+        "test_acc": metric_value(best.get("test_acc")),
     }
 
 
@@ -114,7 +114,7 @@ def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any)
         status=status,
         epoch=trainer.epoch,
         step=trainer.step,
-        final={k: _number(last.get(k)) for k in FINAL_KEYS},
+        final={k: metric_value(last.get(k)) for k in FINAL_KEYS},
         selected=selected(rows),
         train_seconds=trainer.seconds["train"],
         total_seconds=trainer.seconds["total"],

@@ -41,7 +41,7 @@ from drsom.run_folder import (
     describe_os_error,
     storage_cause,
 )
-from drsom.run_record import git_state, record, start_summary
+from drsom.run_record import git_state, metric_value, record, start_summary
 from drsom.run_state import TERMINAL, Status, run_state
 from drsom.schedules import build_scheduler
 from drsom.targets import TargetError
@@ -313,8 +313,9 @@ def _epochs(
             log.info(_epoch_line(row, trainer.epochs))
             if stopping or preempted:
                 break
-            if prune is not None and not last and _evaluated(row.get("val_acc")):
-                pruned = prune(trainer.epoch, float(row["val_acc"]))
+            val_acc = metric_value(row.get("val_acc"))
+            if prune is not None and not last and val_acc is not None:
+                pruned = prune(trainer.epoch, val_acc)
                 if pruned:
                     break
     except Paused as exc:  # preempted inside an epoch: save the position, resume there
@@ -373,10 +374,6 @@ def _epochs(
             f"({why}); rerun the same command to continue"
         )
     return status
-
-
-def _evaluated(value: Any) -> bool:
-    return value is not None and not (isinstance(value, float) and np.isnan(value))
 
 
 def _save_checkpoint(run_dir: RunDir, header: dict, trainer: Trainer, summary: dict) -> None:

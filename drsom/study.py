@@ -156,14 +156,21 @@ class Launch:
         with hold_lock(self.folder / "ask.lock", self.holder):
             yield
 
-    def owns(self, trial: FrozenTrial) -> bool:
-        return trial.user_attrs.get("launch") == self.id
-
     def alive(self, launch_id: str | None) -> bool:
         """Whether the launch that asked for a trial still runs (its lock is held)."""
         if launch_id is None:
             return False
         return bool(lock_is_held(self.folder / f"{launch_id}.lock"))
+
+
+def trial_id(storage: optuna.storages.BaseStorage, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` of a study (what its per-trial calls take)."""
+    study_id = storage.get_study_id_from_name(study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def tally(trials: list[FrozenTrial]) -> dict[TrialState, int]:
+    return {s: sum(t.state == s for t in trials) for s in TrialState}
 
 
 # --------------------------------------------------------------------------- in a job
@@ -183,10 +190,7 @@ def trial_pruner(pruner_node: Any) -> Callable[[int, float], bool] | None:
     study = optuna.load_study(
         study_name=where["study"], storage=storage, pruner=instantiate(pruner_node)
     )
-    study_id = storage.get_study_id_from_name(where["study"])
-    trial = optuna.trial.Trial(
-        study, storage.get_trial_id_from_study_id_trial_number(study_id, where["number"])
-    )
+    trial = optuna.trial.Trial(study, trial_id(storage, where["study"], where["number"]))
 
     def report(epoch: int, value: float) -> bool:
         with warnings.catch_warnings():  # a resumed run reports its last epoch again: ignored

@@ -78,7 +78,6 @@ class Plan:
     launches: Path
     sampler: DictConfig
     pruner: DictConfig | None
-    results_dir: Path
     backend: Any = None  # the opened storage (``open``)
     job_index: int = 0
 
@@ -126,7 +125,6 @@ class TuningSweeper(Sweeper):
     def optimize(self, study: optuna.Study, plan: Plan) -> None:
         launch = stored.Launch(plan.launches)
         storage = plan.backend
-        study_id = storage.get_study_id_from_name(study.study_name)
         with launch.running():
             while True:
                 with launch.asking():
@@ -139,10 +137,8 @@ class TuningSweeper(Sweeper):
                     left = [t for t in running if not launch.alive(t.user_attrs.get("launch"))]
                     adopted = left[: self.n_jobs]
                     for t in adopted:
-                        trial_id = storage.get_trial_id_from_study_id_trial_number(
-                            study_id, t.number
-                        )
-                        storage.set_trial_user_attr(trial_id, "launch", launch.id)
+                        tid = stored.trial_id(storage, study.study_name, t.number)
+                        storage.set_trial_user_attr(tid, "launch", launch.id)
                         log.info(
                             f"trial {t.number} ({t.user_attrs.get('run_id')}): left running "
                             "by a launch that ended; training it here"
@@ -167,7 +163,7 @@ class TuningSweeper(Sweeper):
                 plan.job_index += len(batch)
                 for (number, _, adopted_here), ret in zip(batch, returns, strict=True):
                     self.tell(study, plan, number, ret, adopted_here)
-        self.report(study, plan)
+        self.report(study)
 
     # ------------------------------------------------------------------------------ checks
     def check_settings(self) -> tuple[DictConfig, DictConfig | None]:
@@ -208,8 +204,7 @@ class TuningSweeper(Sweeper):
         from drsom.config import ConfigError, check_results_dir, validate
         from drsom.identity import complete, identity
 
-        run_keys = [k for k in job if k != "hydra"]  # hydra's own keys resolve only in a job
-        plain = OmegaConf.to_container(OmegaConf.masked_copy(job, run_keys), resolve=True)
+        plain = _run_config(job)
         try:
             validate(complete(plain))
             results_dir = check_results_dir(plain["results_dir"], self.base_dir)  # its studies
@@ -235,7 +230,6 @@ class TuningSweeper(Sweeper):
             launches=stored.launches_dir(spec, name, results_dir),
             sampler=sampler,
             pruner=pruner,
-            results_dir=results_dir,
         )
 
     def _plugin(self, key: str, node: Any, kind: type) -> Any:
@@ -324,9 +318,7 @@ class TuningSweeper(Sweeper):
         number = len(study.get_trials(deepcopy=False))  # asking is serialised: the next number
         node = plan.sampler
         seed = node.get("seed") if isinstance(node, DictConfig) else None
-        study.sampler = (
-            instantiate(node, seed=seed + number) if seed is not None else (instantiate(node))
-        )
+        study.sampler = instantiate(node) if seed is None else instantiate(node, seed=seed + number)
         trial = study.ask()
         values = {key: suggest(trial, key, d) for key, d in plan.space.items()}
         overrides = [*plan.fixed, *(f"{k}={override_value(v)}" for k, v in values.items())]
@@ -339,9 +331,7 @@ class TuningSweeper(Sweeper):
         from drsom.identity import complete, run_id
 
         job = self.hydra_context.config_loader.load_sweep_config(self.launch_config, overrides)
-        run_keys = [k for k in job if k != "hydra"]
-        plain = OmegaConf.to_container(OmegaConf.masked_copy(job, run_keys), resolve=True)
-        return run_id(complete(plain))
+        return run_id(complete(_run_config(job)))
 
     def job_overrides(self, plan: Plan, name: str, number: int, overrides: list[str]) -> list[str]:
         where = json.dumps({"storage": plan.storage, "study": name, "number": number})
@@ -350,12 +340,13 @@ class TuningSweeper(Sweeper):
     def tell(
         self, study: optuna.Study, plan: Plan, number: int, ret: JobReturn, adopted: bool
     ) -> None:
+        storage = plan.backend
+        tid = stored.trial_id(storage, study.study_name, number)
+        running = storage.get_trial(tid).state == TrialState.RUNNING
+
         def note(key: str, value: Any) -> None:  # only a running trial takes attributes
-            storage = plan.backend
-            study_id = storage.get_study_id_from_name(study.study_name)
-            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-            if storage.get_trial(trial_id).state == TrialState.RUNNING:
-                storage.set_trial_user_attr(trial_id, key, value)
+            if running:
+                storage.set_trial_user_attr(tid, key, value)
 
         if ret.status != JobStatus.COMPLETED:
             reason = " ".join(str(ret._return_value).split())[:300] or "failed"
@@ -378,9 +369,9 @@ class TuningSweeper(Sweeper):
             study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
             log.warning(f"trial {number} failed: run {result.get('run_id')} {status}")
 
-    def report(self, study: optuna.Study, plan: Plan) -> None:
+    def report(self, study: optuna.Study) -> None:
         trials = study.get_trials(deepcopy=False)
-        count = {s: sum(t.state == s for t in trials) for s in TrialState}
+        count = stored.tally(trials)
         epochs = sum(int(t.user_attrs.get("epochs") or 0) for t in trials)
         line = (
             f"study {study.study_name}: {count[TrialState.COMPLETE]} complete, "
@@ -396,6 +387,13 @@ class TuningSweeper(Sweeper):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _run_config(job: DictConfig) -> dict[str, Any]:
+    """A composed job config as the run sees it: resolved, without the hydra node (whose own
+    keys resolve only inside a job)."""
+    run_keys = [k for k in job if k != "hydra"]
+    return OmegaConf.to_container(OmegaConf.masked_copy(job, run_keys), resolve=True)
+
+
 def distribution(p: Override) -> BaseDistribution:
     """The optuna distribution of a sweep override: interval (tag log, int), range, choice."""
     value = p.value()

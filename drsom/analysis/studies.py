@@ -65,8 +65,9 @@ def _objective_label(study) -> str:
 def _counts(study) -> str:
     from optuna.trial import TrialState
 
-    trials = study.get_trials(deepcopy=False)
-    n = {s: sum(t.state == s for t in trials) for s in TrialState}
+    from drsom.study import tally
+
+    n = tally(study.get_trials(deepcopy=False))
     text = f"{n[TrialState.COMPLETE]} complete"
     if n[TrialState.PRUNED]:
         text += f", {n[TrialState.PRUNED]} pruned"
