@@ -39,6 +39,11 @@ warnings.filterwarnings(
 )
 
 
+# A single run's exit status for bad input (a value, a dataset, a results store): the usage-error
+# status of Unix tools, so a script tells it from a run that failed (1) or was interrupted.
+BAD_INPUT = 2
+
+
 class JobError(CompactHydraException):
     """A user error in one job of a sweep; Hydra prints it as one line, without a traceback."""
 
@@ -69,7 +74,8 @@ def run(cfg: DictConfig, *, base_dir: Path) -> str | dict:
     except USER_ERRORS as exc:
         if sweep:
             raise JobError(f"error: {exc}") from None
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(BAD_INPUT)
     except KeyboardInterrupt:
         sys.exit("interrupted: rerun the same command to continue from the last checkpoint")
 

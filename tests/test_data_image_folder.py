@@ -500,7 +500,7 @@ def image_folder_args(
 def test_bad_input_through_run_py_is_one_error_line_and_no_run_folder(tmp_path, case):
     root, line = bad_layout(tmp_path, case)
     out = cli(*image_folder_args(root, tmp_path), cwd=tmp_path)
-    assert out.returncode != 0
+    assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {line}"), lines
     assert not (tmp_path / "r").exists() and not (tmp_path / "cache").exists()
@@ -510,7 +510,7 @@ def test_cifar10_jpeg_without_its_archive_says_where_it_looked(tmp_path):
     missing = tmp_path / "shared" / "cifar10-jpeg.tar.gz"
     out = cli(*image_folder_args(missing, tmp_path, data="cifar10_jpeg"), cwd=tmp_path)
     lines = out.stderr.strip().splitlines()
-    assert out.returncode != 0 and len(lines) == 1, lines
+    assert out.returncode == 2 and len(lines) == 1, lines
     assert lines[0] == (
         f"error: no dataset at {missing} (looked for a folder or a .tar/.tar.gz/.zip archive "
         "holding train/<class>/<image> and test/<class>/<image>); set "

@@ -432,13 +432,13 @@ def test_cli_divergence_exits_zero(cifar_root, tmp_path):
     ],
     ids=["bad-value", "missing-dataset", "no-cuda"],
 )
-def test_cli_bad_input_is_one_line_and_a_nonzero_exit(overrides, expected, cifar_root, tmp_path):
+def test_cli_bad_input_is_one_line_and_exit_2(overrides, expected, cifar_root, tmp_path):
     if "cuda" in expected and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     missing = tmp_path / "no-cifar"
     overrides = [o.format(missing=missing) for o in overrides]
     out = cli(*tiny(cifar_root, tmp_path / "r", *overrides), cwd=tmp_path)
-    assert out.returncode != 0
+    assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert lines == [lines[0]] and lines[0].startswith(expected.format(missing=missing)), lines
     assert not (tmp_path / "r").exists()  # rejected before a run folder was made

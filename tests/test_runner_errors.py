@@ -29,7 +29,7 @@ pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:
-    assert out.returncode != 0, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), lines
     return lines[0]
