@@ -1,4 +1,16 @@
-"""DRSOM for neural networks: the optimizer library (``drsom.optim``) and the benchmark runner."""
+"""DRSOM for neural networks: the optimizer library and the benchmark suite around it.
+
+The rooms, each importing only the rooms listed before it (no import runs back up):
+
+- ``cfg``: config groups, ``_target_`` building, the shared value checks;
+- ``optim`` (the DRSOM step: ``optim/drsom.py``), ``data``, ``models``;
+- ``training``: a run's construction and the epoch loop (``training/loop.py``);
+- ``store``: the results store (run ids, folders, summaries, tuning studies);
+- ``job``: one run from its config to its stored results (``job/runner.py``);
+- ``launch``: the command line, sweeps, SLURM and tuning;
+- ``analysis``: the store read back into tables and figures;
+- ``tools``: the command-line tools (``drsom-figures``, ``drsom-reproduce``, ...).
+"""
 
 from pathlib import Path
 

@@ -1,6 +1,6 @@
-"""``python -m drsom [key=value ...]``: the runner, as ``drsom-run`` (drsom/run.py)."""
+"""``python -m drsom [key=value ...]``: the runner, as ``drsom-run`` (drsom/launch/cli.py)."""
 
-from drsom.run import main
+from drsom.launch.cli import main
 
 if __name__ == "__main__":
     main()

@@ -3,8 +3,8 @@
     python scripts/bench_epoch.py --device cpu --batch-size 32 --images 1024
     python scripts/bench_epoch.py --device cuda --batch-size 512 --amp --channels-last
 
-The epoch runs the suite's own training loop (``drsom.train.Trainer``) on a CIFAR-shaped data
-set of random uint8 images (throughput does not depend on the pixels; this machine and the lent
+The epoch runs the suite's own training loop (``drsom.training.loop.Trainer``) on a CIFAR-shaped
+data set of random uint8 images (throughput does not depend on the pixels; this machine and the lent
 GPU machines cannot download CIFAR-10), once with the data resident on the device
 (crop/flip/shuffle there) and once on the host path. One short untimed epoch warms up kernels
 (and torch.compile). The data path alone is timed too, so its share of the step time shows.
@@ -22,15 +22,15 @@ import torch
 
 from drsom.data import DataBundle, EpochLoader
 from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from drsom.runner import build_training, maybe_compile
-from drsom.train import Trainer
+from drsom.job.runner import build_training, maybe_compile
+from drsom.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def compose(overrides: list[str]) -> dict:
-    from drsom.compose import suite_config
-    from drsom.identity import complete
+    from drsom.cfg.compose import suite_config
+    from drsom.store.identity import complete
 
     return complete(suite_config(overrides))
 

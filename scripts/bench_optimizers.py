@@ -43,7 +43,7 @@ from drsom import CONFIG_DIR  # noqa: E402
 
 def optimizer_config(name: str) -> dict:
     """The optimizer group of the composed run config (interpolations resolved)."""
-    from drsom.compose import suite_config
+    from drsom.cfg.compose import suite_config
 
     return suite_config([f"optimizer={name}"])["optimizer"]
 
@@ -56,7 +56,7 @@ DATA_SHAPES["digits"] = (10, (3, 32, 32))  # upsampled to CIFAR's shape (drsom.d
 
 def model(name: str, data: str = "cifar10"):
     """The suite's model config ``name`` for the images of dataset config ``data``."""
-    from drsom.compose import suite_config
+    from drsom.cfg.compose import suite_config
     from drsom.models import build_model
 
     classes, shape = DATA_SHAPES[data]
@@ -65,7 +65,7 @@ def model(name: str, data: str = "cifar10"):
 
 def one_trial(cfg: dict) -> dict:
     """``cfg`` with one ratio-test trial per step, for an optimizer that has trials."""
-    from drsom.targets import keywords, locate
+    from drsom.cfg.targets import keywords, locate
 
     named, _ = keywords(locate("optimizer", cfg))
     return {**cfg, "max_trials": 1} if "max_trials" in named else cfg
@@ -300,7 +300,7 @@ def write_oracle_weights(args) -> None:
     """Measure, print a table, and merge ``{model: entry}`` into ``args.oracle_weights``."""
     import torch
 
-    from drsom.run_record import machine as cpu_machine
+    from drsom.store.record import machine as cpu_machine
 
     before = load_line()
     found = oracle_weights(args)

@@ -24,7 +24,7 @@ import pandas as pd
 from drsom.analysis import figures
 from drsom.analysis.stats import performance_profile, performance_ratios
 from drsom.analysis.tables import target_name
-from drsom.run_state import Status
+from drsom.store.state import Status
 
 TAU_MARGIN = 1.25  # the axis runs this far past the largest finite ratio
 

@@ -3,8 +3,8 @@
 An experiment (``experiments/<name>.yaml``) names its grid in ``hydra.sweeper.params``;
 ``experiment_runs`` expands it exactly as ``python run.py -m experiment=<name>`` does (Hydra's
 basic sweeper, command-line overrides winning over the file's) and names each job's run with the
-store's own ``run_id`` (through ``drsom.sweeps``), so a figure, a table and a sweep-status report
-all agree on which runs belong to an experiment. ``select_runs`` then finds those runs in a
+store's own ``run_id`` (through ``drsom.launch.sweeps``), so a figure, a table and a sweep-status
+report all agree on which runs belong to an experiment. ``select_runs`` then finds those runs in a
 results folder and says which are missing; ``metrics_frame`` turns them into one long pandas
 table.
 
@@ -23,17 +23,17 @@ from typing import Any
 import pandas as pd
 
 from drsom import CONFIG_DIR
-from drsom.identity import RunKey, complete, group_name, identity
-from drsom.run_folder import RunDir
-from drsom.run_state import Status, run_state
-from drsom.schedules import describe_schedule
+from drsom.store.folder import RunDir
+from drsom.store.identity import RunKey, complete, group_name, identity
+from drsom.store.state import Status, run_state
+from drsom.training.schedules import describe_schedule
 
 log = logging.getLogger("drsom")
 
 # The package's own experiments (``experiments/`` in a checkout is a link to this folder).
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 
-# A run's state comes from drsom.run_state, the one reader of it; "missing": the grid has the
+# A run's state comes from drsom.store.state, the one reader of it; "missing": the grid has the
 # run, the store does not.
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 
@@ -50,9 +50,9 @@ def experiment_names() -> list[str]:
 
 def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list[str], str]]:
     """``(job overrides, run id)`` of every run ``python run.py -m experiment=<name> *overrides``
-    launches, in launch order (the grid expansion is ``drsom.sweeps.sweep_runs``, which the
+    launches, in launch order (the grid expansion is ``drsom.launch.sweeps.sweep_runs``, which the
     sweep-status tool uses too: one rule for every reader of the store)."""
-    from drsom.sweeps import sweep_runs
+    from drsom.launch.sweeps import sweep_runs
 
     if name not in experiment_names():
         raise ValueError(
@@ -64,7 +64,7 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
 # ----------------------------------------------------------------------------------- runs
 @dataclass
 class Run:
-    """One run folder read back, with its state (``drsom.run_state``) and, when it is
+    """One run folder read back, with its state (``drsom.store.state``) and, when it is
     ``broken``, why (``problem``)."""
 
     run_id: str
@@ -160,7 +160,7 @@ def _short(value: Any) -> str:
 def load_run(path: str | Path) -> Run | None:
     """The run in ``path``; None when it holds no config (not a run folder, or never started).
 
-    Its state, and whether its files can be used, is ``drsom.run_state``'s to say (the one
+    Its state, and whether its files can be used, is ``drsom.store.state``'s to say (the one
     checked reader of a run folder): a ``broken`` run is returned with its ``problem`` and no
     metrics, so that it is counted and reported, never averaged. The metrics are the rows that
     reader checked, never a second parse of the file.
@@ -351,10 +351,10 @@ def select_runs(
 def experiment_selection(results_dir: str | Path, name: str, store: list[Run]) -> Selection:
     """``select_runs`` for an experiment file, with the tuned optimizer configs of
     ``drsom-select`` (``<results_dir>/../selected``) on Hydra's search path. For a tuning
-    experiment (its trials are drawn, not a grid: ``drsom.tuning``) and for a name without a
+    experiment (its trials are drawn, not a grid: ``drsom.launch.tuning``) and for a name without a
     file (runs exported from wandb under another study name), every stored run whose config
     names that experiment."""
-    from drsom.tuning import is_tuning
+    from drsom.launch.tuning import is_tuning
 
     if name in experiment_names() and not is_tuning(name):
         selected = Path(results_dir).parent / "selected"
@@ -502,7 +502,7 @@ SHARED_MARGIN = 0.5  # load above the run's own threads by more than this: somet
 def wall_clock_note(runs: Sequence[Run]) -> str:
     """What a training-time axis was measured on: the machine (the CPU and its threads, or the
     GPU's name) and whether the runs had it alone, from the highest 1-minute load average their
-    summaries saw at epoch ends (``load_max``, drsom.run_record.note_load): a load above the
+    summaries saw at epoch ends (``load_max``, drsom.store.record.note_load): a load above the
     run's own CPU threads (1 for a GPU run) by more than ``SHARED_MARGIN`` is a shared machine.
 
     ``wall clock: AMD EPYC (AVX2), 2 threads; shared (load up to 3.1 on 2 cores)``; runs without

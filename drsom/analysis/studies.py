@@ -18,7 +18,7 @@ from drsom.analysis import figures
 
 def study_files(results: Path) -> list[Path]:
     """The journal files of the studies kept beside the run store ``results``."""
-    from drsom.study import STUDIES
+    from drsom.store.study import STUDIES
 
     folder = results.parent / STUDIES
     return sorted(folder.glob("*.journal")) if folder.is_dir() else []
@@ -29,7 +29,7 @@ def draw_studies(results: Path, out: Path) -> list[Path]:
     import optuna
     from optuna.trial import TrialState
 
-    from drsom.study import load_studies
+    from drsom.store.study import load_studies
 
     written = []
     for path in study_files(results):
@@ -65,7 +65,7 @@ def _objective_label(study) -> str:
 def _counts(study) -> str:
     from optuna.trial import TrialState
 
-    from drsom.study import tally
+    from drsom.store.study import tally
 
     n = tally(study.get_trials(deepcopy=False))
     text = f"{n[TrialState.COMPLETE]} complete"

@@ -14,7 +14,7 @@ import re
 import pandas as pd
 
 from drsom.analysis.stats import interval, paired_difference
-from drsom.run_state import Status
+from drsom.store.state import Status
 
 ACCURACIES = ("final_test_acc", "selected_test_acc", "final_val_acc", "final_train_acc")
 # the costs run_rows writes (tables.COSTS): epochs, seconds, gradient equivalents, raw counts

@@ -22,10 +22,10 @@ import pandas as pd
 from drsom.analysis.costs import RAW, Weights
 from drsom.analysis.figures import looks, name
 from drsom.analysis.runs import Run, Selection, variant_suffixes
-from drsom.identity import RunKey
-from drsom.run_record import selected
-from drsom.run_state import UNFINISHED, Status
-from drsom.schedules import milestone_epochs
+from drsom.store.identity import RunKey
+from drsom.store.record import selected
+from drsom.store.state import UNFINISHED, Status
+from drsom.training.schedules import milestone_epochs
 
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from drsom.targets import TargetError, build, check_keywords
+from drsom.cfg.targets import TargetError, build, check_keywords
 
 from .dataset import DATA_DEFAULTS, DATA_META, ImageDataset
 from .errors import DatasetUnavailable

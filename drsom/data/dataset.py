@@ -39,7 +39,7 @@ DATA_META: tuple[str, ...] = (
     "augment",
     "num_workers",
 )
-# What a data config that leaves them out gets (``drsom.identity.complete`` fills them in): a
+# What a data config that leaves them out gets (``drsom.store.identity.complete`` fills them in): a
 # tenth of the training split held out for validation, as the suite's own datasets do.
 DATA_DEFAULTS = {"val_size": 0.1, "train_subset": None, "augment": True, "num_workers": 0}
 

@@ -32,7 +32,7 @@ log = logging.getLogger("drsom")
 PREEMPT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"  # submitit's own setting; USR2 when unset
 GRACE_S = 60.0  # well inside the 120 s that hydra/launcher/slurm.yaml leaves before the kill
 # One preemption can arrive more than once within moments: `scancel --full -s USR2` signals the
-# batch shell, which passes it on (drsom/slurm.py), and srun, which forwards it too. A repeat
+# batch shell, which passes it on (drsom/launch/slurm.py), and srun, which forwards it too. A repeat
 # this soon after the first is that same request, not a user insisting.
 DUPLICATE_S = 5.0
 

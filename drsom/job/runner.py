@@ -9,7 +9,7 @@ files keep their last complete versions and the summary says "failed" and why). 
 clears the folder once per launch (``launch_identity``): a requeued job resumes.
 
 Checkpoints are written every ``trainer.checkpoint_every`` epochs, at the end, and when the job's
-preemption signal arrives (``drsom.preemption``): then after the current step, with the position
+preemption signal arrives (``drsom.job.preemption``): then after the current step, with the position
 inside the epoch, after which the signal is handed back (submitit requeues the job, which resumes
 here in the same folder).
 """
@@ -27,13 +27,13 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from drsom.config import ConfigError, check_results_dir, resolve_device, validate
+from drsom.cfg.targets import TargetError
 from drsom.data import DataBundle, DatasetUnavailable, build_data, load_dataset
-from drsom.identity import complete, group_name, run_id
+from drsom.job.preemption import PreemptionGuard
+from drsom.job.validate import ConfigError, check_results_dir, resolve_device, validate
 from drsom.models import build_model
 from drsom.optim import needs_double_backward, optimizer_factory
-from drsom.preemption import PreemptionGuard
-from drsom.run_folder import (
+from drsom.store.folder import (
     CheckpointError,
     RunBusy,
     RunDir,
@@ -41,12 +41,12 @@ from drsom.run_folder import (
     describe_os_error,
     storage_cause,
 )
-from drsom.run_record import git_state, metric_value, record, start_summary
-from drsom.run_state import TERMINAL, Status, run_state
-from drsom.schedules import build_scheduler
-from drsom.targets import TargetError
-from drsom.tracking import Tracker, new_wandb_id, tracking
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
+from drsom.store.identity import complete, group_name, run_id
+from drsom.store.record import git_state, metric_value, record, start_summary
+from drsom.store.state import TERMINAL, Status, run_state
+from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
+from drsom.training.schedules import build_scheduler
+from drsom.training.tracking import Tracker, new_wandb_id, tracking
 
 log = logging.getLogger("drsom")
 
@@ -65,7 +65,7 @@ def run(
 
     Relative paths in the config (``results_dir``, ``data.root``) are taken from ``base_dir``
     (``run.py`` passes the repository root; default: the current directory). ``prune`` (a tuning
-    study's pruner, ``drsom.study.trial_pruner``) is told each evaluated epoch's validation
+    study's pruner, ``drsom.store.study.trial_pruner``) is told each evaluated epoch's validation
     accuracy and may stop the run there: its status is then ``pruned``, a result never resumed.
     """
     c = _plain(cfg)

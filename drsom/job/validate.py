@@ -5,7 +5,7 @@ line naming the key, the value and what is accepted; ``run.py`` prints it and ex
 A key the run does not read is refused too (``+trainer.epoch=3`` would otherwise run, do nothing
 and still make a new run id): the top level and ``trainer`` and ``logger`` have the keys below;
 the optimizer, model and data groups take their meta keys and their target's arguments
-(:mod:`drsom.targets`). Unknown config options (``optimizer=nadm``) are Hydra's to report.
+(:mod:`drsom.cfg.targets`). Unknown config options (``optimizer=nadm``) are Hydra's to report.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 
 import torch
 
+from drsom.cfg.targets import TargetError
 from drsom.data import check_data, validation_count
 from drsom.models import check_model
 from drsom.optim import optimizer_factory
-from drsom.schedules import LR_SCHEDULES, milestone_epochs
-from drsom.targets import TargetError
-from drsom.tracking import WANDB_MODES
+from drsom.training.schedules import LR_SCHEDULES, milestone_epochs
+from drsom.training.tracking import WANDB_MODES
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -56,7 +56,7 @@ class ConfigError(Exception):
 
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first invalid value of the resolved config ``cfg`` (with its
-    names filled in: ``drsom.identity.complete``)."""
+    names filled in: ``drsom.store.identity.complete``)."""
     _known_keys("", cfg, TOP_KEYS)
     _known_keys("trainer.", cfg["trainer"], TRAINER_KEYS)
     _known_keys("logger.", cfg["logger"], LOGGER_KEYS)

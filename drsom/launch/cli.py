@@ -27,7 +27,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from drsom import CONFIG_DIR, jobs  # light: torch, CUDA and wandb start inside the job, never here
+from drsom import CONFIG_DIR
+from drsom.launch import jobs  # light: torch, CUDA and wandb start inside the job, never here
 
 # Hydra's flags that print something instead of running a job (no log folder is made).
 NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")

@@ -50,11 +50,11 @@ class JobError(CompactHydraException):
 
 def run(cfg: DictConfig, *, base_dir: Path) -> str | dict:
     """Train, resume or skip the run of ``cfg``; return its status ("busy": skipped), or in a
-    trial of a tuning sweep what the sweeper tells optuna (``drsom.tuning.trial_result``)."""
-    from drsom.run_folder import RunBusy
-    from drsom.runner import USER_ERRORS, run_folder
-    from drsom.runner import run as run_config
-    from drsom.tuning import trial_result, tuning_objective
+    trial of a tuning sweep what the sweeper tells optuna (``drsom.launch.tuning.trial_result``)."""
+    from drsom.job.runner import USER_ERRORS, run_folder
+    from drsom.job.runner import run as run_config
+    from drsom.launch.tuning import trial_result, tuning_objective
+    from drsom.store.folder import RunBusy
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     by = tuning_objective()
@@ -85,7 +85,7 @@ def _pruner():
     node = HydraConfig.get().sweeper.get("pruner")
     if node is None:
         return None
-    from drsom.study import trial_pruner
+    from drsom.store.study import trial_pruner
 
     return trial_pruner(node)
 
@@ -102,7 +102,7 @@ def name_slurm_job(cfg: DictConfig) -> None:
         return
     from omegaconf import OmegaConf
 
-    from drsom.identity import run_id
+    from drsom.store.identity import run_id
 
     try:
         rid = run_id(OmegaConf.to_container(cfg, resolve=True))

@@ -14,9 +14,9 @@ What it adds to ``hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmL
   result with the one-line reason, so the sweep still runs every other point and reports the
   failures at the end.
 
-The job's own name is set by ``drsom.jobs`` once it knows its run id (the array carries the
-launcher's ``name`` until then). Like ``drsom.jobs``, this module is imported by the launching
-process, which must never import torch, CUDA or wandb.
+The job's own name is set by ``drsom.launch.jobs`` once it knows its run id (the array carries the
+launcher's ``name`` until then). Like ``drsom.launch.jobs``, this module is imported by the
+launching process, which must never import torch, CUDA or wandb.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from omegaconf import OmegaConf
 
-from drsom.jobs import JobError
+from drsom.launch.jobs import JobError
 
 log = logging.getLogger(__name__)
 

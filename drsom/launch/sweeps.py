@@ -6,7 +6,7 @@ command line, a key given again taking the later value; the cartesian product of
 composes each point's config and derives its run id with the store's ``run_id``, so it finds the
 folder the job writes to. Nothing is trained and nothing is written.
 
-``run_states`` reads each folder's state with ``drsom.run_state.run_state``, the one reader every
+``run_states`` reads each folder's state with ``drsom.store.state.run_state``, the one reader every
 tool shares ("running" without a live lock holder is "interrupted"; inconsistent files "broken").
 """
 
@@ -24,9 +24,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from drsom import CONFIG_DIR
-from drsom.identity import run_id
-from drsom.run_folder import RunDir
-from drsom.run_state import Status, run_state
+from drsom.store.folder import RunDir
+from drsom.store.identity import run_id
+from drsom.store.state import Status, run_state
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
 """Tuning on the validation split: a declared budget of trials per optimizer, one study each.
 
-``hydra/sweeper=tuning`` is the suite's optuna sweeper (``drsom.tuning_sweeper``: ask and tell,
-a seeded TPE sampler by default, the study stored beside the runs by ``drsom.study``) with these
-rules, checked before any trial trains:
+``hydra/sweeper=tuning`` is the suite's optuna sweeper (``drsom.launch.tuning_sweeper``: ask and
+tell, a seeded TPE sampler by default, the study stored beside the runs by ``drsom.store.study``)
+with these rules, checked before any trial trains:
 
 * the budget ``hydra.sweeper.n_trials`` is a positive integer;
 * the search space is not empty: ``configs/search/<optimizer>.yaml`` (one file beside each optimizer
@@ -63,7 +63,7 @@ def is_tuning(experiment: str) -> bool:
     """Whether ``experiment=<experiment>`` launches the tuning sweeper (its runs: trials); False
     for a name without an experiment file (runs exported under another study name)."""
     from drsom import CONFIG_DIR
-    from drsom.compose import suite_config
+    from drsom.cfg.compose import suite_config
 
     if not (CONFIG_DIR / "experiment" / f"{experiment}.yaml").is_file():
         return False

@@ -4,8 +4,9 @@ Why our own: hydra-optuna-sweeper, the plugin this replaced, pins optuna below 3
 the first failed trial (it tells optuna a NaN, which optuna refuses) and cannot store a study on
 the SQLAlchemy that installs beside it. This sweeper drives optuna (4 and later) directly:
 
-1. check everything before anything trains (``drsom.tuning``; one line, exit 2);
-2. open the stored study (``drsom.study``), or create it; refuse one made by another search space,
+1. check everything before anything trains (``drsom.launch.tuning``; one line, exit 2);
+2. open the stored study (``drsom.store.study``), or create it; refuse one made by another search
+space,
    objective or fixed config, or a budget below its finished trials;
 3. in batches of ``n_jobs``: take over the trials that a dead launch left running, ask optuna for
    new ones up to the budget (trial ``k`` is drawn with the sampler seeded ``seed + k``: a
@@ -53,15 +54,15 @@ from optuna.distributions import (  # noqa: E402
 )
 from optuna.trial import FrozenTrial, TrialState  # noqa: E402
 
-from drsom import study as stored  # noqa: E402
-from drsom.locks import hold_lock  # noqa: E402
-from drsom.tuning import (  # noqa: E402
+from drsom.launch.tuning import (  # noqa: E402
     OBJECTIVES,
     TuningError,
     check_budget,
     check_search_space,
     check_validation_split,
 )
+from drsom.store import study as stored  # noqa: E402
+from drsom.store.locks import hold_lock  # noqa: E402
 
 log = logging.getLogger("drsom")
 DIRECTIONS = ("maximize", "minimize")
@@ -73,7 +74,7 @@ class Plan:
 
     space: dict[str, BaseDistribution]
     fixed: list[str]  # overrides every trial gets: the command line's and the search file's
-    record: dict[str, Any]  # what the study is (drsom.study.describe)
+    record: dict[str, Any]  # what the study is (drsom.store.study.describe)
     storage: str
     launches: Path
     sampler: DictConfig
@@ -201,8 +202,8 @@ class TuningSweeper(Sweeper):
         params = parser.parse_overrides([f"{k}={v}" for k, v in space.items()] + list(arguments))
         check_search_space(params, job)
         check_validation_split(job)
-        from drsom.config import ConfigError, check_results_dir, validate
-        from drsom.identity import complete, identity
+        from drsom.job.validate import ConfigError, check_results_dir, validate
+        from drsom.store.identity import complete, identity
 
         plain = _run_config(job)
         try:
@@ -328,7 +329,7 @@ class TuningSweeper(Sweeper):
         return trial.number, overrides
 
     def run_id(self, overrides: list[str]) -> str:
-        from drsom.identity import complete, run_id
+        from drsom.store.identity import complete, run_id
 
         job = self.hydra_context.config_loader.load_sweep_config(self.launch_config, overrides)
         return run_id(complete(_run_config(job)))

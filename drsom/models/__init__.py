@@ -1,6 +1,6 @@
 """Models from config: ``build_model(node, num_classes, input_shape)``.
 
-A model config is a Hydra ``_target_`` node (:mod:`drsom.targets`): any class or function that
+A model config is a Hydra ``_target_`` node (:mod:`drsom.cfg.targets`): any class or function that
 returns a ``torch.nn.Module``, e.g. the suite's ``drsom.models.resnet18`` or
 ``torchvision.models.resnet18``. The suite's ResNet, VGG and DenseNet variants are the CIFAR ones
 used by the AdaBelief paper's experiments (3x3 stride-1 stem, no max-pool), so results are
@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from drsom.targets import TargetError, build, check_keywords, keywords
+from drsom.cfg.targets import TargetError, build, check_keywords, keywords
 
 from .cnn import SmallCNN
 from .densenet import densenet121

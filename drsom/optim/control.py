@@ -15,7 +15,8 @@ balanced on the first model it sees), ``state_dict``/``load_state_dict`` save an
 
 from __future__ import annotations
 
-from .checks import one_of
+from drsom.cfg.checks import one_of
+
 from .subproblem import ReducedModel, Solution
 
 __all__ = ["CONTROLLERS", "RADIUS_RULES", "make_controller"]

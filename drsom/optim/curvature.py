@@ -33,7 +33,7 @@ import math
 
 import torch
 
-from .checks import one_of
+from drsom.cfg.checks import one_of
 
 __all__ = ["HESSIANS", "make_curvature"]
 

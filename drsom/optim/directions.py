@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import one_of
+from drsom.cfg.checks import one_of
 
 __all__ = [
     "DIRECTIONS",

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch.optim import Optimizer
 
-from .checks import one_of
+from drsom.cfg.checks import one_of
+
 from .control import make_controller
 from .curvature import make_curvature
 from .directions import make_directions

@@ -1,13 +1,14 @@
 """Optimizers from config: ``optimizer_factory(node)(params)``, and ``build(name, params)``.
 
-An optimizer config is a Hydra ``_target_`` node (:mod:`drsom.targets`) with ``_partial_: true``:
-the suite's own (``configs/optimizer/*.yaml``: DRSOM, ``torch.optim.Adam``, pytorch_optimizer's
-AdaBelief, ...) and a user's (``torch.optim.NAdam``) are read the same way. Its meta keys are
-:data:`OPTIMIZER_META`; every other key is a keyword argument of the target, checked against its
-signature and, for the hyperparameters the suite's optimizers share, against :data:`RULES`, so a
-bad value is one line naming the key before any data is read (the libraries check some of these
-late, partly or not at all: ``lr=0`` passes, adabound's ``final_lr`` is never checked).
-:mod:`drsom.optim.protocol` says how to step the result, what a step costs and what it reports.
+An optimizer config is a Hydra ``_target_`` node (:mod:`drsom.cfg.targets`) with ``_partial_:
+true``: the suite's own (``configs/optimizer/*.yaml``: DRSOM, ``torch.optim.Adam``,
+pytorch_optimizer's AdaBelief, ...) and a user's (``torch.optim.NAdam``) are read the same way. Its
+meta keys are :data:`OPTIMIZER_META`; every other key is a keyword argument of the target, checked
+against its signature and, for the hyperparameters the suite's optimizers share, against
+:data:`RULES`, so a bad value is one line naming the key before any data is read (the libraries
+check some of these late, partly or not at all: ``lr=0`` passes, adabound's ``final_lr`` is never
+checked). :mod:`drsom.optim.protocol` says how to step the result, what a step costs and what it
+reports.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 
 import torch
 
-from drsom.targets import TargetError, arguments, check_keywords, keywords
-from drsom.targets import build as build_target
+from drsom.cfg.targets import TargetError, arguments, check_keywords, keywords
+from drsom.cfg.targets import build as build_target
 
 __all__ = ["OPTIMIZER_META", "RULES", "build", "optimizer_factory"]
 
@@ -119,7 +120,7 @@ def optimizer_factory(node: Mapping[str, Any]) -> Factory:
 
 @functools.cache
 def _packaged(name: str) -> dict[str, Any]:
-    from drsom.compose import CONFIG_DIR, suite_config
+    from drsom.cfg.compose import CONFIG_DIR, suite_config
 
     names = sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
     if name not in names:

@@ -85,8 +85,8 @@ STEP_PROTOCOLS: tuple[str, ...] = (STEP_BACKWARD, STEP_CREATE_GRAPH, STEP_CLOSUR
 
 ORACLES: tuple[str, ...] = ("forward", "grad", "hvp")
 
-# What the training loop logs beside an optimizer's diagnostics (drsom.train.STEP_COLUMNS): an
-# optimizer's diagnostic of one of these names would overwrite the loop's column.
+# What the training loop logs beside an optimizer's diagnostics (drsom.training.loop.STEP_COLUMNS):
+# an optimizer's diagnostic of one of these names would overwrite the loop's column.
 RESERVED_DIAGNOSTICS: tuple[str, ...] = ("step", "epoch", "loss")
 
 

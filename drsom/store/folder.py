@@ -3,18 +3,19 @@
 ``<results_dir>/<run_id>/`` holds
 
 * ``config.yaml``    the resolved config of the run;
-* ``metrics.csv``    one row per completed epoch (columns: ``drsom.train.Trainer.metric_columns``);
+* ``metrics.csv``    one row per completed epoch (columns:
+``drsom.training.loop.Trainer.metric_columns``);
 * ``steps.csv``      every ``trainer.log_every_steps`` steps: the loss and the optimizer's
-                     diagnostics (columns: ``drsom.train.Trainer.step_columns``);
+                     diagnostics (columns: ``drsom.training.loop.Trainer.step_columns``);
 * ``summary.json``   status (running|interrupted|finished|diverged|failed), final and best
                      accuracies, wall time, git commit, versions;
 * ``checkpoint.pt``  everything needed to continue the run exactly (never committed), and
   ``checkpoint.prev.pt`` the one before it, the fallback when the newest cannot be read;
 * ``.lock``          held (flock) by the one process training the run; it names that process.
 
-The folder's name is the run id (``drsom.identity``), a function of the config, so the same
+The folder's name is the run id (``drsom.store.identity``), a function of the config, so the same
 command always finds the same folder (and a requeued or re-launched job resumes instead of
-starting a second copy); what state a run is in is ``drsom.run_state``. Every write goes to a
+starting a second copy); what state a run is in is ``drsom.store.state``. Every write goes to a
 temporary file in the same folder, is fsynced and then renamed over the target: a reader, or a
 process killed at any moment, sees the old file or the new one, never a truncated one. Saving a
 checkpoint first makes ``checkpoint.prev.pt`` a hard link to the current one, then renames the new
@@ -42,7 +43,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from drsom.locks import lock_is_held
+from drsom.store.locks import lock_is_held
 
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
     import fcntl

@@ -6,7 +6,7 @@ replicates, and only they are ever averaged. ``RunKey`` is the one place a run i
 (``<data>-<model>-<label>-<hash>-s<seed>``) and read back; readers prefer the stored config.
 
 What changes numbers but is not in the config (the device type, the CPU thread count, library
-versions) is recorded with each run (``drsom.run_record``) and shown where runs differ in it.
+versions) is recorded with each run (``drsom.store.record``) and shown where runs differ in it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drsom.data.dataset import DATA_DEFAULTS
-from drsom.schedules import milestone_epochs
+from drsom.training.schedules import milestone_epochs
 
 # Config keys that say where things are, how they are shown, or only how fast they run, not what
 # is computed: two configs that differ only here are the same variant. The seed is kept apart

@@ -1,6 +1,6 @@
 """What ``summary.json`` says about a run: status, results, cost, and where it came from.
 
-Statuses (``drsom.run_state.Status``): ``running`` (or killed while running), ``interrupted``
+Statuses (``drsom.store.state.Status``): ``running`` (or killed while running), ``interrupted``
 (stopped at an epoch boundary, resumable), ``finished``, ``diverged`` (non-finite training loss;
 a result, not redone) and ``failed`` (an exception; rerunning resumes from the last checkpoint).
 Provenance: ``git_commit``, ``git_dirty``, ``git_diff_sha`` (``git_state``), ``threads`` and
@@ -8,7 +8,7 @@ Provenance: ``git_commit``, ``git_dirty``, ``git_diff_sha`` (``git_state``), ``t
 
 Besides: ``checkpoint_epoch`` (the epoch the newest checkpoint holds: where a rerun resumes, also
 after a failed write) and ``forced_by`` (the launch that cleared the folder for ``force=true``,
-``drsom.runner.launch_identity``; its requeued jobs resume instead of clearing again).
+``drsom.job.runner.launch_identity``; its requeued jobs resume instead of clearing again).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from drsom.identity import config_hash, group_name, run_id
 from drsom.optim import hyperparameters
-from drsom.run_state import FINAL_KEYS, TERMINAL
-from drsom.train import Trainer
+from drsom.store.identity import config_hash, group_name, run_id
+from drsom.store.state import FINAL_KEYS, TERMINAL
+from drsom.training.loop import Trainer
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 VERSIONED = ("drsom", "torch", "torchvision", "numpy", "pytorch_optimizer", "hydra-core", "wandb")
@@ -81,7 +81,7 @@ def start_summary(
     return summary
 
 
-# What ``final`` holds (the last epoch's row of these) is drsom.run_state.FINAL_KEYS: the reader
+# What ``final`` holds (the last epoch's row of these) is drsom.store.state.FINAL_KEYS: the reader
 # that checks a summary against its metrics.csv owns the list.
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from drsom.run_folder import RunDir
+from drsom.store.folder import RunDir
 
 
 class Status(str, Enum):
@@ -63,7 +63,7 @@ WRITTEN = (
 )
 
 
-# What ``summary.json``'s ``final`` holds: the last epoch's row of these (drsom.run_record).
+# What ``summary.json``'s ``final`` holds: the last epoch's row of these (drsom.store.record).
 FINAL_KEYS = (
     "train_loss",
     "train_acc",
@@ -143,7 +143,7 @@ def _summary_problem(folder: RunDir, summary: dict[str, Any]) -> str | None:
 
 def _config_problem(folder: RunDir, config: dict[str, Any] | None) -> str | None:
     """Whether ``config.yaml`` is there, parses, and names this folder's run (its run id)."""
-    from drsom.identity import run_id  # identity reads the data package's defaults
+    from drsom.store.identity import run_id  # identity reads the data package's defaults
 
     if config is None:
         present = folder.config.exists()

@@ -36,7 +36,7 @@ import optuna
 from optuna.distributions import BaseDistribution, distribution_to_json, json_to_distribution
 from optuna.trial import FrozenTrial, TrialState
 
-from drsom.locks import hold_lock, lock_is_held
+from drsom.store.locks import hold_lock, lock_is_held
 
 STUDIES = "studies"  # beside the store's runs: <results_dir>/../studies
 TRIAL_VARIABLE = "DRSOM_TRIAL"  # how a job learns which trial it is (set by the sweeper)

@@ -108,7 +108,7 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
     """Per target (every experiment is measured against the same ones), the performance profile
     of the gradient equivalents to reach it over the experiments' workloads; none with fewer
     than two workloads (a profile of one workload only says who was cheapest there)."""
-    from drsom.tuning import is_tuning
+    from drsom.launch.tuning import is_tuning
 
     # a tuning experiment's runs are trials, one seed each at drawn settings: not a workload;
     # a model without cost weights has no cost here (not "never reached"): its runs stay out

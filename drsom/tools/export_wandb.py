@@ -21,11 +21,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from drsom.identity import run_id
-from drsom.run_folder import RunDir, write_csv
-from drsom.run_record import FINAL_KEYS, selected
-from drsom.run_state import TERMINAL, WRITTEN, Status, run_state
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS
+from drsom.store.folder import RunDir, write_csv
+from drsom.store.identity import run_id
+from drsom.store.record import FINAL_KEYS, selected
+from drsom.store.state import TERMINAL, WRITTEN, Status, run_state
+from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS
 
 # wandb's run.state when the runner's own status never reached wandb (its summary is written at
 # the end of a run): a crash or a kill leaves the run resumable, like the local store says.
@@ -127,8 +127,8 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
 def epoch_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The per-epoch rows (they carry ``train_loss``), one per epoch: a resumed run's last wins.
 
-    The optimizer's epoch means (``<key>_mean``, ``drsom.train.Trainer.metric_columns``) come
-    with them."""
+    The optimizer's epoch means (``<key>_mean``, ``drsom.training.loop.Trainer.metric_columns``)
+    come with them."""
     rows: dict[int, dict[str, Any]] = {}
     for h in history:
         if _value(h, "train_loss") is None or _value(h, "epoch") is None:
@@ -143,7 +143,7 @@ def epoch_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def step_rows(history: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The steps.csv rows the runner logged: ``step/<column>`` and the optimizer's diagnostics
-    as ``opt/<key>`` (``drsom.runner._step_log``)."""
+    as ``opt/<key>`` (``drsom.job.runner._step_log``)."""
     rows = []
     for h in history:
         if "step/loss" not in h:

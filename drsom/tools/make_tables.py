@@ -168,8 +168,8 @@ def tuned_by(name: str, store) -> list[str]:
     """The tuning experiments behind ``name``: itself when it is one, else those whose selected
     configs (``optimizer=<tuning experiment>/<label>``, drsom-select) its grid names."""
     from drsom.analysis.runs import experiment_names
-    from drsom.compose import suite_config
-    from drsom.tuning import is_tuning
+    from drsom.cfg.compose import suite_config
+    from drsom.launch.tuning import is_tuning
 
     if name not in experiment_names():
         return []

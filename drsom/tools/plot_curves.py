@@ -44,9 +44,9 @@ from drsom.analysis.runs import (
     stored_experiments,
     wall_clock_note,
 )
-from drsom.identity import config_hash
-from drsom.run_state import UNFINISHED, Status
-from drsom.tuning import is_tuning
+from drsom.launch.tuning import is_tuning
+from drsom.store.identity import config_hash
+from drsom.store.state import UNFINISHED, Status
 
 # drawn by default: the clean train metric (``train_eval_*``) beside the test set's; the running
 # train means and the validation curves on request (``--metrics``)

@@ -11,7 +11,7 @@ recorded. Then every column of
 (full precision), so "identical" means bit for bit. The commit that made the stored run and the
 current one are printed with it; a dirty tree on either side is said too.
 
-The stored run is read by the store's one reader (``drsom.run_state``) first: a config.yaml that
+The stored run is read by the store's one reader (``drsom.store.state``) first: a config.yaml that
 no longer hashes to the folder's run id (edited) or a damaged metrics.csv is one line, and so is
 an ``--epochs`` outside 1 to the stored epochs.
 
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from drsom.run_folder import RunDir
-from drsom.run_record import git_state, machine
-from drsom.run_state import run_state
-from drsom.train import WALL_CLOCK_COLUMNS
+from drsom.store.folder import RunDir
+from drsom.store.record import git_state, machine
+from drsom.store.state import run_state
+from drsom.training.loop import WALL_CLOCK_COLUMNS
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         out = Path(args.keep) if args.keep else Path(tmp)
         rerun = rerun_config(config, out, epochs)
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
-        from drsom.runner import USER_ERRORS, run
+        from drsom.job.runner import USER_ERRORS, run
 
         try:
             status = run(rerun, base_dir=base_dir or Path.cwd())  # a relative data.root

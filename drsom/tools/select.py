@@ -4,11 +4,11 @@
     python run.py -m experiment=digits_tuned_cnn 'hydra.searchpath=[file://results/selected]'
 
 The trials are the stored runs of the experiment (one study per optimizer label and per dataset
-and model). Each finished trial is scored as the sweeper scored it (``drsom.tuning.objective``):
-the validation accuracy at the final epoch (``--by final``, the default), or at the epoch
-validation selects (``--by best``); a diverged trial scores 0; unfinished ones are counted, not
-ranked. The highest score wins; among equal scores (a small validation split saturates) the lower
-final validation loss, then the first run id. The test set is never looked at.
+and model). Each finished trial is scored as the sweeper scored it
+(``drsom.launch.tuning.objective``): the validation accuracy at the final epoch (``--by final``, the
+default), or at the epoch validation selects (``--by best``); a diverged trial scores 0; unfinished
+ones are counted, not ranked. The highest score wins; among equal scores (a small validation split
+saturates) the lower final validation loss, then the first run id. The test set is never looked at.
 
 Written under ``<out>`` (default ``results/selected``, beside the store):
 
@@ -21,7 +21,7 @@ Written under ``<out>`` (default ``results/selected``, beside the store):
   ran under (the stored study's; for trials without one, the range their configs show), how many
   trials finished, the selected values, their score and run id.
 
-All or nothing: a broken trial (``drsom.run_state``) stops the selection unless
+All or nothing: a broken trial (``drsom.store.state``) stops the selection unless
 ``--allow-broken`` (then it is left out and counted), an optimizer none of whose trials finished
 stops it, and the configs and reports of an experiment are replaced together
 (``write_selection``), so the final stage never runs an earlier selection's config beside a new
@@ -44,11 +44,11 @@ import yaml
 from optuna.distributions import json_to_distribution
 
 from drsom.analysis.runs import Run, load_store
-from drsom.identity import identity
-from drsom.run_folder import describe_os_error
-from drsom.run_state import Status
-from drsom.study import STUDIES, flatten
-from drsom.tuning import objective
+from drsom.launch.tuning import objective
+from drsom.store.folder import describe_os_error
+from drsom.store.identity import identity
+from drsom.store.state import Status
+from drsom.store.study import STUDIES, flatten
 
 BY = ("final", "best")
 
@@ -243,7 +243,7 @@ def check_study(
     name), after checking it against the runs: ValueError (one line naming the run) where they
     disagree; a broken run is not compared (it is named as broken). None where there is no
     stored study (trials made before studies were stored)."""
-    from drsom import study as stored
+    from drsom.store import study as stored
 
     path = studies / f"{experiment}-{label}.journal"
     if not path.is_file():
@@ -280,7 +280,7 @@ def _rank(scored: tuple[float, str, Run]) -> tuple:
 
 def _settings(experiment: str, label: str) -> dict[str, Any]:
     """The budget and the search space the tuning sweeper used for ``label``."""
-    from drsom.compose import suite_config
+    from drsom.cfg.compose import suite_config
 
     base = [f"experiment={experiment}", f"optimizer={label}"]
     try:

@@ -1,6 +1,6 @@
 """Weights & Biases as a mirror of the local store.
 
-The results store (``drsom.run_folder``) is the source of truth; wandb is a convenience that must
+The results store (``drsom.store.folder``) is the source of truth; wandb is a convenience that must
 never cost a result. So:
 
 * wandb is started inside the job (never in a launcher's parent process) and always finished in a
@@ -121,7 +121,7 @@ def start_tracker(
     run_dir: Path,
 ) -> Tracker:
     """A Tracker for this run; an inactive one (with a warning) when wandb cannot start."""
-    mode = str(logger_cfg.get("mode", "offline"))  # checked by drsom.config.validate
+    mode = str(logger_cfg.get("mode", "offline"))  # checked by drsom.job.validate.validate
     if mode == "disabled":
         return Tracker()
     try:

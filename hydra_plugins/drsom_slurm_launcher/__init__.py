@@ -1,4 +1,5 @@
-"""Where Hydra finds drsom's SLURM launcher (``hydra/launcher=slurm``; the code: drsom/slurm.py).
+"""Where Hydra finds drsom's SLURM launcher (``hydra/launcher=slurm``; the code:
+drsom/launch/slurm.py).
 
 Hydra instantiates launchers only from the ``hydra_plugins`` namespace package, so the class that
 configs/hydra/launcher/slurm.yaml names is defined here. An installed drsom ships this folder
@@ -7,7 +8,7 @@ on the import path (``python run.py`` has it there). The launcher puts the folde
 jobs' PYTHONPATH either way, since each job unpickles this class.
 """
 
-from drsom.slurm import SlurmLauncher as _DrsomSlurmLauncher
+from drsom.launch.slurm import SlurmLauncher as _DrsomSlurmLauncher
 
 
 class SlurmLauncher(_DrsomSlurmLauncher):

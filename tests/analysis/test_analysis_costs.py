@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from analysis_store import write_weights
 
-from drsom import run_record
 from drsom.analysis import costs
 from drsom.analysis.runs import Run, wall_clock_note
+from drsom.store import record as run_record
 
 
 def test_weights_are_read_per_model_and_say_where_they_were_measured(tmp_path):
@@ -74,7 +74,7 @@ def test_the_summary_keeps_the_highest_load_seen(monkeypatch):
 
 
 def test_the_shipped_weights_cover_the_shipped_runs_model():
-    shipped = Path(__file__).resolve().parents[1] / "results" / costs.WEIGHTS_FILE
+    shipped = Path(__file__).resolve().parents[2] / "results" / costs.WEIGHTS_FILE
     weights = costs.load_weights(shipped)
     assert {"cnn", "resnet18"} <= set(weights)
     assert 0 < weights["cnn"].forward < 1 < weights["cnn"].hvp

@@ -20,7 +20,7 @@ from drsom.analysis.runs import (
 )
 from drsom.tools import plot_curves
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,9 @@ from drsom.analysis.runs import (
     load_store,
     select_runs,
 )
-from drsom.identity import run_id
+from drsom.store.identity import run_id
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_experiment_expansion_gives_the_sweeps_run_ids_in_launch_order():

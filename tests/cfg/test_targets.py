@@ -1,6 +1,6 @@
-"""Plug-ins by import path (``drsom.targets``): a folder of a user's own YAML files, kept outside
-the repository, brings an optimizer, a model and a dataset, and their runs appear in the tables
-and figures under their own names."""
+"""Plug-ins by import path (``drsom.cfg.targets``): a folder of a user's own YAML files, kept
+outside the repository, brings an optimizer, a model and a dataset, and their runs appear in the
+tables and figures under their own names."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import torch
 from analysis_store import write_weights
 
 from drsom.analysis.runs import load_store
+from drsom.cfg.targets import TargetError, build, check_keywords, keywords
 from drsom.data import ImageDataset, load_dataset
-from drsom.targets import TargetError, build, check_keywords, keywords
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "my_configs"
 
 

@@ -32,7 +32,7 @@ from drsom.data.image_folder import channel_stats, image_folder
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # Code-point order: "Moth" < "ant" < "zebra" (a case-insensitive sort would put "ant" first).
 CLASSES = ("Moth", "ant", "zebra")
 FORMATS = ("png", "bmp", "jpg")  # the j-th image of a class is FORMATS[j % 3]

@@ -24,10 +24,10 @@ from run_helpers import compose_configs
 
 from drsom.analysis.costs import default_path
 from drsom.analysis.runs import Run
-from drsom.identity import run_id
-from drsom.run_folder import RunDir, write_csv
-from drsom.run_state import FINAL_KEYS
-from drsom.train import METRIC_COLUMNS
+from drsom.store.folder import RunDir, write_csv
+from drsom.store.identity import run_id
+from drsom.store.state import FINAL_KEYS
+from drsom.training.loop import METRIC_COLUMNS
 
 EXPERIMENT = "digits_drsom_vs_baselines_cnn"
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drsom import runner
-from drsom.run_folder import RunDir
-from drsom.train import WALL_CLOCK_COLUMNS
+from drsom.job import runner
+from drsom.store.folder import RunDir
+from drsom.training.loop import WALL_CLOCK_COLUMNS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def tiny(cifar_root: Path, results: Path, *overrides: str) -> list[str]:

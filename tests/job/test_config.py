@@ -9,11 +9,11 @@ import pytest
 import torch
 from run_helpers import compose_config
 
-from drsom.config import ConfigError, resolve_device, validate
-from drsom.identity import complete, config_hash, group_name, run_id
+from drsom.job.validate import ConfigError, resolve_device, validate
 from drsom.optim import optimizer_factory
+from drsom.store.identity import complete, config_hash, group_name, run_id
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 GROUPS = ("model", "optimizer", "data", "trainer", "logger")
 
 

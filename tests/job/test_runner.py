@@ -1,6 +1,6 @@
 """The experiment runner end to end on a tiny CIFAR-10 in the genuine format, on the CPU.
 
-Most runs call ``drsom.runner.run`` in-process on a composed config; a few run ``python run.py``
+Most runs call ``drsom.job.runner.run`` in-process on a composed config; a few run ``python run.py``
 for what only the command line shows (exit codes, one-line errors, no traceback). Everything is
 written under tmp_path; wandb is disabled or offline and never reaches the network.
 """
@@ -19,13 +19,13 @@ import pytest
 import torch
 from run_helpers import cli, only_run, read_csv, run_inprocess, tiny, without_wall_clock
 
-from drsom import runner
-from drsom.config import ConfigError
 from drsom.data import DatasetUnavailable
-from drsom.run_folder import RunBusy, RunDir, atomic_file
-from drsom.train import METRIC_COLUMNS, STEP_COLUMNS, Trainer
+from drsom.job import runner
+from drsom.job.validate import ConfigError
+from drsom.store.folder import RunBusy, RunDir, atomic_file
+from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OPTIMIZERS = sorted(p.stem for p in (REPO / "configs" / "optimizer").glob("*.yaml"))
 FIRST_ORDER = {"sgd", "adam", "adamw", "adabelief", "radam", "yogi", "adabound", "msvag", "fromage"}
 pytestmark = pytest.mark.usefixtures("one_thread")

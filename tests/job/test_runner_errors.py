@@ -20,11 +20,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from run_helpers import cli, only_run, read_csv, run_inprocess, summary_of, tiny
 
-from drsom.config import ConfigError, validate
-from drsom.identity import complete
-from drsom.run_state import run_state
+from drsom.job.validate import ConfigError, validate
+from drsom.store.identity import complete
+from drsom.store.state import run_state
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 

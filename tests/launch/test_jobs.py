@@ -1,4 +1,4 @@
-"""Launch identity (drsom.jobs): force clears once per launch, not on every requeue."""
+"""Launch identity (drsom.launch.jobs): force clears once per launch, not on every requeue."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import types
 import pytest
 from run_helpers import only_run, run_inprocess, summary_of, tiny
 
-from drsom import runner
+from drsom.job import runner
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 

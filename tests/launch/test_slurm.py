@@ -22,12 +22,12 @@ import pytest
 import torch
 from run_helpers import read_csv, run_inprocess, summary_of, wait_for, without_wall_clock
 
-from drsom.preemption import PreemptionGuard
-from drsom.run_folder import RunDir
-from drsom.slurm import ClusterError, check_request, failure_line, parse_sinfo
-from drsom.sweeps import sweep_runs
+from drsom.job.preemption import PreemptionGuard
+from drsom.launch.slurm import ClusterError, check_request, failure_line, parse_sinfo
+from drsom.launch.sweeps import sweep_runs
+from drsom.store.folder import RunDir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_ONLY = [
     "hydra/launcher=slurm",
     "hydra.launcher.gpus_per_node=0",
@@ -98,7 +98,7 @@ def test_failure_line_is_the_jobs_own_reason():
     trace = (
         "Job (task=0) failed during processing with trace:\n----------------------\n"
         "Traceback (most recent call last):\n  File ...\n"
-        "drsom.slurm.RunFailed: error: optimizer.weight_decay must be a finite number >= 0,"
+        "drsom.launch.slurm.RunFailed: error: optimizer.weight_decay must be a finite number >= 0,"
         " got -1\n"
         "----------------------\nYou can check full logs with 'job.stderr(0)' ...\n  - /x.err\n"
     )
@@ -170,8 +170,8 @@ def env() -> dict[str, str]:
     environment = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     environment.pop("HYDRA_FULL_ERROR", None)  # the launcher's errors as users see them
     # The jobs import this checkout's drsom, whichever one the venv was installed from, and the
-    # tests' plugins (tests/trial_plugins.py).
-    paths = [str(REPO), str(REPO / "tests"), environment.get("PYTHONPATH", "")]
+    # tests' plugins (tests/helpers/trial_plugins.py).
+    paths = [str(REPO), str(REPO / "tests" / "helpers"), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(paths)
     return environment
 
@@ -304,9 +304,10 @@ def test_a_tuning_study_survives_a_failed_array_job_and_a_relaunch_trains_nothin
 ):
     import optuna
 
-    from drsom.study import open_storage
+    from drsom.store.study import open_storage
 
-    marker = tmp_path / "fail-once"  # tests/trial_plugins.py: the first trial to build fails
+    # tests/helpers/trial_plugins.py: the first trial to build fails
+    marker = tmp_path / "fail-once"
     marker.touch()
     line = [
         *CPU_ONLY,

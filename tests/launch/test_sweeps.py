@@ -32,13 +32,13 @@ from run_helpers import (
     without_wall_clock,
 )
 
-from drsom.preemption import PreemptionGuard
-from drsom.run_folder import RunDir
-from drsom.run_state import run_state
-from drsom.sweeps import sweep_runs
-from drsom.train import Trainer
+from drsom.job.preemption import PreemptionGuard
+from drsom.launch.sweeps import sweep_runs
+from drsom.store.folder import RunDir
+from drsom.store.state import run_state
+from drsom.training.loop import Trainer
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USR2 = signal.SIGUSR2
 
 # A study in the experiment format (experiments/<name>.yaml), kept out of the repository: the
@@ -240,7 +240,7 @@ def test_plain_process_saves_then_ends_by_the_signal():
     # Without submitit the signal's default action (terminate) happens, after the save.
     code = textwrap.dedent("""
         import os, signal
-        from drsom.preemption import PreemptionGuard
+        from drsom.job.preemption import PreemptionGuard
         with PreemptionGuard() as guard:
             os.kill(os.getpid(), signal.SIGUSR2)
             print("saved", guard.requested, flush=True)
@@ -349,7 +349,7 @@ def test_sigkill_mid_training_then_rerun_matches_an_uninterrupted_run(
 
 # ---------------------------------------------------------------------------- sweeps
 def test_run_states_as_the_status_script_sees_them(tmp_path):
-    from drsom.identity import run_id
+    from drsom.store.identity import run_id
 
     seeds = iter(range(100))
 

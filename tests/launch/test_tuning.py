@@ -1,4 +1,5 @@
-"""The tuning protocol: hydra/sweeper=tuning (drsom/tuning.py), drsom-select, the final stage."""
+"""The tuning protocol: hydra/sweeper=tuning (drsom/launch/tuning.py), drsom-select, the final
+stage."""
 
 from __future__ import annotations
 
@@ -17,10 +18,8 @@ from omegaconf import OmegaConf
 from run_helpers import REPO
 
 from drsom.analysis.runs import Run, load_store
-from drsom.compose import suite_config
-from drsom.tools import make_tables, plot_curves
-from drsom.tools import select as select_tool
-from drsom.tuning import (
+from drsom.cfg.compose import suite_config
+from drsom.launch.tuning import (
     TuningError,
     check_budget,
     check_search_space,
@@ -28,6 +27,8 @@ from drsom.tuning import (
     is_tuning,
     objective,
 )
+from drsom.tools import make_tables, plot_curves
+from drsom.tools import select as select_tool
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -1,5 +1,5 @@
-"""Stored tuning studies (drsom/tuning_sweeper.py, drsom/study.py): failed trials, relaunches,
-two launches at once, refusals that leave the study as it was, pruning."""
+"""Stored tuning studies (drsom/launch/tuning_sweeper.py, drsom/store/study.py): failed trials,
+relaunches, two launches at once, refusals that leave the study as it was, pruning."""
 
 from __future__ import annotations
 
@@ -16,14 +16,14 @@ from optuna.trial import TrialState
 from run_helpers import REPO
 
 from drsom.analysis.runs import load_store
-from drsom.run_folder import RunDir
-from drsom.run_state import Status, run_state
-from drsom.study import open_storage
+from drsom.store.folder import RunDir
+from drsom.store.state import Status, run_state
+from drsom.store.study import open_storage
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TESTS = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parents[1] / "helpers"  # trial_plugins.py
 TINY = [
     "experiment=tune_digits_cnn",
     "optimizer=sgd",
@@ -37,7 +37,8 @@ STUDY = "tune_digits_cnn-sgd"
 
 
 def marked(marker: Path, mode: str) -> list[str]:
-    """The CNN of tests/trial_plugins.py: the first trial to find ``marker`` fails or hangs."""
+    """The CNN of tests/helpers/trial_plugins.py: the first trial to find ``marker`` fails or
+    hangs."""
     return [
         "model._target_=trial_plugins.marked_cnn",
         f"+model.marker={marker}",
@@ -282,8 +283,8 @@ TPE = {"_target_": "optuna.samplers.TPESampler", "seed": 0}
 def test_the_sweepers_own_settings_are_one_line_each(settings, expected):
     from omegaconf import OmegaConf
 
-    from drsom.tuning import TuningError
-    from drsom.tuning_sweeper import TuningSweeper
+    from drsom.launch.tuning import TuningError
+    from drsom.launch.tuning_sweeper import TuningSweeper
 
     given = {"sampler": TPE} | settings
     nodes = {k: OmegaConf.create(v) if isinstance(v, dict) else v for k, v in given.items()}
@@ -296,8 +297,8 @@ def test_the_sweepers_own_settings_are_one_line_each(settings, expected):
 
 
 def test_a_storage_that_cannot_be_written_is_one_line(tmp_path):
-    from drsom.tuning import TuningError
-    from drsom.tuning_sweeper import check_writable
+    from drsom.launch.tuning import TuningError
+    from drsom.launch.tuning_sweeper import check_writable
 
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
@@ -338,7 +339,7 @@ def test_a_pruned_trial_is_its_own_status_kept_and_never_trained_again(tmp_path)
 
 
 def test_select_refuses_a_study_that_disagrees_with_the_store_naming_the_run():
-    from drsom.study import disagreement
+    from drsom.store.study import disagreement
 
     study = optuna.create_study(direction="maximize", study_name="s")
     for rid, value in (("run-a", 0.9), ("run-b", 0.8)):
@@ -362,7 +363,7 @@ def test_select_refuses_a_study_that_disagrees_with_the_store_naming_the_run():
 
 def test_figures_draw_each_stored_studys_history_and_slices(tmp_path):
     from drsom.analysis.studies import draw_studies
-    from drsom.study import describe
+    from drsom.store.study import describe
 
     storage = open_storage(str(tmp_path / "studies" / "t.journal"))
     study = optuna.create_study(study_name="t-adam", storage=storage, direction="maximize")

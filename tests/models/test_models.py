@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from drsom.compose import CONFIG_DIR, suite_config
+from drsom.cfg.compose import CONFIG_DIR, suite_config
+from drsom.cfg.targets import TargetError
 from drsom.models import build_model
-from drsom.targets import TargetError
 
 MODEL_NAMES = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from drsom.compose import CONFIG_DIR
+from drsom.cfg.compose import CONFIG_DIR
 from drsom.optim import build, step_protocol
 
 OPTIMIZER_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))

@@ -12,10 +12,11 @@ import torch
 from hydra import compose, initialize_config_dir
 from run_helpers import only_run, read_csv, run_inprocess, summary_of, tiny
 
-from drsom import jobs, run_folder
-from drsom.run_folder import StorageError
+from drsom.launch import jobs
+from drsom.store import folder as run_folder
+from drsom.store.folder import StorageError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 

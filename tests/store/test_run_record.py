@@ -1,4 +1,4 @@
-"""Provenance of runs (drsom.run_record): the code (commit, dirty edits), data and machine."""
+"""Provenance of runs (drsom.store.record): the code (commit, dirty edits), data and machine."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from drsom import run_record
 from drsom.analysis.runs import Run, provenance
+from drsom.store import record as run_record
 
 
 def _git(repo, *args):
@@ -70,7 +70,7 @@ def test_a_result_on_other_data_is_refused_not_taken_for_this_run(tmp_path):
     from cifar_fixture import write_fake_cifar10
     from run_helpers import only_run, run_inprocess, summary_of, tiny
 
-    from drsom.config import ConfigError
+    from drsom.job.validate import ConfigError
 
     small = write_fake_cifar10(tmp_path / "small", n_train=160, n_test=40, seed=1)
     full = write_fake_cifar10(tmp_path / "full", n_train=200, n_test=60, seed=2)

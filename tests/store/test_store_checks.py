@@ -1,6 +1,6 @@
 """Issue 21: a damaged store never changes a published number silently.
 
-The store's one checked reader (``drsom.run_state``) on each way a run folder gets damaged; the
+The store's one checked reader (``drsom.store.state``) on each way a run folder gets damaged; the
 publishing tools (tables, make figures, drsom-select) stopping on a broken run, or, told to go on,
 naming it; the selection written all or nothing; reproduce and the run's inputs refusing in one
 line. Every store is built under tmp_path (analysis_store), never the repository's.
@@ -19,10 +19,10 @@ from analysis_store import EXPERIMENT, metric_rows, write_run, write_store
 from run_helpers import compose_config, compose_configs, run_inprocess, tiny
 
 from drsom.analysis.runs import load_store
-from drsom.config import ConfigError, check_results_dir
 from drsom.data import validation_count
-from drsom.run_folder import RunDir
-from drsom.run_state import Status, run_state
+from drsom.job.validate import ConfigError, check_results_dir
+from drsom.store.folder import RunDir
+from drsom.store.state import Status, run_state
 from drsom.tools import build_figures, make_tables
 from drsom.tools import select as select_tool
 

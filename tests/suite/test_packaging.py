@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMMANDS = ("drsom-run", "drsom-figures", "drsom-tables", "drsom-curves", "drsom-reproduce")
 COMMANDS += ("drsom-status", "drsom-export-wandb")
 

@@ -12,7 +12,7 @@ import pytest
 
 from drsom.analysis import costs
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_optimizers.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_optimizers.py"
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 
 from drsom.analysis.runs import load_store
-from drsom.run_folder import RunDir
-from drsom.run_record import machine
-from drsom.sweeps import sweep_runs
+from drsom.launch.sweeps import sweep_runs
+from drsom.store.folder import RunDir
+from drsom.store.record import machine
 from drsom.tools import reproduce
 from drsom.tools.select import select
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SELECTED = REPO / "results" / "selected"
 
 

@@ -14,12 +14,12 @@ from drsom.analysis.runs import (
     select_runs,
 )
 from drsom.analysis.tables import experiment_table, run_rows
-from drsom.identity import run_id
-from drsom.run_folder import RunDir, write_csv
-from drsom.run_state import FINAL_KEYS
+from drsom.store.folder import RunDir, write_csv
+from drsom.store.identity import run_id
+from drsom.store.state import FINAL_KEYS
 from drsom.tools import export_wandb
-from drsom.tracking import flatten
-from drsom.train import METRIC_COLUMNS
+from drsom.training.loop import METRIC_COLUMNS
+from drsom.training.tracking import flatten
 
 
 class FakeRun:

@@ -7,9 +7,9 @@ import pytest
 from analysis_store import EXPERIMENT, metric_rows, write_run, write_weights
 from run_helpers import compose_configs
 
-from drsom.run_folder import write_csv
+from drsom.store.folder import write_csv
 from drsom.tools import make_tables
-from drsom.train import METRIC_COLUMNS
+from drsom.training.loop import METRIC_COLUMNS
 
 
 def test_summarize_writes_markdown_and_csv(store, tmp_path):
@@ -98,9 +98,9 @@ def _store_of_two_optimizers(root):
     """Three seeds of Adam and DRSOM on the digits CNN with known final accuracies."""
     import pandas as pd
 
-    from drsom.compose import suite_config
-    from drsom.identity import complete, run_id
-    from drsom.run_folder import RunDir
+    from drsom.cfg.compose import suite_config
+    from drsom.store.folder import RunDir
+    from drsom.store.identity import complete, run_id
 
     write_weights(root.parent / "cost_weights.json")
     finals = {"adam": [0.90, 0.92, 0.94], "drsom": [0.91, 0.95, 0.96]}

@@ -10,7 +10,7 @@ from run_helpers import only_run, run_inprocess
 
 from drsom.tools import reproduce
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 DIGITS = [
     "data=digits",

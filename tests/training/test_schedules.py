@@ -10,9 +10,9 @@ from run_helpers import compose_config
 
 from drsom.analysis.figures import protocol_title
 from drsom.analysis.runs import Run, describe
-from drsom.config import ConfigError, validate
-from drsom.identity import run_id
-from drsom.schedules import build_scheduler, describe_schedule, milestone_epochs
+from drsom.job.validate import ConfigError, validate
+from drsom.store.identity import run_id
+from drsom.training.schedules import build_scheduler, describe_schedule, milestone_epochs
 
 
 def test_fractions_scale_with_the_run_and_epochs_stay_epochs():

@@ -1,4 +1,5 @@
-"""The tracker (drsom.tracking): logger modes, a killed wandb service, no home directory."""
+"""The tracker (drsom.training.tracking): logger modes, a killed wandb service, no home
+directory."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from drsom.tracking import start_tracker
+from drsom.training.tracking import start_tracker
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 
@@ -44,7 +45,7 @@ WANDB_SCRIPT = """
 import logging, os, signal, sys, time
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
-from drsom.tracking import start_tracker
+from drsom.training.tracking import start_tracker
 run_dir = Path(sys.argv[1])
 run_dir.mkdir()
 tracker = start_tracker(

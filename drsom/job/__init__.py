@@ -1,0 +1,7 @@
+"""One run from its composed config to its stored results: the config boundary (``validate``),
+the run itself (``runner``) and
+the signals that pause it (``preemption``).
+
+May import every room below it (``cfg``, ``optim``, ``data``, ``models``, ``training``,
+``store``); never ``launch``, ``analysis`` or ``tools``.
+"""
