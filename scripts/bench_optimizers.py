@@ -188,7 +188,7 @@ WEIGHTS_NOTE = (
     "forward = a training-mode forward with the loss under no_grad (DRSOM's interpolation and "
     "trial points); hvp = what one Hessian-vector product adds to the gradient the step takes "
     "anyway: (gradient with create_graph + one backward of it against a vector - gradient) / "
-    "gradient, DRSOM's hessian='hvp' (drsom/optim/drsom.py _Probe.hvp_dots); medians of calls "
+    "gradient, DRSOM's hessian='hvp' (drsom/optim/curvature.py Probe.hvp_dots); medians of calls "
     "made alternately in one process after warm-up"
 )
 
@@ -221,7 +221,7 @@ class Oracles:
 
         self.sync()
         t = time.perf_counter()
-        with torch.no_grad():  # as DRSOM's probe evaluates a point (_Probe.value)
+        with torch.no_grad():  # as DRSOM's probe evaluates a point (curvature.Probe.value)
             self.closure()()
         self.sync()
         return time.perf_counter() - t

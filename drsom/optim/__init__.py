@@ -5,6 +5,13 @@ steps with; ``optimizer_factory(node)`` builds any optimizer from its ``_target_
 ``build(name, params)`` the suite's own by config name;
 :mod:`drsom.optim.protocol` says, for any ``torch.optim`` optimizer, how to step it, whether it
 needs double backward, what each step cost and what it reports.
+
+DRSOM's step is in ``drsom.py``; its parts beside it: the direction sets (``directions``), the
+curvature sources and the ``Probe`` they evaluate the model through (``curvature``), the step
+controllers (``control``) and the k x k subproblem (``subproblem``); the flat parameter buffer
+(``flat``) and the constructor's argument checks (``arguments``).
+
+May import ``drsom.cfg`` only: the optimizers work without the suite around them.
 """
 
 from .closure import BatchClosure, make_closure

@@ -15,7 +15,7 @@ balanced on the first model it sees), ``state_dict``/``load_state_dict`` save an
 
 from __future__ import annotations
 
-from drsom.cfg.checks import one_of
+from drsom.cfg.checks import DRSOM, one_of
 
 from .subproblem import ReducedModel, Solution
 
@@ -233,8 +233,8 @@ def make_controller(
     ``radius_rule`` (:data:`RADIUS_RULES`) and ``follow_schedule`` shape the trust region's
     radius; the radius-free subproblems have no radius, so they refuse anything but the defaults.
     """
-    one_of("subproblem", name, CONTROLLERS)
-    one_of("radius_rule", radius_rule, RADIUS_RULES)
+    one_of("subproblem", name, CONTROLLERS, prefix=DRSOM)
+    one_of("radius_rule", radius_rule, RADIUS_RULES, prefix=DRSOM)
     if not isinstance(follow_schedule, bool):
         raise ValueError(f"DRSOM: follow_schedule must be true or false, got {follow_schedule!r}")
     if name != "trust_region" and (radius_rule != "seed" or follow_schedule):

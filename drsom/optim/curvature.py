@@ -30,12 +30,93 @@ the parameters.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import torch
 
-from drsom.cfg.checks import one_of
+from drsom.cfg.checks import DRSOM, one_of
 
-__all__ = ["HESSIANS", "make_curvature"]
+from .flat import FlatParams
+
+__all__ = ["HESSIANS", "Probe", "check_loss", "make_curvature", "phase"]
+
+
+def phase(name: str):
+    """A torch.profiler label (scripts/profile_hvp_step.py); costs nothing unprofiled."""
+    return torch.profiler.record_function(f"drsom::{name}")
+
+
+def check_loss(loss) -> torch.Tensor:
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else tuple(loss.shape)
+        raise ValueError(
+            f"DRSOM: closure() must return the mini-batch loss as a scalar tensor, got {got}"
+        )
+    return loss.reshape(())
+
+
+class Probe:
+    """What curvature sources may do with the model: move x, evaluate, differentiate.
+
+    ``opt`` is the optimizer (its flat buffer ``_flat``, parameters and views), ``closure`` the
+    step's closure, ``counts`` the step's oracle counts, ``grads`` the gradient with its graph
+    (``hessian="hvp"``), ``loss0`` the loss at x and ``bound`` the step bound as a Euclidean
+    length.
+    """
+
+    def __init__(self, opt: FlatParams, closure, counts: Counter, grads, loss0, bound):
+        self.opt, self.closure, self.counts = opt, closure, counts
+        self.x = opt._flat
+        self.grads = grads
+        self.loss0 = loss0
+        self.step_bound = bound
+
+    def move(self, row: torch.Tensor, coef) -> None:
+        if isinstance(coef, torch.Tensor):
+            self.x.addcmul_(row, coef)
+        else:
+            self.x.add_(row, alpha=coef)
+
+    def value(self) -> torch.Tensor:
+        with torch.no_grad():
+            loss = check_loss(self.closure())
+        self.counts["forward"] += 1
+        return loss.detach()
+
+    @phase("dots")
+    def _dots(self, pieces, R: torch.Tensor) -> torch.Tensor:
+        scratch = torch.zeros_like(self.x)
+        views = self.opt._views(scratch)
+        keep = [(v, t) for v, t in zip(views, pieces, strict=True) if t is not None]
+        if keep:
+            torch._foreach_copy_([v for v, _ in keep], [t.detach() for _, t in keep])
+        return R @ scratch
+
+    def gradient_dots(self, R: torch.Tensor) -> torch.Tensor:
+        with torch.enable_grad():
+            loss = check_loss(self.closure())
+            grads = torch.autograd.grad(loss, self.opt._params, allow_unused=True)
+        self.counts["forward"] += 1
+        self.counts["grad"] += 1
+        return self._dots(grads, R)
+
+    def hvp_dots(self, R: torch.Tensor, i: int, last: bool) -> torch.Tensor:
+        params = self.opt._params
+        live = [j for j, g in enumerate(self.grads) if g is not None and g.requires_grad]
+        out = [None] * len(params)
+        if live:
+            row = self.opt._views(R[i])
+            with torch.enable_grad(), phase("hvp"):
+                hv = torch.autograd.grad(
+                    [self.grads[j] for j in live],
+                    params,
+                    grad_outputs=[row[j] for j in live],
+                    retain_graph=not last,
+                    allow_unused=True,
+                )
+            out = list(hv)
+        self.counts["hvp"] += 1
+        return self._dots(out, R)
 
 
 def _symmetrize(Q: torch.Tensor) -> torch.Tensor:
@@ -260,7 +341,7 @@ def make_curvature(name: str, *, betas, eps, interp_step, lr_h: float = 1.0) -> 
     ``lr_h`` (a positive number) scales the diagonal sources only; the others measure the
     curvature itself, so they refuse any value but 1.
     """
-    one_of("hessian", name, HESSIANS)
+    one_of("hessian", name, HESSIANS, prefix=DRSOM)
     if isinstance(lr_h, bool) or not isinstance(lr_h, (int, float)) or not 0 < lr_h < math.inf:
         raise ValueError(f"DRSOM: lr_h must be a positive finite number, got {lr_h!r}")
     if lr_h != 1 and name not in DIAGONAL_HESSIANS:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from drsom.cfg.checks import one_of
+from drsom.cfg.checks import DRSOM, one_of
 
 __all__ = [
     "DIRECTIONS",
@@ -248,5 +248,5 @@ def make_directions(
     name: str, *, history: int, ema: float, betas=(0.9, 0.999), eps: float = 1e-8
 ) -> Directions:
     """The direction provider ``name`` (one of :data:`DIRECTIONS`); any other name is refused."""
-    one_of("directions", name, DIRECTIONS)
+    one_of("directions", name, DIRECTIONS, prefix=DRSOM)
     return _PROVIDERS[name](history=history, ema=ema, betas=betas, eps=eps)

@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import os
 import sys
 import warnings
 from collections import Counter
-from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.optim import Optimizer
 
+from drsom.cfg.checks import DRSOM as _DRSOM_LINE
 from drsom.cfg.checks import one_of
 
+from . import arguments
+from .arguments import STEP_MEASURES
 from .control import make_controller
-from .curvature import make_curvature
+from .curvature import Probe, check_loss, make_curvature, phase
 from .directions import make_directions
+from .flat import FlatParams, check_parameters, shares
 from .protocol import ORACLES, STEP_CLOSURE
 from .subproblem import ReducedModel
 
 __all__ = ["DRSOM", "PRESETS", "STEP_MEASURES"]
-
-# how radius and step bound measure a step s: |s| (the seed's form) or |s| / sqrt(n)
-STEP_MEASURES = ("euclidean", "rms")
 
 # The official code's constants (COPT-Public/pydrsom, DRSOMF): eta 0.08, zeta 0.25/0.75,
 # gamma x50 on failure (at least 1e-4), /30 on success, gamma0 1e-6, radius (step cap) 10,
@@ -63,88 +61,7 @@ def _as_float(value) -> float:
     return math.nan if value is None else float(value)
 
 
-def _dense_strides(p: torch.Tensor) -> tuple[int, ...]:
-    """Strides that keep p's memory layout (contiguous or channels-last) in a flat buffer."""
-    if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last):
-        return p.stride()
-    if p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d):
-        return p.stride()
-    return torch.empty(p.shape, device="meta").stride()
-
-
-def _phase(name: str):
-    """A torch.profiler label (scripts/profile_hvp_step.py); costs nothing unprofiled."""
-    return torch.profiler.record_function(f"drsom::{name}")
-
-
-def _check_loss(loss) -> torch.Tensor:
-    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-        got = type(loss).__name__ if not isinstance(loss, torch.Tensor) else tuple(loss.shape)
-        raise ValueError(
-            f"DRSOM: closure() must return the mini-batch loss as a scalar tensor, got {got}"
-        )
-    return loss.reshape(())
-
-
-class _Probe:
-    """What curvature sources may do with the model: move x, evaluate, differentiate."""
-
-    def __init__(self, opt: DRSOM, closure, counts: Counter, grads, loss0, bound):
-        self.opt, self.closure, self.counts = opt, closure, counts
-        self.x = opt._flat
-        self.grads = grads
-        self.loss0 = loss0
-        self.step_bound = bound
-
-    def move(self, row: torch.Tensor, coef) -> None:
-        if isinstance(coef, torch.Tensor):
-            self.x.addcmul_(row, coef)
-        else:
-            self.x.add_(row, alpha=coef)
-
-    def value(self) -> torch.Tensor:
-        with torch.no_grad():
-            loss = _check_loss(self.closure())
-        self.counts["forward"] += 1
-        return loss.detach()
-
-    @_phase("dots")
-    def _dots(self, pieces, R: torch.Tensor) -> torch.Tensor:
-        scratch = torch.zeros_like(self.x)
-        views = self.opt._views(scratch)
-        keep = [(v, t) for v, t in zip(views, pieces, strict=True) if t is not None]
-        if keep:
-            torch._foreach_copy_([v for v, _ in keep], [t.detach() for _, t in keep])
-        return R @ scratch
-
-    def gradient_dots(self, R: torch.Tensor) -> torch.Tensor:
-        with torch.enable_grad():
-            loss = _check_loss(self.closure())
-            grads = torch.autograd.grad(loss, self.opt._params, allow_unused=True)
-        self.counts["forward"] += 1
-        self.counts["grad"] += 1
-        return self._dots(grads, R)
-
-    def hvp_dots(self, R: torch.Tensor, i: int, last: bool) -> torch.Tensor:
-        params = self.opt._params
-        live = [j for j, g in enumerate(self.grads) if g is not None and g.requires_grad]
-        out = [None] * len(params)
-        if live:
-            row = self.opt._views(R[i])
-            with torch.enable_grad(), _phase("hvp"):
-                hv = torch.autograd.grad(
-                    [self.grads[j] for j in live],
-                    params,
-                    grad_outputs=[row[j] for j in live],
-                    retain_graph=not last,
-                    allow_unused=True,
-                )
-            out = list(hv)
-        self.counts["hvp"] += 1
-        return self._dots(out, R)
-
-
-class DRSOM(Optimizer):
+class DRSOM(FlatParams):
     r"""Dimension-Reduced Second-Order Method (Zhang, Ge, Jiang, Ye 2022), for mini-batches.
 
     Every step searches the best update in a k-dimensional subspace of directions ``V``
@@ -299,10 +216,8 @@ class DRSOM(Optimizer):
         follow_schedule: bool = False,
         lr_h: float = 1.0,
     ):
-        betas = _betas(betas)
-        _positive("eps", eps)
-        _real("momentum_ema", momentum_ema, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-        one_of("step_measure", step_measure, STEP_MEASURES)
+        a = {k: v for k, v in locals().items() if k not in ("self", "params", "__class__")}
+        betas = arguments.check_shared(a)
         # the three parts; each factory refuses a name it does not know
         dirs = make_directions(directions, history=history, ema=momentum_ema, betas=betas, eps=eps)
         curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step, lr_h=lr_h)
@@ -314,43 +229,7 @@ class DRSOM(Optimizer):
             radius_rule=radius_rule,
             follow_schedule=follow_schedule,
         )
-        _positive("lr", lr)
-        if radius is not None:
-            _positive("radius", radius)
-        _integer("history", history)
-        _integer("max_trials", max_trials)
-        _integer("seed", seed, low=0, high=2**64 - 1)  # what torch.Generator.manual_seed takes
-        _real("eta", eta, "a number in [0, 1)", lambda v: 0.0 <= v < 1.0)
-        _real("zeta1", zeta1, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
-        _real("zeta2", zeta2, f"a number in [zeta1={zeta1}, 1)", lambda v: zeta1 <= v < 1.0)
-        _real("shrink", shrink, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
-        _real("expand", expand, "a finite number >= 1", lambda v: 1.0 <= v < math.inf)
-        for name, val in (
-            ("gamma", gamma),
-            ("gamma_min", gamma_min),
-            ("gamma_fail_min", gamma_fail_min),
-            ("sigma_min", sigma_min),
-            ("eps", eps),
-            ("interp_step", interp_step),
-        ):
-            _positive(name, val)
-        if gamma_min > gamma:
-            raise ValueError(
-                f"DRSOM: gamma_min (the floor of gamma) must be <= gamma, got "
-                f"gamma_min={gamma_min!r} > gamma={gamma!r}"
-            )
-        if sigma is not None:
-            _positive("sigma", sigma)
-            if sigma_min > sigma:
-                raise ValueError(
-                    f"DRSOM: sigma_min (the floor of sigma) must be <= sigma, got "
-                    f"sigma_min={sigma_min!r} > sigma={sigma!r}"
-                )
-        for name, val in (("gamma_inc", gamma_inc), ("gamma_dec", gamma_dec)):
-            _real(name, val, "a finite number > 1", lambda v: 1.0 < v < math.inf)
-        _real("weight_decay", weight_decay, "a finite number >= 0", lambda v: 0.0 <= v < math.inf)
-        if rank_tol is not None:
-            _real("rank_tol", rank_tol, "a number in (0, 1)", lambda v: 0.0 < v < 1.0)
+        arguments.check_step(a)
 
         defaults = dict(
             lr=lr,
@@ -373,12 +252,7 @@ class DRSOM(Optimizer):
             momentum=None,
         )
         self._rank_tol = rank_tol
-        self._params: list[torch.Tensor] = []  # packed in self._flat, laid out by self._layout
-        self._flat: torch.Tensor | None = None
-        self._layout: list[tuple] = []
-        self._hooks: dict[int, object] = {}
-        # ids of the parameters the last backward reached (the rest had no gradient)
-        self._reached: set[int] = set()
+        self._init_flat()
         self._warned_momentum = False
         super().__init__(params, defaults)
         self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
@@ -386,7 +260,7 @@ class DRSOM(Optimizer):
         live = self._trainable()
         if not live:
             raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
-        _check_parameters(live)
+        check_parameters(live)
         dtype, device = live[0].dtype, live[0].device
 
         self._dirs, self._curv, self._ctrl = dirs, curv, ctrl
@@ -402,121 +276,35 @@ class DRSOM(Optimizer):
     @classmethod
     def preset(cls, name: str, params, **overrides) -> DRSOM:
         """Build DRSOM from a named preset (:data:`PRESETS`), with overrides on top."""
-        one_of("preset", name, tuple(PRESETS))
+        one_of("preset", name, tuple(PRESETS), prefix=_DRSOM_LINE)
         return cls(params, **{**PRESETS[name], **overrides})
 
-    # ------------------------------------------------------------------ layout
-    def add_param_group(self, param_group: dict) -> None:
-        """Add a param group, as ``torch.optim``; its parameters are trained from the next step.
-
-        A group without ``lr`` takes the current step bound (DRSOM takes one step for all
-        groups, so all must share it); the flat buffer is re-packed to hold the new parameters,
-        whose direction memory and moving averages start at zero.
-        """
-        if self.param_groups and "lr" not in param_group:
-            param_group = {**param_group, "lr": self.param_groups[0]["lr"]}
-        super().add_param_group(param_group)
-        group = self.param_groups[-1]
-        try:
-            _positive("lr", group["lr"])
-            _real("weight_decay", group["weight_decay"], "a finite number >= 0",
-                  lambda v: 0.0 <= v < math.inf)  # fmt: skip
-            if group["lr"] != self.param_groups[0]["lr"]:
-                raise ValueError(
-                    f"DRSOM: all param groups must share lr (DRSOM takes one step for all), got "
-                    f"lr={group['lr']!r} for a group beside lr={self.param_groups[0]['lr']!r}; "
-                    f"leave lr out of the new group"
-                )
-            if self._flat is not None:  # after the constructor: pack the new parameters now
-                self._ensure_packed()
-        except ValueError:
-            self.param_groups.pop()
-            raise
-
-    def _trainable(self) -> list[torch.Tensor]:
-        return [p for g in self.param_groups for p in g["params"] if p.requires_grad]
-
-    def _ensure_packed(self) -> None:
-        """Re-pack when the trainable parameters are not those of the flat buffer any more.
-
-        That happens when a param group was added, a parameter was frozen or unfrozen
-        (``requires_grad_``), or the model was moved or cast (``model.to()``, ``.double()``),
-        which rebinds ``p.data``. A cheap identity and address check per step.
-        """
-        live = self._trainable()
-        if len(live) == len(self._params) and all(
-            p is q and p.data_ptr() == ptr
-            for p, q, ptr in zip(live, self._params, self._ptrs, strict=True)
-        ):
-            return
-        if not live:
-            raise ValueError(
-                "DRSOM: no trainable parameters (requires_grad=True) are left in the param groups"
-            )
-        _check_parameters(live)
-        self._repack(live)
-
+    # ------------------------------------------------------------------ state
     def _state_rows(self) -> list[torch.Tensor]:
         """Flat per-element state in the buffer's layout: direction rows, moving averages."""
         return [*self._R[1:], *self._curv.per_element().values()]
 
-    def _repack(self, live: list[torch.Tensor]) -> None:
-        """Pack ``live`` into one flat buffer; each ``p.data`` becomes a view of it.
-
-        Per-element state (direction memory, the diagonal sources' moving averages) follows each
-        parameter that was packed before with the same shape, in the new dtype and device;
-        parameters new to the buffer start from zero state. Parameters that left it (frozen) get
-        storage of their own, so the old buffer is freed, and lose their ``grad`` view.
-        """
-        old_params, old_rows = self._params, self._state_rows()
-        old_layout = {id(p): lay for p, lay in zip(old_params, self._layout, strict=True)}
-        old_flat = self._flat
-        first = live[0]
-        dtype, device = first.dtype, first.device
-        numel = sum(p.numel() for p in live)
-        flat = torch.empty(numel, dtype=dtype, device=device)
-        layout, offset = [], 0
-        for p in live:
-            strides = _dense_strides(p)
-            view = torch.as_strided(flat, p.shape, strides, offset)
-            view.copy_(p.detach())
-            p.data = view
-            layout.append((p.shape, strides, offset))
-            offset += p.numel()
-
+    def _relayout(self, numel, dtype, device, carry, old_params) -> None:
+        """The direction matrix R, the sources' averages, the generator and the weight-decay
+        slices, for a new flat buffer (:class:`~drsom.optim.flat.FlatParams`)."""
         rows = 1 + self._dirs.rows + self._dirs.state_rows
         R = torch.zeros(rows, numel, dtype=dtype, device=device)
-        buffers = self._curv.per_element()
-        new_bufs = {name: torch.zeros(numel, dtype=dtype, device=device) for name in buffers}
-        for p, (shape, strides, off) in zip(live, layout, strict=True):
-            old = old_layout.get(id(p))
-            if old is None or old[0] != shape:
-                continue
-            for src, dst in zip(old_rows, [*R[1:], *new_bufs.values()], strict=True):
-                o_shape, o_strides, o_off = old
-                piece = torch.as_strided(src, o_shape, o_strides, src.storage_offset() + o_off)
-                torch.as_strided(dst, shape, strides, dst.storage_offset() + off).copy_(piece)
+        new_bufs = {
+            name: torch.zeros(numel, dtype=dtype, device=device)
+            for name in self._curv.per_element()
+        }
+        carry([*R[1:], *new_bufs.values()])
         for p in old_params:
-            if old_flat is not None and _shares(p, old_flat):
-                p.data = p.data.clone()  # left the buffer (frozen): storage of its own
-            if p.grad is not None and _shares(p.grad, self._R):
+            if p.grad is not None and shares(p.grad, self._R):
                 p.grad = None  # a view of the old direction buffer
-
         if device != self._generator.device:
             # a generator lives on one device: continue the stream with a seed drawn from it
             g = self._generator
             seed = int(torch.randint(2**62, (), generator=self._generator, device=g.device))
             self._generator = torch.Generator(device=device)
             self._generator.manual_seed(seed)
-        for p in live:
-            if id(p) not in self._hooks:
-                self._hooks[id(p)] = p.register_post_accumulate_grad_hook(
-                    lambda q, seen=self._reached: seen.add(id(q))
-                )
-        self._params, self._flat, self._R, self._layout = live, flat, R, layout
-        self._device, self._numel = device, numel
+        self._R = R
         self._curv.set_per_element(new_bufs)
-        self._ptrs = [p.data_ptr() for p in live]
         eps = torch.finfo(dtype).eps
         self.rank_tol = self._rank_tol if self._rank_tol is not None else 100 * eps
         # weight decay per group as (start, end, group index) slices of the flat buffer; the
@@ -562,44 +350,46 @@ class DRSOM(Optimizer):
             )
         self._ensure_packed()
         self._check_groups()
-        hp = self.param_groups[0]
-        bound = float(hp["lr"])
+        group = self.param_groups[0]
+        bound = float(group["lr"])  # the step bound: the largest trust radius Delta
         scale = bound / self._lr0
         counts: Counter = Counter()
-        loss, m = self._subspace_model(closure, counts, bound)
-        k = len(m["c"])
+        loss, terms = self._subspace_model(closure, counts, bound)
+        c, f0 = terms["c"], terms["f0"]
+        k = len(c)
         info = dict(accepted=False, rho=math.nan, alpha=[0.0] * k, trials=0, pred=0.0)
-        info.update(actual=0.0, step_norm=0.0, lam=math.nan, loss=m["loss"], k=0)
-        if not (math.isfinite(m["f0"]) and np.isfinite(m["c"]).all()):
+        info.update(actual=0.0, step_norm=0.0, lam=math.nan, loss=terms["loss"], k=0)
+        if not (math.isfinite(f0) and np.isfinite(c).all()):
             self._restart_state()  # a non-finite gradient would poison every later Q
             return self._finish(loss, info, counts)
-        model = ReducedModel(m["c"], *self._metric_and_curvature(m), self.rank_tol)
-        info["k"] = model.rank
-        self._ctrl.start(model, min(bound, self._radius0), bound)
+        m = ReducedModel(c, *self._metric_and_curvature(terms), self.rank_tol)
+        info["k"] = m.rank
+        self._ctrl.start(m, min(bound, self._radius0), bound)
 
         # trials: solve, move, ratio test on the same mini-batch
         applied = np.zeros(k)
         eps = torch.finfo(self._flat.dtype).eps
-        Gw, Rxw, Xw = m["Gw"], m["Rxw"], m["Xw"]
-        for _ in range(hp["max_trials"]):
-            sol = self._ctrl.propose(model, bound, hp, scale)
-            if not (sol.pred > 0 and np.isfinite(sol.alpha).all()):
+        Gw, Rxw, Xw = terms["Gw"], terms["Rxw"], terms["Xw"]
+        for _ in range(group["max_trials"]):
+            sol = self._ctrl.propose(m, bound, group, scale)
+            alpha = sol.alpha
+            if not (sol.pred > 0 and np.isfinite(alpha).all()):
                 break  # nothing to gain in this subspace (e.g. g = 0)
-            self._move(sol.alpha - applied)
-            applied = sol.alpha
-            with _phase("trial"):
-                f_trial = float(_check_loss(closure()))  # one host synchronisation per trial
+            self._move(alpha - applied)
+            applied = alpha
+            with phase("trial"):
+                f_trial = float(check_loss(closure()))  # one host synchronisation per trial
             counts["forward"] += 1
             counts["trials"] += 1
-            f_trial += 0.5 * (Xw + 2 * sol.alpha @ Rxw + sol.alpha @ Gw @ sol.alpha)
-            actual = m["f0"] - f_trial
-            rho = _ratio(actual, sol.pred, m["f0"], eps)
-            accepted = rho > hp["eta"]
-            self._ctrl.update(model, sol, rho, accepted, bound, hp, scale)
+            f_trial += 0.5 * (Xw + 2 * alpha @ Rxw + alpha @ Gw @ alpha)  # + w/2 |x + V^T alpha|^2
+            actual = f0 - f_trial
+            rho = _ratio(actual, sol.pred, f0, eps)
+            accepted = rho > group["eta"]
+            self._ctrl.update(m, sol, rho, accepted, bound, group, scale)
             info.update(rho=float(rho), pred=float(sol.pred), actual=float(actual))
             info.update(lam=float(sol.lam), trials=counts["trials"])
             if accepted:
-                info.update(accepted=True, alpha=[float(a) for a in sol.alpha])
+                info.update(accepted=True, alpha=[float(a) for a in alpha])
                 info.update(step_norm=float(sol.norm))
                 break
 
@@ -612,14 +402,14 @@ class DRSOM(Optimizer):
         info["alpha"] = [-info["alpha"][0], *info["alpha"][1:]]  # coefficients of [-g, ...]
         return self._finish(loss, info, counts)
 
-    def _metric_and_curvature(self, m: dict) -> tuple[np.ndarray, np.ndarray]:
+    def _metric_and_curvature(self, terms: dict) -> tuple[np.ndarray, np.ndarray]:
         """The subproblem's metric and curvature: the Gram matrix in the step measure's units.
 
         ``rms`` measures |s| / sqrt(n), so radius and step bound are per-coordinate lengths. A
         direction set without the gradient in its subspace has row 0 blanked: the solver drops
         directions of zero length (alpha_0 = 0), while c = V g still prices the others.
         """
-        G, Q = m["G"], m["Q"]
+        G, Q = terms["G"], terms["Q"]
         if self.step_measure == "rms":
             G = G / self._numel
         if not self._dirs.with_gradient:
@@ -630,16 +420,54 @@ class DRSOM(Optimizer):
     def _subspace_model(self, closure, counts: Counter, bound: float):
         """Loss, gradient and directions at x, and the k x k model on the host (one sync).
 
-        Returns the closure's loss and a dict of float64 arrays: ``c, G, Q`` of the full
+        Returns the closure's loss and the model's terms, float64 arrays: ``c, G, Q`` of the full
         objective f + w/2 |x|^2, its L2 parts ``Gw, Rxw, Xw`` (to price trial points without
         another pass) and the values ``loss`` (f) and ``f0`` (f with the L2 term).
         """
-        x, params = self._flat, self._params
+        loss, graph, missing = self._gradient(closure, counts)
+        loss0 = loss.detach()
+        x = self._flat
+
+        # row 0 is the gradient g of f + w/2 |x|^2, the other rows the direction memory: V
+        k = self._dirs.active()
+        V = self._R[:k]
+        for a, b, gi in self._decay:
+            if w := self.param_groups[gi]["weight_decay"]:
+                self._R[0, a:b].add_(x[a:b], alpha=w)
+        self._dirs.prepare(self._R, self._generator)
+        if missing:  # parameters without a gradient stay where they are
+            for row in range(k):
+                views = self._views(self._R[row])
+                torch._foreach_zero_([views[i] for i in missing])
+
+        with phase("gram"):
+            G = self._curv.gram(V)
+        Gw, Rxw, Xw = self._decay_terms(V, G)
+        euclidean_bound = bound * math.sqrt(self._numel) if self.step_measure == "rms" else bound
+        probe = Probe(self, closure, counts, graph, loss0, euclidean_bound)
+        with _double_backward(), phase("quadratic"):
+            Q = self._curv.quadratic(probe, V, G[0] - Rxw)  # of f alone: c - w V x = V grad f
+        del graph, probe  # frees the double-backward graph
+        packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
+        host = packed.to("cpu", torch.float64).numpy()  # the step's one host synchronisation
+        kk = k * k
+        G_h, Q_h, Gw_h = (host[i * kk : (i + 1) * kk].reshape(k, k) for i in range(3))
+        terms = dict(G=G_h, Q=Q_h + Gw_h, Gw=Gw_h, Rxw=host[3 * kk : 3 * kk + k], Xw=host[-2])
+        terms.update(c=G_h[0].copy(), loss=float(host[-1]), f0=float(host[-1] + 0.5 * host[-2]))
+        return loss, terms
+
+    def _gradient(self, closure, counts: Counter):
+        """Evaluate the closure and put its gradient in row 0 of R (``p.grad`` views it).
+
+        Returns the loss, the gradient with its graph when the curvature source differentiates it
+        again (else None), and the indices of the parameters the loss did not reach.
+        """
+        params = self._params
         row0 = self._views(self._R[0])
         graph = None
         with torch.enable_grad():
             self._reached.clear()
-            loss = _check_loss(closure())
+            loss = check_loss(closure())
             counts["forward"] += 1
             if self._reached:  # the closure ran backward() into our parameters itself
                 raise ValueError(_BACKWARD_IN_CLOSURE)
@@ -649,7 +477,7 @@ class DRSOM(Optimizer):
                     "closure() must compute it from the model, outside torch.no_grad()"
                 )
             if self._curv.needs_graph:  # HVPs differentiate the gradient again: keep its graph
-                with _double_backward(), _phase("gradient"):
+                with _double_backward(), phase("gradient"):
                     graph = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
                 reached = [g is not None for g in graph]
                 self._R[0].zero_()
@@ -671,44 +499,23 @@ class DRSOM(Optimizer):
             raise ValueError("DRSOM: the closure's loss does not depend on the parameters")
         for i in missing:
             params[i].grad = None
-        loss0 = loss.detach()
+        return loss, graph, missing
 
-        # row 0 is the gradient of f + w/2 |x|^2, the other rows the direction memory
-        k = self._dirs.active()
-        R = self._R[:k]
-        for a, b, gi in self._decay:
-            if w := self.param_groups[gi]["weight_decay"]:
-                self._R[0, a:b].add_(x[a:b], alpha=w)
-        self._dirs.prepare(self._R, self._generator)
-        if missing:  # parameters without a gradient stay where they are
-            for row in range(k):
-                views = self._views(self._R[row])
-                torch._foreach_zero_([views[i] for i in missing])
-
-        with _phase("gram"):
-            G = self._curv.gram(R)
+    def _decay_terms(self, V: torch.Tensor, G: torch.Tensor):
+        """The L2 term's parts of the model: ``Gw = sum w V V^T``, ``Rxw = sum w V x`` and
+        ``Xw = sum w |x|^2`` over the param groups' slices (w: each group's weight decay)."""
+        x = self._flat
         Gw = torch.zeros_like(G)
-        Rxw = torch.zeros(k, dtype=G.dtype, device=G.device)
+        Rxw = torch.zeros(len(V), dtype=G.dtype, device=G.device)
         Xw = torch.zeros((), dtype=G.dtype, device=G.device)
         for a, b, gi in self._decay:
             w = self.param_groups[gi]["weight_decay"]
             if w:
-                Rs, xs = R[:, a:b], x[a:b]
-                Gw += w * (G if (a, b) == (0, self._numel) else Rs @ Rs.T)
-                Rxw += w * (Rs @ xs)
+                Vs, xs = V[:, a:b], x[a:b]
+                Gw += w * (G if (a, b) == (0, self._numel) else Vs @ Vs.T)
+                Rxw += w * (Vs @ xs)
                 Xw += w * torch.dot(xs, xs)
-        euclidean_bound = bound * math.sqrt(self._numel) if self.step_measure == "rms" else bound
-        probe = _Probe(self, closure, counts, graph, loss0, euclidean_bound)
-        with _double_backward(), _phase("quadratic"):
-            Q = self._curv.quadratic(probe, R, G[0] - Rxw)
-        del graph, probe  # frees the double-backward graph
-        packed = torch.cat([G.flatten(), Q.flatten(), Gw.flatten(), Rxw, Xw[None], loss0[None]])
-        host = packed.to("cpu", torch.float64).numpy()  # the step's one host synchronisation
-        kk = k * k
-        G_h, Q_h, Gw_h = (host[i * kk : (i + 1) * kk].reshape(k, k) for i in range(3))
-        m = dict(G=G_h, Q=Q_h + Gw_h, Gw=Gw_h, Rxw=host[3 * kk : 3 * kk + k], Xw=host[-2])
-        m.update(c=G_h[0].copy(), loss=float(host[-1]), f0=float(host[-1] + 0.5 * host[-2]))
-        return loss, m
+        return Gw, Rxw, Xw
 
     @torch.no_grad()
     def subspace_model(self, closure) -> dict:
@@ -868,56 +675,3 @@ def _outside_stacklevel() -> int:
     while frame is not None and frame.f_code.co_filename.startswith(inside):
         frame, level = frame.f_back, level + 1
     return level
-
-
-def _shares(t: torch.Tensor, buf: torch.Tensor) -> bool:
-    return t.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
-
-
-def _real(name: str, value, accepted: str, ok) -> None:
-    """A real number (bools are not numbers here) for which ``ok`` holds; else one line."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(float(value)):
-        raise ValueError(f"DRSOM: {name} must be {accepted}, got {value!r}")
-
-
-def _positive(name: str, value) -> None:
-    _real(name, value, "a positive finite number", lambda v: 0.0 < v < math.inf)
-
-
-def _integer(name: str, value, low: int = 1, high: int | None = None) -> None:
-    integral = not isinstance(value, bool) and isinstance(value, numbers.Integral)
-    if not integral or value < low or (high is not None and value > high):
-        what = "a positive integer" if low == 1 else f"an integer >= {low}"
-        what += f" and <= {high}" if high is not None else ""
-        raise ValueError(f"DRSOM: {name} must be {what}, got {value!r}")
-
-
-def _betas(value) -> tuple[float, float]:
-    if (
-        isinstance(value, str)
-        or not isinstance(value, Sequence)
-        or len(value) != 2
-        or not all(
-            not isinstance(b, bool) and isinstance(b, numbers.Real) and 0.0 <= b < 1.0
-            for b in value
-        )
-    ):
-        raise ValueError(f"DRSOM: betas must be a pair of numbers in [0, 1), got {value!r}")
-    return float(value[0]), float(value[1])
-
-
-def _check_parameters(params: list[torch.Tensor]) -> None:
-    """One dtype and device, float32 or float64: what the flat buffer and the k x k model need."""
-    kinds = sorted({f"{p.dtype} on {p.device}" for p in params})
-    if len(kinds) > 1:
-        raise ValueError(
-            f"DRSOM: all trainable parameters must share one dtype and device, got {kinds}; "
-            f"move or cast the whole model (model.to(...)), or freeze the odd ones"
-        )
-    dtype = params[0].dtype
-    if dtype not in (torch.float32, torch.float64):
-        raise ValueError(
-            f"DRSOM: parameters must be float32 or float64, got {dtype} (16-bit floats cannot "
-            f"carry the step and its k x k model); keep the parameters in float32 and pass "
-            f"autocast= to make_closure for mixed precision"
-        )
