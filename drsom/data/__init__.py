@@ -7,6 +7,8 @@ A data config is a Hydra ``_target_`` node naming a function that returns an
 ImageFolder layout, from a folder or an archive; ``cifar10_jpeg`` is one), or a user's own.
 Images are held in memory as uint8 and augmented with torch ops, on the host or, for CUDA, on the
 device (see ``loader``).
+
+May import ``drsom.cfg`` only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from drsom.cfg.checks import refusal
 from drsom.cfg.targets import TargetError, build, check_keywords
 
 from .dataset import DATA_DEFAULTS, DATA_META, ImageDataset
@@ -60,7 +63,7 @@ def validation_count(val_size: int | float | None, n_train: int) -> int:
     if val_size is None:
         return 0
     if isinstance(val_size, bool) or not isinstance(val_size, int | float):
-        raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+        raise refusal("data.val_size", val_size, accepted)
     if isinstance(val_size, float):
         if not 0.0 < val_size < 1.0:
             count = f"; a count is an integer: {int(val_size)}" if val_size.is_integer() else ""
@@ -71,7 +74,7 @@ def validation_count(val_size: int | float | None, n_train: int) -> int:
     else:
         count = int(val_size)
     if count < 0:
-        raise ValueError(f"data.val_size must be {accepted}, got {val_size!r}")
+        raise refusal("data.val_size", val_size, accepted)
     if count >= n_train:
         raise ValueError(
             f"data.val_size={val_size!r} holds out {count} of the {n_train} training examples, "
@@ -141,7 +144,7 @@ def fingerprint(tensors: Mapping[str, torch.Tensor]) -> str:
 
 def _check_positive(label: str, value: int | None) -> None:
     if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        raise refusal(label, value, "a positive integer")
 
 
 def build_data(

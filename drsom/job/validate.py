@@ -10,6 +10,7 @@ the optimizer, model and data groups take their meta keys and their target's arg
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 import torch
 
+from drsom.cfg import checks
 from drsom.cfg.targets import TargetError
 from drsom.data import check_data, validation_count
 from drsom.models import check_model
@@ -184,27 +186,16 @@ def resolve_device(spec: Any) -> torch.device:
     return torch.device("cuda", index)
 
 
-def _integer(key: str, value: Any, low: int, high: int | None = None) -> None:
-    bad = isinstance(value, bool) or not isinstance(value, int) or value < low
-    if bad or (high is not None and value > high):
-        want = "a positive integer" if low == 1 else f"an integer >= {low}"
-        if high is not None:
-            want = f"an integer in [{low}, {high}]"
-        raise ConfigError(f"{key} must be {want}, got {value!r}")
+# The shared checks (drsom.cfg.checks), each line naming the key, raised as ConfigError.
+_integer = functools.partial(checks.integer, error=ConfigError)
+_boolean = functools.partial(checks.boolean, error=ConfigError)
+_choice = functools.partial(checks.one_of, error=ConfigError, quoted=False)
 
 
 def _number(key: str, value: Any, low: float, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < low or (strict and value == low):
-        relation = ">" if strict else ">="
-        raise ConfigError(f"{key} must be a number {relation} {low:g}, got {value!r}")
+    relation = ">" if strict else ">="
 
+    def ok(v: float) -> bool:
+        return math.isfinite(v) and (v > low if strict else v >= low)
 
-def _boolean(key: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
-
-
-def _choice(key: str, value: Any, accepted: tuple[str, ...]) -> None:
-    if value not in accepted:
-        raise ConfigError(f"{key}={value!r} is not one of {', '.join(accepted)}")
+    checks.real(key, value, f"a number {relation} {low:g}", ok, error=ConfigError)

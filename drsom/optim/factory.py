@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import copy
 import functools
-import math
-import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
+from drsom.cfg import checks
 from drsom.cfg.targets import TargetError, arguments, check_keywords, keywords
 from drsom.cfg.targets import build as build_target
 
@@ -36,49 +35,36 @@ OPTIMIZER_META: tuple[str, ...] = ("label", "display", "color", "marker")
 Factory = Callable[[Iterable[torch.Tensor] | Iterable[dict]], torch.optim.Optimizer]
 
 
-def _is_real(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, numbers.Real)
-
-
-def _in_unit(v: float) -> bool:
-    return 0.0 <= v < 1.0
-
-
 # Value rules of the hyperparameters the suite's optimizers share: (accepted values, test).
 RULES: dict[str, tuple[str, Callable[[float], bool]]] = {
-    "lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
-    "final_lr": ("a positive finite number", lambda v: 0.0 < v < math.inf),
-    "eps": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
-    "weight_decay": ("a finite number >= 0", lambda v: 0.0 <= v < math.inf),
-    "momentum": ("a number in [0, 1)", _in_unit),
-    "beta": ("a number in [0, 1)", _in_unit),
+    "lr": (checks.POSITIVE, checks.is_positive),
+    "final_lr": (checks.POSITIVE, checks.is_positive),
+    "eps": (checks.NON_NEGATIVE, checks.is_non_negative),
+    "weight_decay": (checks.NON_NEGATIVE, checks.is_non_negative),
+    "momentum": (checks.UNIT, checks.in_unit),
+    "beta": (checks.UNIT, checks.in_unit),
 }
+
+# the config boundary's lines name the key: optimizer.lr must be ...
+_LINE = dict(prefix="optimizer.", error=TargetError)
 
 
 def _check_values(target: Callable, kwargs: Mapping[str, Any]) -> None:
     defaults, _ = keywords(target)
-
-    def bad(key: str, accepted: str) -> TargetError:
-        return TargetError(f"optimizer.{key} must be {accepted}, got {kwargs[key]!r}")
-
     for key, value in kwargs.items():
         default = defaults.get(key)
         if key in RULES:
             accepted, ok = RULES[key]
-            if not (_is_real(value) and ok(float(value))):
-                raise bad(key, accepted)
+            checks.real(key, value, accepted, ok, **_LINE)
         elif key == "betas":
-            pair = isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2
-            if not (pair and all(_is_real(b) and _in_unit(float(b)) for b in value)):
-                raise bad(key, "a pair of numbers in [0, 1), e.g. [0.9, 0.999]")
+            checks.unit_pair(key, value, "a pair of numbers in [0, 1), e.g. [0.9, 0.999]", **_LINE)
         elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise bad(key, "true or false")
+            checks.boolean(key, value, **_LINE)
         elif isinstance(default, int) and value is not None:
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-                raise bad(key, "an integer")
-        elif isinstance(default, float) and value is not None and not _is_real(value):
-            raise bad(key, "a number")
+            if not checks.is_integer(value):
+                raise checks.refusal(key, value, "an integer", **_LINE)
+        elif isinstance(default, float) and value is not None and not checks.is_real(value):
+            raise checks.refusal(key, value, "a number", **_LINE)
     _check_library_quirks(target, kwargs)
 
 

@@ -6,4 +6,6 @@
 relative ``results_dir`` / ``data.root`` of composed configs are taken from ``base_dir``: the
 current directory, as for ``drsom-run``; a checkout's ``scripts/<module>.py`` passes the
 repository root, as its ``run.py`` does.
+
+The top room: may import every other; nothing imports it.
 """
