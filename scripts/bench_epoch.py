@@ -22,7 +22,7 @@ import torch
 
 from drsom.data import DataBundle, EpochLoader
 from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from drsom.job.runner import build_training, maybe_compile
+from drsom.training.build import build_training, maybe_compile
 from drsom.training.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,11 @@ import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
+
+class ConfigError(Exception):
+    """A configuration value the user can fix; the message is one line."""
+
+
 # DRSOM's lines, and its parts' (directions, curvature, controller), start with this
 DRSOM = "DRSOM: "
 

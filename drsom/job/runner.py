@@ -18,21 +18,17 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from drsom.cfg.targets import TargetError
-from drsom.data import DataBundle, DatasetUnavailable, build_data, load_dataset
+from drsom.data import DataBundle, DatasetUnavailable
+from drsom.job.bookkeeping import Bookkeeper, write_tables
 from drsom.job.preemption import PreemptionGuard
 from drsom.job.validate import ConfigError, check_results_dir, resolve_device, validate
-from drsom.models import build_model
-from drsom.optim import needs_double_backward, optimizer_factory
 from drsom.store.folder import (
     CheckpointError,
     RunBusy,
@@ -42,10 +38,10 @@ from drsom.store.folder import (
     storage_cause,
 )
 from drsom.store.identity import complete, group_name, run_id
-from drsom.store.record import git_state, metric_value, record, start_summary
+from drsom.store.record import git_state, metric_value, start_summary
 from drsom.store.state import TERMINAL, Status, run_state
-from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Diverged, Paused, Trainer
-from drsom.training.schedules import build_scheduler
+from drsom.training.build import build_trainer, load_data
+from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 from drsom.training.tracking import Tracker, new_wandb_id, tracking
 
 log = logging.getLogger("drsom")
@@ -75,7 +71,7 @@ def run(
     check_results_dir(c["results_dir"], base)  # before anything is read or made there
     run_dir = run_folder(c, base)
     launch = launch_identity()
-    data = _load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
+    data = load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
         return run_dir.read_summary()["status"]
     if c["trainer"]["amp"] and device.type == "cpu":
@@ -237,7 +233,7 @@ def _train(
         wandb_id = _text(checkpoint.get("wandb_id")) or new_wandb_id()
         # The tables may hold rows past the checkpoint (checkpoint_every > 1, a fallback to the
         # previous checkpoint): they are redone, so they go now and the files match the state.
-        _write_tables(run_dir, trainer)
+        write_tables(run_dir, trainer)
         log.info(f"run {run_dir.name}: resuming {_position(trainer)}")
     else:
         for path in (run_dir.metrics, run_dir.steps):  # rows of an attempt that saved no state
@@ -296,19 +292,17 @@ def _epochs(
 ) -> str:
     """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word."""
     stop_after, done_here, pruned = c["trainer"]["stop_after_epochs"], 0, False
-    checkpoint = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
-    try:
+    header = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
+    book = Bookkeeper(run_dir, summary, trainer, header)
+    with book.ending(preemption) as ended:
         for row in trainer.run_epochs():
             done_here += 1
             last = trainer.epoch == trainer.epochs
             stopping = stop_after is not None and done_here >= stop_after and not last
-            _write_tables(run_dir, trainer)
+            book.write_tables()
             preempted = preemption.requested and not last  # a signal during the epoch's end
             due = trainer.epoch % c["trainer"]["checkpoint_every"] == 0
-            if last or stopping or preempted or due:
-                _save_checkpoint(run_dir, checkpoint, trainer, summary)
-            record(summary, trainer, "running")
-            run_dir.write_summary(summary)
+            book.epoch_end(checkpoint=last or stopping or preempted or due)
             tracker.log(row, step=row["step"])
             log.info(_epoch_line(row, trainer.epochs))
             if stopping or preempted:
@@ -318,43 +312,14 @@ def _epochs(
                 pruned = prune(trainer.epoch, val_acc)
                 if pruned:
                     break
-    except Paused as exc:  # preempted inside an epoch: save the position, resume there
-        try:
-            _write_tables(run_dir, trainer)
-            _save_checkpoint(run_dir, checkpoint, trainer, summary)
-        except StorageError as error:
-            _record_storage_failure(run_dir, summary, trainer, error)
-        record(summary, trainer, "interrupted", stopped_by=preemption.name)
-        run_dir.write_summary(summary)
-        log.info(
-            f"run {run_dir.name} {exc} (step {trainer.step}) on {preemption.name}: checkpoint "
-            f"saved in {run_dir.checkpoint}; the same command (or the requeued job) resumes there"
-        )
-        return "interrupted"
-    except Diverged as exc:
-        record(summary, trainer, "diverged", diverged_epoch=exc.epoch, diverged_step=exc.step)
-        run_dir.write_summary(summary)
-        log.warning(f"run {run_dir.name} diverged: {exc}; recorded in {run_dir.summary}")
-        return "diverged"
-    except (KeyboardInterrupt, SystemExit):  # SystemExit: a launcher's handler ending the job
-        record(summary, trainer, "interrupted")
-        run_dir.write_summary(summary)
-        raise
-    except StorageError as exc:
-        _record_storage_failure(run_dir, summary, trainer, exc)
-    except Exception as exc:
-        if storage_cause(exc) is not None:  # a write outside the store's own (e.g. a library's)
-            _record_storage_failure(run_dir, summary, trainer, exc)
-        record(summary, trainer, "failed", error=f"{type(exc).__name__}: {exc}")
-        run_dir.write_summary(summary)
-        raise
+    if ended.status is not None:
+        return ended.status
 
     status = "finished" if trainer.epoch >= trainer.epochs else "interrupted"
     status = "pruned" if pruned else status
     stopped = status == "interrupted" and preemption.requested
     extra = {"stopped_by": preemption.name} if stopped else {}
-    record(summary, trainer, status, **extra)
-    run_dir.write_summary(summary)
+    book.close(status, **extra)
     if status == "finished":
         chosen = summary["selected"]
         at = f" (validation selects epoch {chosen['epoch']})" if chosen else ""
@@ -376,131 +341,12 @@ def _epochs(
     return status
 
 
-def _save_checkpoint(run_dir: RunDir, header: dict, trainer: Trainer, summary: dict) -> None:
-    run_dir.save_checkpoint({**header, "trainer": trainer.state_dict()})
-    summary["checkpoint_epoch"] = trainer.epoch  # what a rerun resumes from (see the failure)
-
-
-def _record_storage_failure(
-    run_dir: RunDir, summary: dict, trainer: Trainer, exc: BaseException
-) -> None:
-    """Record a failed write (full disk, read-only folder) truthfully, and raise it in one line.
-
-    The files keep their previous complete versions (every write is atomic); the summary says
-    "failed", why, and which epoch the last good checkpoint holds. On a full disk even the summary
-    may not fit as a new file: then it is rewritten in place (its own blocks are freed first).
-    """
-    cause = storage_cause(exc)
-    why = str(exc) if isinstance(exc, StorageError) else f"{describe_os_error(cause)}"
-    record(summary, trainer, "failed", error=why)
-    saved = summary.get("checkpoint_epoch")
-    where = (
-        f"the last good checkpoint ({run_dir.checkpoint}) holds epoch {saved}"
-        if saved is not None
-        else "no checkpoint was saved yet"
-    )
-    if run_dir.write_summary_last_resort(summary):
-        recorded = f"{run_dir.summary.name} says failed"
-    else:
-        recorded = f"{run_dir.summary.name} could not be updated either"
-    raise StorageError(
-        f"{why}; {where}; {recorded}; make room (or make the folder writable) and rerun the "
-        "same command to resume"
-    ) from exc
-
-
-def _write_tables(run_dir: RunDir, trainer: Trainer) -> None:
-    run_dir.write_table("metrics", trainer.metric_columns(), trainer.metrics)
-    if trainer.steps:
-        run_dir.write_table("steps", trainer.step_columns(), trainer.steps)
-    else:
-        run_dir.steps.unlink(missing_ok=True)
-
-
 def _position(trainer: Trainer) -> str:
     where = f"after epoch {trainer.epoch}/{trainer.epochs}"
     if trainer.partial:
         done, total = trainer.partial["batches"], len(trainer.data.train)
         where = f"in epoch {trainer.epoch + 1}/{trainer.epochs} after batch {done}/{total}"
     return f"{where} (step {trainer.step})"
-
-
-# ------------------------------------------------------------------------------- building
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)  # also every CUDA device
-
-
-def build_training(c: dict, device: torch.device, data: DataBundle):
-    """Model on its device and memory format first: DRSOM packs the parameters where they are."""
-    t = c["trainer"]
-    try:
-        model = build_model(c["model"], data.num_classes, data.input_shape).to(device)
-        if t["channels_last"]:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = optimizer_factory(c["optimizer"])(model.parameters())
-    except TargetError as exc:
-        raise ConfigError(str(exc)) from None
-    return model, optimizer, build_scheduler(t, optimizer)
-
-
-def _load_data(c: dict, device: torch.device, base: Path) -> DataBundle:
-    d, t = c["data"], c["trainer"]
-    try:
-        return build_data(
-            load_dataset(d, base),
-            train_subset=d["train_subset"],
-            val_size=d["val_size"],
-            augment=d["augment"],
-            batch_size=t["batch_size"],
-            test_batch_size=t["test_batch_size"],
-            device=device,
-            seed=c["seed"],
-            num_workers=d["num_workers"],
-            channels_last=t["channels_last"],
-        )
-    except ValueError as exc:  # TargetError included
-        raise ConfigError(" ".join(str(exc).split())) from None
-
-
-def build_trainer(
-    c: dict, device: torch.device, data: DataBundle, should_stop=None
-) -> tuple[Trainer, bool, str | None]:
-    """A fresh trainer of the run, from its seed: (trainer, compiled, why not compiled)."""
-    t = c["trainer"]
-    seed_everything(c["seed"])
-    model, optimizer, scheduler = build_training(c, device, data)
-    net, compiled, compile_note = maybe_compile(model, optimizer, t["compile"])
-    amp = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if t["amp"] else None
-    trainer = Trainer(
-        model,
-        optimizer,
-        scheduler,
-        data,
-        epochs=t["epochs"],
-        eval_every=t["eval_every"],
-        log_every_steps=t["log_every_steps"],
-        net=net,
-        autocast=amp,
-        progress=t["progress"],
-        should_stop=should_stop,
-    )
-    return trainer, compiled, compile_note
-
-
-def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, wanted: bool):
-    """(module to run, whether it is compiled, why not when compiling was asked for)."""
-    if not wanted:
-        return model, False, None
-    if needs_double_backward(optimizer):
-        note = (
-            "trainer.compile ignored: this optimizer needs double backward (it differentiates "
-            "a gradient again), which torch.compile cannot run; training eagerly"
-        )
-        log.warning(note)
-        return model, False, note
-    return torch.compile(model), True, None
 
 
 def _restore(

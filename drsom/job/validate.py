@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from drsom.cfg import checks
+from drsom.cfg.checks import ConfigError
 from drsom.cfg.targets import TargetError
 from drsom.data import check_data, validation_count
 from drsom.models import check_model
@@ -50,10 +51,6 @@ MAX_SEED = 2**32 - 1
 LABEL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}")
 # Data and model names are parts of the run id that is split at hyphens: no hyphen in them.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=]{0,99}")
-
-
-class ConfigError(Exception):
-    """A configuration value the user can fix; the message is one line."""
 
 
 def validate(cfg: Mapping[str, Any]) -> None:
