@@ -2,9 +2,8 @@
 relative ``results_dir`` and ``data.root`` taken from the repository root, wherever it is
 launched."""
 
-from pathlib import Path
-
 from drsom.launch.cli import main
+from drsom.tools import checkout_root
 
 if __name__ == "__main__":
-    main(base_dir=Path(__file__).resolve().parent)
+    main(base_dir=checkout_root(__file__))

@@ -22,10 +22,11 @@ import torch
 
 from drsom.data import DataBundle, EpochLoader
 from drsom.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from drsom.tools import checkout_root
 from drsom.training.build import build_training, maybe_compile
 from drsom.training.loop import Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = checkout_root(__file__)
 
 
 def compose(overrides: list[str]) -> dict:

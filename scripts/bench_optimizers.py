@@ -37,8 +37,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-from drsom import CONFIG_DIR  # noqa: E402
+from drsom import CONFIG_DIR
+from drsom.tools import checkout_root
+
+ROOT = checkout_root(__file__)
 
 
 def optimizer_config(name: str) -> dict:

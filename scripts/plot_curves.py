@@ -1,9 +1,7 @@
-"""``drsom-curves`` (drsom/tools/plot_curves.py) in a checkout, with its default paths under the
-repository root instead of the current directory."""
+"""``drsom-curves`` (drsom/tools/plot_curves.py) in a checkout: default paths under the repository
+root (drsom.tools.checkout_root), wherever it is launched."""
 
-from pathlib import Path
-
-from drsom.tools.plot_curves import main
+from drsom.tools import run_in_checkout
 
 if __name__ == "__main__":
-    raise SystemExit(main(base_dir=Path(__file__).resolve().parents[1]))
+    run_in_checkout("plot_curves", __file__)

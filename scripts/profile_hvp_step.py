@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from drsom.tools import checkout_root
+
+ROOT = checkout_root(__file__)
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_optimizers as bench  # noqa: E402
 
