@@ -94,7 +94,7 @@ def run(
             )
         except ConfigError:
             # a check that needs the folder's lock (the model's shape check) failed before
-            # anything was written: the folder this launch made goes again (README: a refused
+            # anything was written: the folder this launch made goes again (docs/store.md: a refused
             # run makes no folder); still holding the lock, so no other process is in it
             if fresh:
                 run_dir.remove_if_unused(fresh[1:])

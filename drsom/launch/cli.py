@@ -10,7 +10,7 @@ the current directory for the installed command, the repository root for a check
 (what it always did, from wherever it is launched).
 
 Sweeps: ``drsom-run -m hydra/launcher=slurm experiment=<name> seed=0,1,2`` runs each point of
-the grid as its own job (README, "Sweeps on a SLURM cluster"); launching the same sweep again
+the grid as its own job (docs/cluster.md); launching the same sweep again
 fills the gaps: finished runs are skipped, the others resume.
 """
 

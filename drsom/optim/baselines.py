@@ -2,7 +2,7 @@
 
 The baselines themselves are configs (``configs/optimizer/*.yaml``) naming the library classes
 (``torch.optim.Adam``, ``pytorch_optimizer.AdaBelief``, ...); how the protocol's weight decay
-applies to each is in the README ("Weight decay"). pytorch_optimizer's MSVAG and Fromage have no
+applies to each is in docs/usage.md ("Weight decay"). pytorch_optimizer's MSVAG and Fromage have no
 weight-decay option; the classes here add it as L2, as the AdaBelief paper's code did for MSVAG.
 """
 

@@ -149,7 +149,7 @@ class DRSOM(FlatParams):
 
     Presets: these defaults are the seed's clean form (trust region, eta 0.1, shrink x0.25,
     expand x2, the radius capped by a scheduled ``lr``); the suite's ``optimizer=drsom`` config
-    sets the scale-free choices (README, "Scale-free steps").
+    sets the scale-free choices (docs/studies.md, "Scale-free steps").
     ``DRSOM.preset("official", params)`` (or ``build("drsom", params, preset="official")``)
     reproduces the official code's constants,
     see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``

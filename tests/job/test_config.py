@@ -109,8 +109,8 @@ def test_official_preset_config_sets_only_what_it_changes_and_takes_overrides():
         optimizer_factory({**cfg["optimizer"], "lr": 0})
 
 
-# The AdaBelief protocol's weight decay per optimizer (README, "Weight decay"): L2 5e-4 except
-# AdamW (decoupled 1e-2) and Fromage (none), as the paper ran them.
+# The AdaBelief protocol's weight decay per optimizer (docs/usage.md, "Weight decay"): L2 5e-4
+# except AdamW (decoupled 1e-2) and Fromage (none), as the paper ran them.
 PROTOCOL_DECAY = {"adamw": 1e-2, "fromage": 0.0}
 
 

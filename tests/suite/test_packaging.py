@@ -36,7 +36,8 @@ def installed(tmp_path_factory) -> SimpleNamespace:
         shutil.copytree(REPO / name, src / name, ignore=skip)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
-    # A user's untracked cluster values (README: configs/local/slurm.yaml) must stay out of it.
+    # A user's untracked cluster values (docs/cluster.md: configs/local/slurm.yaml) must stay out of
+    # it.
     (src / "drsom" / "configs" / "local").mkdir()
     (src / "drsom" / "configs" / "local" / "slurm.yaml").write_text("partition: mine\n")
 
@@ -132,7 +133,7 @@ def test_the_installed_runner_trains_into_the_current_directory(installed):
     args = ["data=digits", "model=cnn", "optimizer=adam", "trainer.epochs=1"]
     args += ["logger.mode=disabled", "trainer.progress=false", "results_dir=store"]
     run(installed, command, *args)
-    # relative results_dir: from the current directory (README, "Install as a library")
+    # relative results_dir: from the current directory (docs/usage.md, "Install as a library")
     (folder,) = (installed.work / "store").iterdir()
     summary = json.loads((folder / "summary.json").read_text())
     assert (summary["status"], summary["epoch"], summary["epochs"]) == ("finished", 1, 1)
