@@ -271,7 +271,7 @@ def interval_markdown(
     baseline: str | None = None,
     grad_equiv: bool = True,
 ) -> str:
-    """The intervals table (``summary_stats.interval_table``) and the paired comparison against
+    """The intervals table (``interval_tables.interval_table``) and the paired comparison against
     ``baseline`` (its display name), for a reader: accuracies in percent as ``mean [low, high]``.
     ``grad_equiv=False``: without the gradient-equivalent columns (no cost weights)."""
     shown = ("final_test_acc", "selected_test_acc")

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from drsom.analysis import costs, figures
+from drsom.analysis.interval_tables import interval_table, paired_table
 from drsom.analysis.runs import (
     broken_in,
     describe,
@@ -40,7 +41,6 @@ from drsom.analysis.runs import (
     stored_experiments,
 )
 from drsom.analysis.stats import check_targets
-from drsom.analysis.summary_stats import interval_table, paired_table
 from drsom.analysis.tables import (
     DEFAULT_TARGETS,
     experiment_table,

@@ -1,5 +1,5 @@
 """Confidence intervals, paired differences, performance profiles, ``--targets``; the interval
-and paired tables from run rows (``drsom.analysis.stats``, ``summary_stats``).
+and paired tables from run rows (``drsom.analysis.stats``, ``interval_tables``).
 
 Expected numbers are computed by hand here, never by the code under test: t quantiles in closed
 form for 1 and 2 degrees of freedom (12.706205, 4.302653; 2.919986 at 90%), 3.182446 for 3.
@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from drsom.analysis.interval_tables import interval_table, paired_table
 from drsom.analysis.stats import (
     check_targets,
     interval,
@@ -20,7 +21,6 @@ from drsom.analysis.stats import (
     performance_profile,
     performance_ratios,
 )
-from drsom.analysis.summary_stats import interval_table, paired_table
 from drsom.analysis.tables import experiment_table
 
 
