@@ -1,4 +1,11 @@
-"""DRSOM: the Dimension-Reduced Second-Order Method as a ``torch.optim.Optimizer``."""
+"""DRSOM: the Dimension-Reduced Second-Order Method as a ``torch.optim.Optimizer``.
+
+The class docstring states the algorithm; below it are the constructor's wiring of the three parts
+(directions, curvature source, step controller), ``step`` (solve, move, ratio test), the subspace
+model it solves, what the optimizer protocol reads, and the state dict. Elsewhere: the flat
+parameter buffer (``flat``), the argument checks (``arguments``), the parts (``directions``,
+``curvature``, ``control``) and the k x k solver (``subproblem``).
+"""
 
 from __future__ import annotations
 
