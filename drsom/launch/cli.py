@@ -46,9 +46,9 @@ def app(base_dir: Path) -> Callable[[], None]:
 
     The launchers that run jobs in other processes (submitit, joblib) pickle the task function;
     cloudpickle sends a closure by value, ``base_dir`` with it, so every job resolves paths as
-    the launching process does, whatever its own working directory. The function lives in this
-    module, so Hydra names the job ``run`` (its log: ``run.log``); the configs are read from the
-    package's folder, wherever it is installed.
+    the launching process does, whatever its own working directory. Hydra would name the job after
+    this module; configs/config.yaml names it ``run`` (its log: ``run.log``), as every door had it.
+    The configs are read from the package's folder, wherever it is installed.
     """
 
     def run(cfg: DictConfig) -> str | dict:
