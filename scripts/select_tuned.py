@@ -3,7 +3,9 @@
 first on the import path of every script in it, and a ``select.py`` here would take the place of the
 standard library's ``select``, which subprocess imports.)"""
 
-from drsom.tools import run_in_checkout
+from drsom.tools import checkout_main
+
+main = checkout_main("select", __file__)
 
 if __name__ == "__main__":
-    run_in_checkout("select", __file__)
+    raise SystemExit(main())

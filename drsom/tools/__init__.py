@@ -13,10 +13,11 @@ The top room: may import every other; nothing imports it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
 
 
 def checkout_root(script: str | os.PathLike) -> Path:
@@ -28,8 +29,8 @@ def checkout_root(script: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"{script} is not in a checkout of the suite (no pyproject.toml above)")
 
 
-def run_in_checkout(tool: str, script: str | os.PathLike) -> NoReturn:
-    """Run ``drsom.tools.<tool>`` with the command line's arguments, paths under the root of the
-    checkout that holds ``script``; exit with its status."""
+def checkout_main(tool: str, script: str | os.PathLike) -> Callable[..., int]:
+    """``drsom.tools.<tool>.main`` with its paths under the root of the checkout holding
+    ``script``: what ``scripts/<tool>.py`` runs (and exposes as its ``main``)."""
     module = importlib.import_module(f"drsom.tools.{tool}")
-    raise SystemExit(module.main(base_dir=checkout_root(script)))
+    return functools.partial(module.main, base_dir=checkout_root(script))

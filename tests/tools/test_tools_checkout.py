@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drsom.tools import checkout_root, run_in_checkout
+from drsom.tools import checkout_main, checkout_root
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = REPO / "scripts"
@@ -26,17 +26,16 @@ def test_a_script_outside_a_checkout_is_refused(tmp_path):
         checkout_root(tmp_path / "scripts" / "plot_curves.py")
 
 
-def test_a_tool_script_runs_its_tool_with_the_root_and_exits_with_its_status(monkeypatch):
+def test_a_tool_script_runs_its_tool_with_the_root(monkeypatch):
     seen = []
 
-    def main(*, base_dir):
-        seen.append(base_dir)
+    def main(argv=None, *, base_dir):
+        seen.append((argv, base_dir))
         return 3
 
     monkeypatch.setitem(sys.modules, "drsom.tools.fake", types.SimpleNamespace(main=main))
-    with pytest.raises(SystemExit) as ended:
-        run_in_checkout("fake", SCRIPTS / "fake.py")
-    assert (ended.value.code, seen) == (3, [REPO])
+    assert checkout_main("fake", SCRIPTS / "fake.py")(["--x"]) == 3
+    assert seen == [(["--x"], REPO)]
 
 
 def test_every_script_has_its_line_in_the_scripts_readme():
