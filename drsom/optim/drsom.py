@@ -223,6 +223,8 @@ class DRSOM(FlatParams):
         follow_schedule: bool = False,
         lr_h: float = 1.0,
     ):
+        # the arguments by name, taken first so that nothing else is among them; checked in two
+        # passes around the parts, the order in which the constructor has always refused them
         a = {k: v for k, v in locals().items() if k not in ("self", "params", "__class__")}
         betas = arguments.check_shared(a)
         # the three parts; each factory refuses a name it does not know
