@@ -37,7 +37,8 @@ NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info"
 def main(base_dir: Path | None = None) -> None:
     """The command line: Hydra parses ``sys.argv`` (overrides, ``-m``, ``--cfg``, ...)."""
     if problem := hydra_output_problem(sys.argv[1:], Path(os.getcwd())):
-        sys.exit(problem)
+        print(problem, file=sys.stderr)
+        sys.exit(jobs.BAD_INPUT)
     app(Path.cwd() if base_dir is None else Path(base_dir).resolve())()
 
 

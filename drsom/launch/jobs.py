@@ -39,8 +39,9 @@ warnings.filterwarnings(
 )
 
 
-# A single run's exit status for bad input (a value, a dataset, a results store): the usage-error
-# status of Unix tools, so a script tells it from a run that failed (1) or was interrupted.
+# A single run's exit status when the user must fix something first (a value, the dataset, the
+# results store: one line says what): the usage-error status of Unix tools, so a script tells it
+# from a run that failed (1) or a run another process holds (1).
 BAD_INPUT = 2
 
 

@@ -3,11 +3,13 @@
     drsom-figures [--results results/runs] [--figures results/figures]
         [--tables results/tables] [--reference ../shared/reference/adabelief_cifar10_curves.csv]
         [--cost-weights results/cost_weights.json] [--experiment NAME ...] [--targets 90 93]
+        [--targets-file results/targets.json]
 
 Everything is drawn into a temporary folder beside the outputs first (per-epoch curves of all four
 metrics, test accuracy against time and against gradient equivalents, then the tables, then, for
 each target, a performance profile of the gradient equivalents to reach it across the workloads
-of the experiments, ``profiles/grad_equiv-to-<target>``, when they hold two or more; for each
+of the experiments that have that target, ``profiles/grad_equiv-to-<target>``, when they hold two
+or more (each experiment's targets: ``drsom.analysis.accuracy_targets``); for each
 stored tuning study, its optimization history and slice plot, ``studies/<study>-history``). Every
 model's cost weights are read before anything is drawn (a model without them gets no
 gradient-equivalent figure, profile or column, said in one line and in the tables' notes), and a
@@ -27,7 +29,7 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from drsom.analysis import costs, figures, profiles
+from drsom.analysis import accuracy_targets, costs, figures, profiles
 from drsom.analysis.runs import (
     broken_in,
     experiment_selection,
@@ -60,10 +62,17 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             return 2
     said, left_out = [], []  # the tools report broken runs themselves when they go on
     try:  # every model's weights and the targets, before anything is drawn
-        targets = check_targets(args.targets)
+        forced = check_targets(args.targets) if args.targets else None
+        targets_path = args.targets_file or accuracy_targets.default_path(args.results)
+        declared = accuracy_targets.load_targets(targets_path)
         store = load_store(args.results, report=said.append, left_out=left_out)
         names = args.experiment or stored_experiments(store)
         selections = [experiment_selection(args.results, n, store) for n in names]
+        targets = {
+            s.experiment: forced
+            or accuracy_targets.targets_of(s.experiment, declared, DEFAULT_TARGETS)
+            for s in selections
+        }
         path = args.cost_weights or costs.default_path(args.results)
         models = [r.key()[2] for s in selections for r in s.runs]
         weights, _ = costs.available(costs.load_weights(path), models)  # the tools say which
@@ -91,7 +100,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             if plot_curves.main(cmd) != 0:
                 print("error: figures not replaced (see above)", file=sys.stderr)
                 return 1
-        cmd = [*shared, "--out", str(tables), "--targets", *map(str, targets)]
+        cmd = [*shared, "--out", str(tables), "--targets-file", str(targets_path)]
+        cmd += ["--targets", *map(str, forced)] if forced else []
         if make_tables.main(cmd) != 0:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1
@@ -105,8 +115,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
 
 
 def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
-    """Per target (every experiment is measured against the same ones), the performance profile
-    of the gradient equivalents to reach it over the experiments' workloads; none with fewer
+    """Per target (``targets``: each experiment's), the performance profile of the gradient
+    equivalents to reach it over the workloads of the experiments that have it; none with fewer
     than two workloads (a profile of one workload only says who was cheapest there)."""
     from drsom.launch.tuning import is_tuning
 
@@ -118,10 +128,11 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
         if s.runs and not is_tuning(s.experiment)
     ]
     selections = [s for s in selections if s.runs]
-    rows = {s.experiment: run_rows(s, targets, weights) for s in selections}
-    runs = [r for s in selections for r in s.runs]
+    all_rows = {s.experiment: run_rows(s, targets[s.experiment], weights) for s in selections}
     written = []
-    for t in targets:
+    for t in sorted({t for s in selections for t in targets[s.experiment]}):
+        rows = {name: r for name, r in all_rows.items() if t in targets[name]}
+        runs = [r for s in selections if s.experiment in rows for r in s.runs]
         costs_to, tuned = profiles.workload_costs(rows, t) if rows else (None, [])
         if costs_to is None or len(costs_to) < 2:
             print(f"no performance profile for {target_name(t)}%: fewer than 2 workloads")
@@ -168,8 +179,13 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         nargs="+",
-        default=list(DEFAULT_TARGETS),
-        help="target test accuracies of the tables and performance profiles (default: 0.90 0.93)",
+        help="target test accuracies of every experiment's tables and the performance profiles "
+        "(default: each experiment's own in --targets-file, else 0.90 0.93)",
+    )
+    p.add_argument(
+        "--targets-file",
+        type=Path,
+        help="each experiment's targets (default: targets.json beside --results)",
     )
     return p.parse_args(argv)
 

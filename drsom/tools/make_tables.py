@@ -10,13 +10,14 @@ train accuracy measured in evaluation mode (mean ± std over the finished seeds)
 training seconds / gradient equivalents (forwards, gradients and HVPs weighted by their measured
 times, ``drsom.analysis.costs``, with the weights of ``--cost-weights``, default
 ``cost_weights.json`` beside the run store) and the raw forwards, gradients and HVPs to reach each
-target test accuracy; runs that diverged, are unfinished or were never started are counted in
-their own columns. Below it, the same accuracies and costs with 95% confidence intervals over the
-seeds (Student-t, ``drsom.analysis.stats``) and each variant's final test accuracy minus the
-``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``, ``<experiment>.csv`` (one row
-per cell), ``<experiment>.runs.csv`` (one row per run), ``<experiment>.ci.csv`` and
-``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex`` (booktabs, for a paper).
-"""
+target test accuracy (the experiment's own, ``targets.json`` beside the run store,
+``drsom.analysis.accuracy_targets``; else ``--targets``); runs that diverged, are unfinished or were
+never started are counted in their own columns. Below it, the same accuracies and costs with 95%
+confidence intervals over the seeds (Student-t, ``drsom.analysis.stats``) and each variant's final
+test accuracy minus the ``--baseline``'s, paired by seed. Files: ``<out>/<experiment>.md``,
+``<experiment>.csv`` (one row per cell), ``<experiment>.runs.csv`` (one row per run),
+``<experiment>.ci.csv`` and ``<experiment>.paired.csv`` (the intervals), ``<experiment>.tex``
+(booktabs, for a paper)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsom.analysis import costs, figures
+from drsom.analysis import accuracy_targets, costs, figures
 from drsom.analysis.interval_tables import interval_table, paired_table
 from drsom.analysis.runs import (
     broken_in,
@@ -61,8 +62,11 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
-    try:
-        targets = check_targets(args.targets)  # 93 and 0.93 both mean 93%
+    try:  # 93 and 0.93 both mean 93%; given here, they apply to every experiment
+        forced = check_targets(args.targets) if args.targets else None
+        declared = accuracy_targets.load_targets(
+            args.targets_file or accuracy_targets.default_path(args.results)
+        )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         if not selection.runs:
             print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
+        targets = forced or accuracy_targets.targets_of(name, declared, DEFAULT_TARGETS)
         rows = run_rows(selection, targets, weights)
         table = experiment_table(rows, targets)
         stem = args.out / name
@@ -140,9 +145,13 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     p.add_argument(
         "--targets",
         nargs="+",
-        default=list(DEFAULT_TARGETS),
-        help="target test accuracies, percent in (1, 100) or fractions in (0, 1) "
-        "(default: 0.90 0.93)",
+        help="target test accuracies of every experiment, percent in (1, 100) or fractions in "
+        "(0, 1) (default: each experiment's own in --targets-file, else 0.90 0.93)",
+    )
+    p.add_argument(
+        "--targets-file",
+        type=Path,
+        help="each experiment's targets (default: targets.json beside --results)",
     )
     p.add_argument(
         "--cost-weights",

@@ -133,9 +133,9 @@ def test_protocol_title_states_data_model_seeds_device_and_schedule():
 
 def test_colours_come_from_the_configs_and_differ_within_every_experiment():
     for name in experiment_names():
-        sweeper = OmegaConf.load(REPO / "experiments" / f"{name}.yaml").hydra.sweeper
-        params = sweeper.get("params")
-        if params is None:  # a tuning experiment: one optimizer per launch
+        experiment = OmegaConf.load(REPO / "experiments" / f"{name}.yaml")
+        params = OmegaConf.select(experiment, "hydra.sweeper.params")
+        if params is None:  # a tuning experiment (one optimizer per launch), or a single run
             continue
         # a tuned experiment names drsom-select's configs, <tuning experiment>/<label>, which
         # start from the optimizer's own; configs/optimizer/ablation/<label> are configs too

@@ -58,7 +58,8 @@ def test_every_experiment_selects_its_model_data_and_name():
         names, compose_configs(*[[f"experiment={n}"] for n in names]), strict=True
     ):
         assert cfg["experiment"] == name
-        model, data = name.split("_")[-1], "digits" if "digits" in name else "cifar10"
+        model = name.split("_")[-1]
+        data = next((d for d in ("digits", "cifar10_jpeg") if d in name), "cifar10")
         assert (cfg["model"]["name"], cfg["data"]["name"]) == (model, data), name
     plain = compose_config()
     assert plain["experiment"] == "default" and plain["model"]["name"] == "resnet18"

@@ -85,13 +85,14 @@ def test_full_disk_is_one_line_keeps_the_last_checkpoint_and_says_failed(
     assert [r["epoch"] for r in read_csv(rd.metrics)] == ["1", "2", "3"]
 
 
-def test_full_disk_reaches_the_command_line_as_one_line(cifar_root, tmp_path, monkeypatch):
+def test_full_disk_reaches_the_command_line_as_one_line(cifar_root, tmp_path, monkeypatch, capsys):
     fill_disk_after_checkpoints(monkeypatch, good=0)
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("config", overrides=tiny(cifar_root, tmp_path, "optimizer=sgd"))
     with pytest.raises(SystemExit) as exit_:
         jobs.run(cfg, base_dir=tmp_path)
-    message = str(exit_.value.code)
+    assert exit_.value.code == jobs.BAD_INPUT  # one line to act on, as for any store problem
+    message = capsys.readouterr().err.strip()
     assert message.startswith("error: cannot write ") and "\n" not in message
     assert "no checkpoint was saved yet" in message
 

@@ -89,3 +89,23 @@ def test_build_figures_without_a_models_weights_leaves_out_only_gradient_equival
     table = pd.read_csv(tmp_path / "tables" / f"{EXPERIMENT}.csv").set_index("optimizer")
     assert table.loc["drsom", "epochs_to_90_mean"] == pytest.approx(8 / 3)
     assert table.loc["drsom", "seconds_to_90_mean"] == pytest.approx((20 + 31 + 32) / 3)
+
+
+def test_a_profile_is_drawn_for_a_target_only_over_the_experiments_that_declare_it(
+    store, lr_sweep, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    both = tmp_path / "runs"
+    for source in (store, lr_sweep):
+        shutil.copytree(source, both, dirs_exist_ok=True)
+    (tmp_path / "cost_weights.json").write_text((store.parent / "cost_weights.json").read_text())
+    # 90% is declared for both experiments (three workloads); 50% only for the digits one
+    (tmp_path / "targets.json").write_text(json.dumps({EXPERIMENT: [50, 90], "default": [90]}))
+    assert _build_figures(both, tmp_path) == 0
+    drawn = sorted(p.name for p in (tmp_path / "figures" / "profiles").iterdir())
+    assert drawn == ["grad_equiv-to-90.pdf", "grad_equiv-to-90.png"]
+    assert "no performance profile for 50%: fewer than 2 workloads" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "tables" / f"{EXPERIMENT}.csv")
+    assert {"epochs_to_50_mean", "epochs_to_90_mean"} <= set(table.columns)

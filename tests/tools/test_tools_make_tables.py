@@ -161,3 +161,53 @@ def test_tables_refuse_targets_outside_the_accuracy_range(tmp_path, bad, capsys)
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --targets:") and "\n" not in err
     assert not (tmp_path / "t").exists()
+
+
+def test_an_experiments_declared_targets_are_its_columns_and_others_keep_the_default(
+    store, lr_sweep, tmp_path
+):
+    import json
+    import shutil
+
+    both = tmp_path / "results" / "runs"
+    for source in (store, lr_sweep):
+        shutil.copytree(source, both, dirs_exist_ok=True)
+    # declared beside the store (the default place), as percent and as a fraction
+    (both.parent / "targets.json").write_text(json.dumps({EXPERIMENT: [50, 0.95]}))
+    out = tmp_path / "tables"
+    assert make_tables.main(["--results", str(both), "--out", str(out)]) == 0
+    table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
+    assert "epochs_to_90_mean" not in table.columns
+    # seed 0: 0.50 at epoch 1, seed 1: 0.60 at 1, seed 2: 0.55 at 1; 95% at epochs 5, 5, 4
+    assert table.loc["drsom", "epochs_to_50_mean"] == pytest.approx(1.0)
+    assert table.loc["drsom", "epochs_to_95_mean"] == pytest.approx(14 / 3)
+    assert "epochs to 95%" in (out / f"{EXPERIMENT}.md").read_text()
+    adhoc = pd.read_csv(out / "default.csv")  # no entry: the default targets
+    assert {"epochs_to_90_mean", "epochs_to_93_mean"} <= set(adhoc.columns)
+    assert "epochs_to_50_mean" not in adhoc.columns
+    # targets given on the command line apply to every experiment
+    assert make_tables.main(["--results", str(both), "--out", str(out), "--targets", "80"]) == 0
+    assert "epochs_to_80_mean" in pd.read_csv(out / f"{EXPERIMENT}.csv").columns
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ('{"x": [150]}', "--targets: 150 is not a target accuracy"),
+        ('{"x": []}', "expected {experiment: [target, ...]}"),
+        ("[0.9]", "expected {experiment: [target, ...]}"),
+        ("{not json", "Expecting property name"),
+    ],
+    ids=["out-of-range", "empty", "not-an-object", "not-json"],
+)
+def test_a_targets_file_that_is_not_one_is_one_line_and_nothing_written(
+    store, tmp_path, capsys, text, why
+):
+    bad = tmp_path / "targets.json"
+    bad.write_text(text)
+    out = tmp_path / "tables"
+    args = ["--results", str(store), "--out", str(out), "--targets-file", str(bad)]
+    assert make_tables.main(args) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: targets {bad}: {why}"), lines
+    assert not out.exists()
