@@ -27,12 +27,22 @@ def shipped_drsom_run() -> RunDir:
     return run.run_dir
 
 
-def test_the_shipped_selection_is_what_drsom_select_makes_of_the_shipped_trials():
+@pytest.mark.parametrize(
+    "tuning, labels",
+    [
+        ("tune_digits_cnn", {"drsom", "drsom_hvp", "adam", "adabelief", "sgd"}),
+        (
+            "tune_cifar10_jpeg_cnn",
+            {"drsom", "drsom_seed", "drsom_hvp", "adam", "adabelief", "sgd"},
+        ),
+    ],
+)
+def test_the_shipped_selection_is_what_drsom_select_makes_of_the_shipped_trials(tuning, labels):
     store = load_store(REPO / "results" / "runs", report=lambda line: None)
-    _, configs = select(store, "tune_digits_cnn")
-    assert set(configs) == {"drsom", "drsom_hvp", "adam", "adabelief", "sgd"}
+    _, configs = select(store, tuning, studies_dir=REPO / "results" / "studies")
+    assert set(configs) == labels
     for label, text in configs.items():
-        shipped = SELECTED / "optimizer" / "tune_digits_cnn" / f"{label}.yaml"
+        shipped = SELECTED / "optimizer" / tuning / f"{label}.yaml"
         assert shipped.read_text() == text, f"{shipped}: rerun drsom-select"
 
 
