@@ -145,3 +145,14 @@ def write_lr_sweep(root: Path) -> Path:
         write_run(root, cfg, metric_rows(cfg["optimizer"]["label"], 0, accs), "finished")
     write_weights(default_path(root))
     return root
+
+
+def merged_store(root: Path, *stores: Path) -> Path:
+    """The runs of ``stores`` copied into one store, ``root/runs``, with the weights beside it."""
+    import shutil
+
+    merged = root / "runs"
+    for source in stores:
+        shutil.copytree(source, merged, dirs_exist_ok=True)
+    write_weights(default_path(merged))
+    return merged

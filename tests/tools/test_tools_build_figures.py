@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from analysis_store import EXPERIMENT
+from analysis_store import EXPERIMENT, merged_store
 
 from drsom.tools import build_figures
 
@@ -57,12 +57,7 @@ def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_pat
 def test_build_figures_draws_performance_profiles_across_the_experiments(
     store, lr_sweep, tmp_path, capsys
 ):
-    import shutil
-
-    both = tmp_path / "runs"
-    for source in (store, lr_sweep):
-        shutil.copytree(source, both, dirs_exist_ok=True)
-    (tmp_path / "cost_weights.json").write_text((store.parent / "cost_weights.json").read_text())
+    both = merged_store(tmp_path, store, lr_sweep)
     assert _build_figures(both, tmp_path, "--targets", "90") == 0
     # workloads: the experiment's digits / cnn, and the ad-hoc runs' digits / cnn, cifar10 / cnn
     drawn = sorted(p.name for p in (tmp_path / "figures" / "profiles").iterdir())
@@ -95,12 +90,8 @@ def test_a_profile_is_drawn_for_a_target_only_over_the_experiments_that_declare_
     store, lr_sweep, tmp_path, capsys
 ):
     import json
-    import shutil
 
-    both = tmp_path / "runs"
-    for source in (store, lr_sweep):
-        shutil.copytree(source, both, dirs_exist_ok=True)
-    (tmp_path / "cost_weights.json").write_text((store.parent / "cost_weights.json").read_text())
+    both = merged_store(tmp_path, store, lr_sweep)
     # 90% is declared for both experiments (three workloads); 50% only for the digits one
     (tmp_path / "targets.json").write_text(json.dumps({EXPERIMENT: [50, 90], "default": [90]}))
     assert _build_figures(both, tmp_path) == 0

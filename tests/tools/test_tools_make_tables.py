@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from analysis_store import EXPERIMENT, metric_rows, write_run, write_weights
+from analysis_store import EXPERIMENT, merged_store, metric_rows, write_run, write_weights
 from run_helpers import compose_configs
 
 from drsom.store.folder import write_csv
@@ -167,11 +167,8 @@ def test_an_experiments_declared_targets_are_its_columns_and_others_keep_the_def
     store, lr_sweep, tmp_path
 ):
     import json
-    import shutil
 
-    both = tmp_path / "results" / "runs"
-    for source in (store, lr_sweep):
-        shutil.copytree(source, both, dirs_exist_ok=True)
+    both = merged_store(tmp_path / "results", store, lr_sweep)
     # declared beside the store (the default place), as percent and as a fraction
     (both.parent / "targets.json").write_text(json.dumps({EXPERIMENT: [50, 0.95]}))
     out = tmp_path / "tables"
