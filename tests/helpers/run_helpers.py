@@ -76,6 +76,21 @@ def without_wall_clock(rows: list[dict[str, str]]) -> list[dict[str, str]]:
     return [{k: v for k, v in r.items() if k not in WALL_CLOCK_COLUMNS} for r in rows]
 
 
+def assert_same_run(resumed: RunDir, whole: RunDir) -> None:
+    """The same metrics (wall clock aside), diagnostics and final weights as a run never stopped."""
+    assert resumed.name == whole.name
+    assert without_wall_clock(read_csv(resumed.metrics)) == without_wall_clock(
+        read_csv(whole.metrics)
+    )
+    if whole.steps.exists():
+        assert resumed.steps.read_text() == whole.steps.read_text()
+    import torch
+
+    a = whole.load_checkpoint()["trainer"]["model"]
+    b = resumed.load_checkpoint()["trainer"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def summary_of(rd: RunDir) -> dict:
     """A run folder's summary.json, read strictly (a damaged file is an error here)."""
     return json.loads(rd.summary.read_text())

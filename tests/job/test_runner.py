@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_helpers import cli, only_run, read_csv, run_inprocess, tiny, without_wall_clock
+from run_helpers import assert_same_run, cli, only_run, read_csv, run_inprocess, tiny
 
 from drsom.data import DatasetUnavailable
 from drsom.job import runner
@@ -217,15 +217,7 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_result(
     assert run_inprocess(tiny(cifar_root, parts, *common)) == "finished"
 
     whole, resumed = only_run(tmp_path / "whole"), only_run(parts)
-    assert whole.name == resumed.name
-    assert without_wall_clock(read_csv(resumed.metrics)) == without_wall_clock(
-        read_csv(whole.metrics)
-    )
-    if whole.steps.exists():
-        assert resumed.steps.read_text() == whole.steps.read_text()
-    a = whole.load_checkpoint()["trainer"]["model"]
-    b = resumed.load_checkpoint()["trainer"]["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert_same_run(resumed, whole)
     summary = json.loads(resumed.summary.read_text())
     assert (summary["attempts"], summary["resumed_from_epoch"]) == (2, 1)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import (
+    assert_same_run,
     compose_config,
     only_run,
     read_csv,
@@ -29,7 +30,6 @@ from run_helpers import (
     summary_of,
     tiny,
     wait_for,
-    without_wall_clock,
 )
 
 from drsom.job.preemption import PreemptionGuard
@@ -67,19 +67,6 @@ def searchpath(tmp_path_factory) -> str:
     (extra / "experiment").mkdir()
     (extra / "experiment" / "tiny.yaml").write_text(TINY_EXPERIMENT)
     return f"hydra.searchpath=[file://{extra}]"
-
-
-def assert_same_run(resumed: RunDir, whole: RunDir) -> None:
-    """The same metrics (wall clock aside), diagnostics and final weights as a run never stopped."""
-    assert resumed.name == whole.name
-    assert without_wall_clock(read_csv(resumed.metrics)) == without_wall_clock(
-        read_csv(whole.metrics)
-    )
-    if whole.steps.exists():
-        assert resumed.steps.read_text() == whole.steps.read_text()
-    a = whole.load_checkpoint()["trainer"]["model"]
-    b = resumed.load_checkpoint()["trainer"]["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def env(**extra: str) -> dict[str, str]:
