@@ -9,16 +9,19 @@ for ``results/runs``, as ``cost_weights.json``), before the final runs are made:
 
 An experiment without an entry gets the tools' ``--targets`` (default 0.90 and 0.93); targets
 given on the command line apply to every experiment. Values follow ``--targets``: fractions in
-(0, 1) or percent in (1, 100).
+(0, 1) or percent in (1, 100). ``Targets.resolve`` is the one place the three sources meet, for
+the tables and the figures alike.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from drsom.analysis.stats import check_targets
+from drsom.analysis.tables import DEFAULT_TARGETS
 
 TARGETS_FILE = "targets.json"
 
@@ -43,8 +46,34 @@ def load_targets(path: str | Path) -> dict[str, tuple[float, ...]]:
         raise ValueError(f"targets {path}: {' '.join(str(exc).split())}") from None
 
 
-def targets_of(
-    experiment: str, declared: dict[str, tuple[float, ...]], default: Sequence[float]
-) -> tuple[float, ...]:
-    """``experiment``'s declared targets, else ``default`` (already checked)."""
-    return declared.get(experiment, tuple(default))
+@dataclass(frozen=True)
+class Targets:
+    """Where each experiment's targets come from: ``forced`` (the command line) over ``declared``
+    (the file at ``path``) over ``default``."""
+
+    path: Path
+    declared: dict[str, tuple[float, ...]]
+    forced: tuple[float, ...] | None = None
+    default: tuple[float, ...] = DEFAULT_TARGETS
+
+    @classmethod
+    def resolve(
+        cls,
+        results_dir: str | Path,
+        targets: Sequence[float] | None = None,
+        targets_file: str | Path | None = None,
+    ) -> Targets:
+        """The tools' ``--targets`` and ``--targets-file`` for the store ``results_dir``; either
+        one that is not valid is one ValueError line."""
+        path = Path(targets_file) if targets_file else default_path(results_dir)
+        forced = check_targets(targets) if targets else None  # 93 and 0.93 both mean 93%
+        return cls(path=path, declared=load_targets(path), forced=forced)
+
+    def of(self, experiment: str) -> tuple[float, ...]:
+        """``experiment``'s targets, as fractions."""
+        return self.forced or self.declared.get(experiment, self.default)
+
+    def options(self) -> list[str]:
+        """The options that resolve to these targets again, for a tool that runs another."""
+        forced = ["--targets", *map(str, self.forced)] if self.forced else []
+        return ["--targets-file", str(self.path), *forced]

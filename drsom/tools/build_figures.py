@@ -29,7 +29,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-from drsom.analysis import accuracy_targets, costs, figures, profiles
+from drsom.analysis import costs, figures, profiles
+from drsom.analysis.accuracy_targets import Targets
 from drsom.analysis.runs import (
     broken_in,
     experiment_selection,
@@ -41,9 +42,8 @@ from drsom.analysis.runs import (
     run_machine,
     stored_experiments,
 )
-from drsom.analysis.stats import check_targets
 from drsom.analysis.studies import draw_studies
-from drsom.analysis.tables import DEFAULT_TARGETS, run_rows, target_name
+from drsom.analysis.tables import run_rows, target_name
 from drsom.tools import make_tables, plot_curves
 
 # (x axis, metrics); None: every metric
@@ -62,17 +62,11 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             return 2
     said, left_out = [], []  # the tools report broken runs themselves when they go on
     try:  # every model's weights and the targets, before anything is drawn
-        forced = check_targets(args.targets) if args.targets else None
-        targets_path = args.targets_file or accuracy_targets.default_path(args.results)
-        declared = accuracy_targets.load_targets(targets_path)
+        resolved = Targets.resolve(args.results, args.targets, args.targets_file)
         store = load_store(args.results, report=said.append, left_out=left_out)
         names = args.experiment or stored_experiments(store)
         selections = [experiment_selection(args.results, n, store) for n in names]
-        targets = {
-            s.experiment: forced
-            or accuracy_targets.targets_of(s.experiment, declared, DEFAULT_TARGETS)
-            for s in selections
-        }
+        targets = {s.experiment: resolved.of(s.experiment) for s in selections}
         path = args.cost_weights or costs.default_path(args.results)
         models = [r.key()[2] for s in selections for r in s.runs]
         weights, _ = costs.available(costs.load_weights(path), models)  # the tools say which
@@ -100,8 +94,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             if plot_curves.main(cmd) != 0:
                 print("error: figures not replaced (see above)", file=sys.stderr)
                 return 1
-        cmd = [*shared, "--out", str(tables), "--targets-file", str(targets_path)]
-        cmd += ["--targets", *map(str, forced)] if forced else []
+        cmd = [*shared, "--out", str(tables), *resolved.options()]
         if make_tables.main(cmd) != 0:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1

@@ -25,7 +25,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsom.analysis import accuracy_targets, costs, figures
+from drsom.analysis import costs, figures
+from drsom.analysis.accuracy_targets import Targets
 from drsom.analysis.interval_tables import interval_table, paired_table
 from drsom.analysis.runs import (
     broken_in,
@@ -41,9 +42,7 @@ from drsom.analysis.runs import (
     run_machine,
     stored_experiments,
 )
-from drsom.analysis.stats import check_targets
 from drsom.analysis.tables import (
-    DEFAULT_TARGETS,
     experiment_table,
     interval_latex,
     interval_markdown,
@@ -62,11 +61,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     if not readable(store):
         print(f"error: no readable runs in {args.results}", file=sys.stderr)
         return 2
-    try:  # 93 and 0.93 both mean 93%; given here, they apply to every experiment
-        forced = check_targets(args.targets) if args.targets else None
-        declared = accuracy_targets.load_targets(
-            args.targets_file or accuracy_targets.default_path(args.results)
-        )
+    try:
+        resolved = Targets.resolve(args.results, args.targets, args.targets_file)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -93,7 +89,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         if not selection.runs:
             print(f"{name}: no runs in {args.results}; {found_line(store)}")
             continue
-        targets = forced or accuracy_targets.targets_of(name, declared, DEFAULT_TARGETS)
+        targets = resolved.of(name)
         rows = run_rows(selection, targets, weights)
         table = experiment_table(rows, targets)
         stem = args.out / name
