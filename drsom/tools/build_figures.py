@@ -6,15 +6,15 @@
         [--targets-file results/targets.json]
 
 Everything is drawn into a temporary folder beside the outputs first (per-epoch curves of all four
-metrics, test accuracy against time and against gradient equivalents, then the tables, then, for
-each target, a performance profile of the gradient equivalents to reach it across the workloads
-of the experiments that have that target, ``profiles/grad_equiv-to-<target>``, when they hold two
-or more (each experiment's targets: ``drsom.analysis.accuracy_targets``); for each
-stored tuning study, its optimization history and slice plot, ``studies/<study>-history``). Every
-model's cost weights are read before anything is drawn (a model without them gets no
-gradient-equivalent figure, profile or column, said in one line and in the tables' notes), and a
-broken run in the selection stops the build before anything is replaced unless
-``--allow-broken`` (then the tables and captions name what was left out). Only when
+metrics, test accuracy against time, train (evaluation-mode) and test accuracy against gradient
+equivalents, then the tables, then, for each target, a performance profile of the gradient
+equivalents to reach it across the workloads of the experiments that have that target,
+``profiles/grad_equiv-to-<target>``, when they hold two or more (each experiment's targets:
+``drsom.analysis.accuracy_targets``); for each stored tuning study, its optimization history and
+slice plot, ``studies/<study>-history``). Every model's cost weights are read before anything is
+drawn (a model without them gets no gradient-equivalent figure, profile or column, said in one line
+and in the tables' notes), and a broken run in the selection stops the build before anything is
+replaced unless ``--allow-broken`` (then the tables and captions name what was left out). Only when
 every step succeeded do the new folders take the place of the old ones, so a failure (a wrong
 ``--reference``, a broken run store, a full disk) leaves the committed figures and tables as they
 were, and nothing stale survives a success.
@@ -47,7 +47,11 @@ from drsom.analysis.tables import run_rows, target_name
 from drsom.tools import make_tables, plot_curves
 
 # (x axis, metrics); None: every metric
-FIGURE_SETS = (("epoch", None), ("time", ["test_acc"]), ("grad_equiv", ["test_acc"]))
+FIGURE_SETS = (
+    ("epoch", None),
+    ("time", ["test_acc"]),
+    ("grad_equiv", ["train_eval_acc", "test_acc"]),  # the seed's two figures on the cost axis
+)
 PROFILE_DIR = "profiles"
 STUDY_DIR = "studies"  # per stored tuning study: its optimization history and slice plot
 

@@ -25,6 +25,11 @@ def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp
     drawn = {p.name for p in (tmp_path / "figures" / EXPERIMENT).iterdir()}
     # every metric per epoch, test accuracy against both cost axes, png and pdf
     assert "cnn-train_eval_loss-epoch.pdf" in drawn and "cnn-test_acc-grad_equiv.png" in drawn
+    # train and test accuracy against gradient equivalents, as against epochs
+    assert (
+        "cnn-train_eval_acc-grad_equiv.png" in drawn
+        and "cnn-train_eval_loss-grad_equiv.png" not in drawn
+    )
     assert "cnn-test_acc-time.png" in drawn and "cnn-train_acc-time.png" not in drawn
     # the train accuracy drawn is the evaluation-mode one; the running mean only on request
     assert "cnn-train_eval_acc-epoch.pdf" in drawn and "cnn-train_acc-epoch.pdf" not in drawn
