@@ -147,6 +147,31 @@ def _check_positive(label: str, value: int | None) -> None:
         raise refusal(label, value, "a positive integer")
 
 
+def split_indices(
+    n_train: int, n_test: int, val_size: int | float | None, train_subset: int | None
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """Which of the ``n_train`` training examples each split reads (``build_data`` says how).
+
+    Returns the kept training examples (None: all of them, in order), the held-out validation
+    examples, and the train-eval examples as positions among the kept ones; each sorted.
+    """
+    n_val = validation_count(val_size, n_train)
+    order = np.random.RandomState(SUBSET_SEED).permutation(n_train)
+    pool, held_out = order[: n_train - n_val], order[n_train - n_val :]
+    if train_subset is not None:
+        if train_subset > len(pool):
+            left = f" ({n_val} held out for validation)" if n_val else ""
+            raise ValueError(
+                f"data.train_subset={train_subset} exceeds the {len(pool)} training examples{left}"
+            )
+        pool = pool[:train_subset]
+    keep = torch.from_numpy(np.sort(pool)) if n_val or train_subset is not None else None
+    n_kept = len(pool)
+    n_eval = min(n_test, n_kept)
+    in_eval = np.sort(np.random.RandomState(TRAIN_EVAL_SEED).permutation(n_kept)[:n_eval])
+    return keep, torch.from_numpy(np.sort(held_out)), torch.from_numpy(in_eval)
+
+
 def build_data(
     dataset: ImageDataset,
     *,
@@ -185,26 +210,14 @@ def build_data(
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
 
-    images, labels = dataset.train_images, dataset.train_labels
-    n_val = validation_count(val_size, len(images))
-    order = np.random.RandomState(SUBSET_SEED).permutation(len(images))
-    pool, held_out = order[: len(order) - n_val], order[len(order) - n_val :]
-    if train_subset is not None:
-        if train_subset > len(pool):
-            left = f" ({n_val} held out for validation)" if n_val else ""
-            raise ValueError(
-                f"data.train_subset={train_subset} exceeds the {len(pool)} training examples{left}"
-            )
-        pool = pool[:train_subset]
-    if n_val or train_subset is not None:
-        keep_t = torch.from_numpy(np.sort(pool))
-        images, labels = images[keep_t], labels[keep_t]
-    val_t = torch.from_numpy(np.sort(held_out))
-    val_images, val_labels = dataset.train_images[val_t], dataset.train_labels[val_t]
-    n_eval = min(len(dataset.test_images), len(images))
-    eval_t = torch.from_numpy(
-        np.sort(np.random.RandomState(TRAIN_EVAL_SEED).permutation(len(images))[:n_eval])
+    keep, held_out, in_eval = split_indices(
+        len(dataset.train_images), len(dataset.test_images), val_size, train_subset
     )
+    images, labels = dataset.train_images, dataset.train_labels
+    if keep is not None:
+        images, labels = images[keep], labels[keep]
+    val_images, val_labels = dataset.train_images[held_out], dataset.train_labels[held_out]
+    n_val = len(held_out)
 
     arrays = {
         "train_images": images,
@@ -244,7 +257,7 @@ def build_data(
         read,
         dataset.input_shape,
         val=evaluation(val_images, val_labels) if n_val else None,
-        train_eval=evaluation(images[eval_t], labels[eval_t]),
+        train_eval=evaluation(images[in_eval], labels[in_eval]),
         num_val=n_val,
         classes=tuple(dataset.classes) if dataset.classes is not None else None,
     )
