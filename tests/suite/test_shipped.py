@@ -11,7 +11,7 @@ from drsom.analysis.runs import load_store
 from drsom.launch.sweeps import sweep_runs
 from drsom.store.folder import RunDir
 from drsom.store.record import machine
-from drsom.tools import reproduce
+from drsom.tools import make_tables, reproduce
 from drsom.tools.select import select
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,3 +60,63 @@ def test_a_shipped_digits_run_reproduces_its_first_five_epochs(capsys):
     for column in (*columns, "accepted_mean", "grad"):
         assert f"metrics.csv {column}: identical" in out
     assert "steps.csv rho: identical" in out  # its first diagnostics row: step 50, epoch 5
+
+
+HEADLINE = "cifar10_jpeg_cnn"
+
+
+def markdown_tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table of ``text``, each as its rows keyed by the header's cells."""
+    tables: list[list[dict[str, str]]] = []
+    header: list[str] | None = None
+    for line in [*text.splitlines(), ""]:
+        if not line.startswith("|"):
+            header = None
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if header is None:
+            header = cells
+            tables.append([])
+        elif not set("".join(cells)) <= set("-: "):
+            tables[-1].append(dict(zip(header, cells, strict=True)))
+    return tables
+
+
+@pytest.fixture(scope="module")
+def headline_tables(tmp_path_factory) -> Path:
+    """make_tables' output for the headline study, made now from the shipped runs."""
+    out = tmp_path_factory.mktemp("tables")
+    args = ["--results", str(REPO / "results" / "runs"), "--out", str(out)]
+    assert make_tables.main([*args, "--experiment", HEADLINE]) == 0
+    return out
+
+
+def test_the_headline_studys_shipped_tables_are_what_its_shipped_runs_make(headline_tables):
+    made = sorted(p.name for p in headline_tables.glob(f"{HEADLINE}.*"))
+    assert made, "make_tables wrote nothing"
+    for name in made:
+        shipped = REPO / "results" / "tables" / name
+        assert shipped.read_text() == (headline_tables / name).read_text(), (
+            f"{shipped}: not what the shipped runs make; run make figures and commit"
+        )
+
+
+def test_the_readmes_headline_table_quotes_the_tables_made_from_the_shipped_runs(headline_tables):
+    tables = markdown_tables((headline_tables / f"{HEADLINE}.md").read_text())
+    means = {r["optimizer"]: r for t in tables for r in t if "final train acc (%)" in r}
+    intervals = {r["optimizer"]: r for t in tables for r in t if "gradients to 60%" in r}
+    paired = {r["optimizer"]: r for t in tables for r in t if "difference [95% CI]" in r}
+    readme = [
+        t for t in markdown_tables((REPO / "README.md").read_text()) if t and "optimizer" in t[0]
+    ]
+    assert len(readme) == 1, "README.md: one headline table, with an optimizer column"
+    (rows,) = readme
+    assert {r["optimizer"] for r in rows} == set(intervals), "README.md: one row per optimizer"
+    for row in rows:
+        made = intervals[row["optimizer"]]
+        for column in ("final test acc (%)", "grad-equiv to 60%", "grad-equiv to 65%"):
+            assert row[column] == made[column], (row["optimizer"], column)
+        train = "final train acc (%)"
+        assert row[train] == means[row["optimizer"]][train], row["optimizer"]
+        difference = paired.get(row["optimizer"], {}).get("difference [95% CI]", "(baseline)")
+        assert row["minus Adam, paired (points)"] == difference, row["optimizer"]
