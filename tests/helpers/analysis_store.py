@@ -17,6 +17,7 @@ gradients) 11 + 0.5 * 11 = 16.5.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -149,8 +150,6 @@ def write_lr_sweep(root: Path) -> Path:
 
 def merged_store(root: Path, *stores: Path) -> Path:
     """The runs of ``stores`` copied into one store, ``root/runs``, with the weights beside it."""
-    import shutil
-
     merged = root / "runs"
     for source in stores:
         shutil.copytree(source, merged, dirs_exist_ok=True)

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -84,8 +85,6 @@ def assert_same_run(resumed: RunDir, whole: RunDir) -> None:
     )
     if whole.steps.exists():
         assert resumed.steps.read_text() == whole.steps.read_text()
-    import torch
-
     a = whole.load_checkpoint()["trainer"]["model"]
     b = resumed.load_checkpoint()["trainer"]["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
