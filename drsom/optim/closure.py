@@ -74,6 +74,7 @@ class BatchClosure:
         self._cuda = _rng_devices(model)
         self._rng_before: _RNGState | None = None
         self._rng_after: _RNGState | None = None
+        self._saved: list[list[torch.Tensor]] = []  # BatchNorm statistics kept by checkpoint()
 
     def _forward(self) -> tuple[torch.Tensor, torch.Tensor]:
         with self.autocast():
@@ -100,6 +101,27 @@ class BatchClosure:
                 m.track_running_stats = True
             self._rng_after.restore()
         return loss
+
+    def checkpoint(self) -> None:
+        """Keep BatchNorm's running statistics as they are now, for :meth:`rewind`."""
+        self._saved = [
+            [b.clone() for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+             if b is not None]
+            for m in self._norms
+        ]  # fmt: skip
+
+    def rewind(self) -> None:
+        """Undo the first call: BatchNorm's statistics as at :meth:`checkpoint` (before it),
+        the random state as before it, and the next call counts as the first again. DRSOM rewinds
+        after its guard rejected the loss of that call (the parameters were then moved back)."""
+        for m, saved in zip(self._norms, self._saved, strict=True):
+            bufs = [b for b in (m.running_mean, m.running_var, m.num_batches_tracked)
+                    if b is not None]  # fmt: skip
+            torch._foreach_copy_(bufs, saved)
+        if self._rng_before is not None:
+            self._rng_before.restore()
+        self.calls = 0
+        self.outputs = self.loss = None
 
 
 def make_closure(model, loss_fn, inputs, targets, autocast=None) -> BatchClosure:

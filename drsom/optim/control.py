@@ -93,9 +93,13 @@ class TrustRegion(Controller):
         self.radius = min(self.radius, bound)
         return model.trust_region(self.radius)
 
+    def shrink(self, norm: float, hp: dict) -> None:
+        """After a failed step of length ``norm``: ``shrink * min(radius, norm)``."""
+        self.radius = max(hp["shrink"] * min(self.radius, norm), _TINY)
+
     def update(self, model, sol: Solution, rho: float, accepted: bool, bound: float, hp, scale):
         if not accepted or rho < hp["zeta1"]:
-            self.radius = max(hp["shrink"] * min(self.radius, sol.norm), _TINY)
+            self.shrink(sol.norm, hp)
         elif self.rule == "good":
             self.radius = min(hp["expand"] * self.radius, bound)
         elif self.rule == "last_step":

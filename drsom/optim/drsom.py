@@ -29,6 +29,7 @@ from .curvature import Probe, check_loss, make_curvature, phase
 from .directions import make_directions
 from .flat import FlatParams, check_parameters, shares
 from .protocol import ORACLES, STEP_CLOSURE
+from .ratio_test import make_ratio_test
 from .subproblem import ReducedModel
 
 __all__ = ["DRSOM", "PRESETS", "STEP_MEASURES"]
@@ -90,6 +91,10 @@ class DRSOM(FlatParams):
         &\text{if every trial fails: reset the direction memory (restart)}
         \end{aligned}
 
+    ``ratio_test`` decides which steps pay for the test's forward (:mod:`~drsom.optim.ratio_test`
+    gives the rules): ``always`` (the above), ``periodic`` or ``adaptive``, which take the first
+    proposal unseen on the other steps and judge it by the next step's own loss.
+
     with ``f`` the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike) and
     ``|alpha|_G = |V^T alpha|`` the true length of the step (``step_measure="rms"``:
     ``|V^T alpha| / sqrt(n)``, i.e. ``G / n``). The radius follows the ratio test:
@@ -131,6 +136,12 @@ class DRSOM(FlatParams):
         history: number of past steps for ``directions="history"``.
         momentum_ema: ``d <- b d + (1 - b) s`` instead of ``d = s`` (official: 0.3).
         max_trials: trial points per step (each costs one forward).
+        ratio_test: which steps are tested: ``"always"`` (every step), ``"periodic"`` (every
+            ``test_period``-th and after a failure) or ``"adaptive"`` (the interval doubles up
+            to ``test_period`` while tests pass at the step bound); trust region only.
+        test_period: the longest interval between tested steps (not ``"always"``).
+        spike: the guard's margin: a loss above ``f_ref + spike * |f_ref|`` after an untested
+            step undoes it (not ``"always"``).
         eta, zeta1, zeta2, shrink, expand: ratio-test acceptance threshold and radius rules.
         gamma, gamma_min, gamma_inc, gamma_dec, gamma_fail_min: the radius-free rule.
         sigma, sigma_min: initial (default: balanced at ``radius``) and least cubic weight.
@@ -222,6 +233,9 @@ class DRSOM(FlatParams):
         radius_rule: str = "seed",
         follow_schedule: bool = False,
         lr_h: float = 1.0,
+        ratio_test: str = "always",
+        test_period: int = 16,
+        spike: float = 1.0,
     ):
         # the arguments by name, taken first so that nothing else is among them; checked in two
         # passes around the parts, the order in which the constructor has always refused them
@@ -239,6 +253,7 @@ class DRSOM(FlatParams):
             follow_schedule=follow_schedule,
         )
         arguments.check_step(a)
+        test = make_ratio_test(ratio_test, period=test_period, spike=spike, subproblem=subproblem)
 
         defaults = dict(
             lr=lr,
@@ -272,7 +287,10 @@ class DRSOM(FlatParams):
         check_parameters(live)
         dtype, device = live[0].dtype, live[0].device
 
-        self._dirs, self._curv, self._ctrl = dirs, curv, ctrl
+        self._dirs, self._curv, self._ctrl, self._test = dirs, curv, ctrl, test
+        self._before: torch.Tensor | None = None  # x before an untested step (guard's undo)
+        self._untested_norm = 0.0
+        self._undone = False  # this step began by undoing the last (untested) one
         self._R = torch.zeros(0, 0, dtype=dtype, device=device)  # sized by _repack
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(seed)
@@ -314,6 +332,10 @@ class DRSOM(FlatParams):
             self._generator.manual_seed(seed)
         self._R = R
         self._curv.set_per_element(new_bufs)
+        if not self._test.always:
+            # the untested step's starting point is in the old layout: it is judged no more
+            self._before = torch.empty(numel, dtype=dtype, device=device)
+            self._test.pending = False
         eps = torch.finfo(dtype).eps
         self.rank_tol = self._rank_tol if self._rank_tol is not None else 100 * eps
         # weight decay per group as (start, end, group index) slices of the flat buffer; the
@@ -368,6 +390,9 @@ class DRSOM(FlatParams):
         k = len(c)
         info = dict(accepted=False, rho=math.nan, alpha=[0.0] * k, trials=0, pred=0.0)
         info.update(actual=0.0, step_norm=0.0, lam=math.nan, loss=terms["loss"], k=0)
+        tested = self._test.due()
+        info.update(tested=tested, undone=self._undone)
+        self._test.seen(terms["loss"])
         if not (math.isfinite(f0) and np.isfinite(c).all()):
             self._restart_state()  # a non-finite gradient would poison every later Q
             return self._finish(loss, info, counts)
@@ -379,11 +404,19 @@ class DRSOM(FlatParams):
         applied = np.zeros(k)
         eps = torch.finfo(self._flat.dtype).eps
         Gw, Rxw, Xw = terms["Gw"], terms["Rxw"], terms["Xw"]
-        for _ in range(group["max_trials"]):
+        for _ in range(group["max_trials"] if tested else 1):
             sol = self._ctrl.propose(m, bound, group, scale)
             alpha = sol.alpha
             if not (sol.pred > 0 and np.isfinite(alpha).all()):
                 break  # nothing to gain in this subspace (e.g. g = 0)
+            if not tested:  # taken unseen; the next step's loss judges it (the guard)
+                self._before.copy_(self._flat)
+                self._move(alpha)
+                self._untested_norm = float(sol.norm)
+                info.update(accepted=True, alpha=[float(a) for a in alpha], pred=float(sol.pred))
+                info.update(actual=math.nan)  # not evaluated
+                info.update(step_norm=float(sol.norm), lam=float(sol.lam))
+                break
             self._move(alpha - applied)
             applied = alpha
             with phase("trial"):
@@ -402,6 +435,11 @@ class DRSOM(FlatParams):
                 info.update(step_norm=float(sol.norm))
                 break
 
+        if tested:
+            at_bound = self._ctrl.value >= bound * (1 - 1e-12)
+            self._test.after_tested(info["accepted"] and counts["trials"] == 1, at_bound)
+        else:
+            self._test.after_untested(moved=info["accepted"])
         if info["accepted"]:
             self._dirs.accept(self._R, info["alpha"])
         else:
@@ -476,8 +514,7 @@ class DRSOM(FlatParams):
         graph = None
         with torch.enable_grad():
             self._reached.clear()
-            loss = check_loss(closure())
-            counts["forward"] += 1
+            loss = self._first_forward(closure, counts)
             if self._reached:  # the closure ran backward() into our parameters itself
                 raise ValueError(_BACKWARD_IN_CLOSURE)
             if not loss.requires_grad:
@@ -509,6 +546,33 @@ class DRSOM(FlatParams):
         for i in missing:
             params[i].grad = None
         return loss, graph, missing
+
+    def _first_forward(self, closure, counts: Counter) -> torch.Tensor:
+        """The loss at x; after an untested step, judged first (the guard) and, when it fails,
+        the step undone and the loss evaluated again at the restored point.
+
+        A closure with ``checkpoint()`` and ``rewind()`` (:class:`~.closure.BatchClosure`) gets
+        its BatchNorm statistics and random state back from before the judged forward.
+        """
+        self._undone = False
+        judge = self._test.pending
+        if judge and hasattr(closure, "checkpoint"):
+            closure.checkpoint()
+        loss = check_loss(closure())
+        counts["forward"] += 1
+        if not judge or self._test.guard(float(loss.detach())):  # the guard's one host synchronisation
+            return loss
+        del loss
+        self._flat.copy_(self._before)
+        self._dirs.reset(self._R)
+        self._ctrl.shrink(self._untested_norm, self.param_groups[0])
+        self._test.failed()
+        self._undone = True
+        if hasattr(closure, "rewind"):
+            closure.rewind()
+        loss = check_loss(closure())
+        counts["forward"] += 1
+        return loss
 
     def _decay_terms(self, V: torch.Tensor, G: torch.Tensor):
         """The L2 term's parts of the model: ``Gw = sum w V V^T``, ``Rxw = sum w V x`` and
@@ -578,6 +642,8 @@ class DRSOM(FlatParams):
         if not info:
             return {}
         out = {key: _as_float(info[key]) for key in _DIAGNOSTICS}
+        if not self._test.always:  # always-tested runs keep the columns they always had
+            out.update(tested=float(info["tested"]), undone=float(info["undone"]))
         alpha = info["alpha"]
         out.update({f"alpha_{i}": float(alpha[i]) if i < len(alpha) else 0.0
                     for i in range(1 + self._dirs.rows)})  # fmt: skip
@@ -596,6 +662,7 @@ class DRSOM(FlatParams):
             radius_rule=getattr(ctrl, "rule", "seed"),
             follow_schedule=getattr(ctrl, "follow_schedule", False),
             lr_h=getattr(self._curv, "lr_h", 1.0),
+            **({} if self._test.always else {"ratio_test": self._test.name}),
         )
 
     def state_numel(self) -> int:
@@ -615,6 +682,13 @@ class DRSOM(FlatParams):
             "counts": dict(self.counts),
             "kind": (self.hessian, self.directions, self.subproblem),
         }
+        if not self._test.always:
+            pending = self._test.pending
+            sd["state"]["drsom"]["ratio_test"] = {
+                **self._test.state_dict(),
+                "before": self._before.clone() if pending else None,
+                "untested_norm": self._untested_norm,
+            }
         return sd
 
     def load_state_dict(self, state_dict):
@@ -635,6 +709,12 @@ class DRSOM(FlatParams):
         self._generator.set_state(own["generator"].cpu())
         self._lr0 = float(own["lr0"])
         self.counts = dict(own["counts"])
+        test = own.get("ratio_test")
+        if not self._test.always and test is not None:
+            self._test.load_state_dict(test)
+            self._untested_norm = float(test["untested_norm"])
+            if self._test.pending:
+                self._before.copy_(test["before"])
 
 
 _BACKWARD_IN_CLOSURE = (

@@ -59,6 +59,14 @@ ADDED_AT_OLD_VALUE = {
     "optimizer.radius_rule": "seed",
     "optimizer.follow_schedule": False,
     "optimizer.lr_h": 1.0,
+    "optimizer.ratio_test": "always",
+}
+
+# Options that compute nothing while another option holds its old value (or is absent): a DRSOM
+# run that tests every step is one computation whatever its test_period.
+INERT_WHILE = {
+    "optimizer.test_period": ("optimizer.ratio_test", "always"),
+    "optimizer.spike": ("optimizer.ratio_test", "always"),
 }
 
 HASH_CHARS = 10
@@ -88,7 +96,8 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     ident = complete(cfg)
     followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
     old = [k for k, v in ADDED_AT_OLD_VALUE.items() if _same(_lookup(cfg, k), v)]
-    for dotted in (*NOT_IDENTITY, *followers, *old):
+    inert = [k for k, (o, v) in INERT_WHILE.items() if _lookup(cfg, o) in ({}, v)]
+    for dotted in (*NOT_IDENTITY, *followers, *old, *inert):
         *parents, leaf = dotted.split(".")
         _lookup(ident, ".".join(parents)).pop(leaf, None)
     trainer = ident.get("trainer")
