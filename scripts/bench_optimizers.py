@@ -19,6 +19,18 @@ the JSON file PATH (one entry per model): the analysis's gradient equivalents re
     python scripts/bench_optimizers.py --model cnn --data digits --batch-size 128 --threads 2 \
         --oracle-weights results/cost_weights.json
 
+``--ratio-test POLICY`` runs every DRSOM config that can take it with that ratio-test policy
+(``periodic``, ``adaptive``: drsom/optim/ratio_test.py; the radius-free ones are left out) and then
+reports means over the timed steps instead of medians, so that the tested steps among the untested
+count at their share (run ``--repeats`` of a few test periods), with the share of steps tested,
+and each kind of step on its own (the median of its ratios to the Adam steps timed beside it). On
+one fixed batch the share is this benchmark's, not training's (the radius leaves its bound as the
+batch is overfitted): a run's cost is ``untested x (1 - share) + tested x share`` at the share its
+``tested_mean`` column reports.
+
+    python scripts/bench_optimizers.py --model cnn --data digits --batch-size 128 --threads 2 \
+        --repeats 48 --ratio-test adaptive --optimizers drsom drsom_hvp drsom_fd
+
 ``--trial-epochs N`` also trains every config with a ``max_trials`` (DRSOM's) N epochs on the
 digits data (cnn, batch 64, its configured max_trials) and reports the mean of its ``trials``
 step diagnostic: the trials per step that real training needs.
@@ -73,6 +85,13 @@ def one_trial(cfg: dict) -> dict:
     return {**cfg, "max_trials": 1} if "max_trials" in named else cfg
 
 
+def with_policy(cfg: dict, policy: str) -> dict | None:
+    """``cfg`` with ratio-test policy ``policy``, or None for a config that cannot take it."""
+    if "ratio_test" not in cfg or cfg.get("subproblem") != "trust_region":
+        return None
+    return {**cfg, "ratio_test": policy}
+
+
 def all_optimizers() -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / "optimizer").glob("*.yaml"))
 
@@ -95,6 +114,8 @@ class Stepper:
         y = torch.randint(0, 10, (args.batch_size,), device=device)
         # one trial per step: the cost structure (see the module doc)
         cfg = one_trial(optimizer_config(name))
+        if name != "adam" and args.ratio_test:
+            cfg = with_policy(cfg, args.ratio_test)
         self.opt = opt = optimizer_factory(cfg)(net.parameters())
         self.params = sum(p.numel() for p in net.parameters() if p.requires_grad)
         autocast = (lambda: torch.autocast(device.type, torch.bfloat16)) if args.amp else None
@@ -116,7 +137,7 @@ def worker(args) -> dict:
 
     import torch
 
-    from drsom.optim import ORACLES, state_numel, step_counts
+    from drsom.optim import ORACLES, state_numel, step_counts, step_diagnostics
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -145,16 +166,29 @@ def worker(args) -> dict:
     opt = run.opt
     times, adam_times = [], []
     total = dict.fromkeys(ORACLES, 0)
+    tested = []
     for _ in range(args.repeats):
         times.append(timed(run.step))
         adam_times.append(timed(adam.step))
         for key, n in step_counts(opt).items():  # what this step cost (e.g. Hutchinson HVPs)
             total[key] += n
+        tested.append(bool(step_diagnostics(opt).get("tested", 1.0)))
     per = {key: n / args.repeats for key, n in total.items()}
+    # each kind of step against the Adam steps timed beside it: what a run pays at any share
+    steps = list(zip(times, adam_times, tested, strict=True))
+    kinds = {
+        kind: statistics.median([t / a for t, a, k in steps if k == want])
+        for kind, want in (("untested_x", False), ("tested_x", True))
+        if want in tested
+    }
+    # a policy mixes cheap and dear steps: their mean is the cost, a median would be the cheap one
+    centre = statistics.mean if args.ratio_test else statistics.median
     return dict(
         optimizer=args.worker,
-        median_ms=1e3 * statistics.median(times),
-        adam_ms=1e3 * statistics.median(adam_times),
+        median_ms=1e3 * centre(times),
+        adam_ms=1e3 * centre(adam_times),
+        tested=sum(tested) / args.repeats,
+        **kinds,
         # floating-point state besides the parameters (RNG states and counters are not memory)
         state_buffers=state_numel(opt) / run.params,
         **per,
@@ -384,6 +418,7 @@ def main() -> None:
     ap.add_argument("--amp", action="store_true", help="bf16 autocast")
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--trial-epochs", type=int, default=0)
+    ap.add_argument("--ratio-test", choices=("periodic", "adaptive"), help="DRSOM's policy")
     ap.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
     ap.add_argument(
         "--oracle-weights",
@@ -401,6 +436,8 @@ def main() -> None:
         return
 
     names = args.optimizers or all_optimizers()
+    if args.ratio_test:  # the configs that take a policy, beside Adam
+        names = [n for n in names if n == "adam" or with_policy(optimizer_config(n), "always")]
     if "adam" not in names:
         names = ["adam", *names]
     rows = []
@@ -409,6 +446,7 @@ def main() -> None:
         for flag in ("model", "data", "batch_size", "threads", "device", "warmup", "repeats"):
             cmd += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         cmd += ["--amp"] * args.amp + ["--channels-last"] * args.channels_last
+        cmd += ["--ratio-test", args.ratio_test] if args.ratio_test else []
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         results = []
         for extra in ([], ["--memory"]):
@@ -432,6 +470,7 @@ def main() -> None:
     cols = ["optimizer", "median ms", "Adam ms", "x Adam", "peak MiB", "peak x Adam"]
     cols += ["state (x params)", "forward/step", "grad/step", "hvp/step"]
     cols += ["trials/step"] if args.trial_epochs else []
+    cols += ["tested/step", "untested x Adam", "tested x Adam"] if args.ratio_test else []
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     csv = [",".join(c.replace(" ", "_").replace("/", "_per_") for c in cols)]
     for r in rows:
@@ -450,15 +489,24 @@ def main() -> None:
         if args.trial_epochs:
             t = r.get("trials_per_step")
             cells.append(f"{t:.2f}" if t is not None else "")
+        if args.ratio_test:
+            cells.append(f"{r['tested']:.2f}")
+            cells += [f"{r[k]:.2f}" if k in r else "" for k in ("untested_x", "tested_x")]
         lines.append("| " + " | ".join(cells) + " |")
         csv.append(",".join(cells))
     where = machine(args)
+    centre = "mean" if args.ratio_test else "median"
     head = (
         f"{args.model}, batch {args.batch_size}, {args.device}"
         f"{', bf16' if args.amp else ''}{', channels_last' if args.channels_last else ''}; "
-        f"median of {args.repeats} steps after {args.warmup} warm-up, each optimizer timed "
-        f"alternately with Adam in one process (x Adam = the ratio of those medians); "
+        f"{centre} of {args.repeats} steps after {args.warmup} warm-up, each optimizer timed "
+        f"alternately with Adam in one process (x Adam = the ratio of those {centre}s); "
         f"DRSOM max_trials=1"
+        + (
+            f", ratio_test={args.ratio_test} (forward/step counts what it evaluated)"
+            if args.ratio_test
+            else ""
+        )
     )
     text = f"# Optimizer step cost\n\n{head}\n\nMachine: {where}\n\n" + "\n".join(lines) + "\n"
     print(text)
@@ -466,6 +514,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     tag = f"{'cuda' if args.device.startswith('cuda') else 'cpu'}-{args.model}-b{args.batch_size}"
     tag += "-bf16" if args.amp else ""
+    tag += f"-{args.ratio_test}" if args.ratio_test else ""
     (out / f"optimizers-{tag}.md").write_text(text)
     (out / f"optimizers-{tag}.csv").write_text("\n".join(csv) + "\n")
 
