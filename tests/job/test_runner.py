@@ -65,6 +65,9 @@ def test_every_optimizer_config_trains_end_to_end(optimizer, cifar_root, tmp_pat
         assert (forward, grad, hvp) == (8, 8, 8) and own == []
     elif optimizer == "sophiah":  # refreshed on steps 0 (and 10, not reached)
         assert (forward, grad, hvp) == (8, 8, 1) and own == []
+    elif optimizer == "drsom_adaptive":  # steps 1, 3 and 7 tested (at the bound): 3 trials
+        assert (forward, grad, hvp) == (11, 8, 0) and {"tested", "undone"} <= set(own)
+        assert float(rows[0]["tested_mean"]) == 0.5 and float(rows[1]["tested_mean"]) == 0.25
     else:  # DRSOM: a forward per trial on top of the gradient's, one gradient per step at least
         assert forward >= 16 and grad >= 8
         assert hvp > 0 if optimizer in ("drsom_hvp", "drsom_official") else hvp == 0
