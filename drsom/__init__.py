@@ -17,3 +17,8 @@ from pathlib import Path
 # The Hydra config groups and experiments ship inside the package, so an installed copy finds
 # them (``configs/`` and ``experiments/`` in a checkout link here). Light: no torch, no Hydra.
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+# The folder that holds drsom/ and hydra_plugins/: a checkout's root, or the site-packages folder
+# of an installed copy. Never the package folder itself: provenance asks git here (a run records
+# the checkout's state, drsom.store.record), and SLURM jobs import the code from here.
+CODE_ROOT = Path(__file__).resolve().parent.parent

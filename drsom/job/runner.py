@@ -197,7 +197,7 @@ def _already_done(run_dir: RunDir, force: bool, data: DataBundle) -> bool:
         log.warning(
             f"run {run_dir.name} was made at commit {made_at[:10]}, this code is {now[:10]}: "
             "kept as a result; force=true reruns it with this code, "
-            f"scripts/reproduce.py {run_dir.path} checks whether it still reproduces"
+            f"drsom-reproduce {run_dir.path} checks whether it still reproduces"
         )
     return True
 
