@@ -2,6 +2,8 @@
 
 The rooms, each importing only the rooms listed before it (no import runs back up):
 
+- ``paths`` (and ``CONFIG_DIR``, ``CODE_ROOT`` here): paths as messages show them, whether a folder
+  takes a new file; imports nothing of the suite;
 - ``cfg``: config groups, ``_target_`` building, the shared value checks;
 - ``optim`` (the DRSOM step: ``optim/drsom.py``), ``data``, ``models``;
 - ``training``: a run's construction and the epoch loop (``training/loop.py``);

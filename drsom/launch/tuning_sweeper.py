@@ -29,7 +29,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from drsom.launch.tuning import (  # noqa: E402
     check_search_space,
     check_validation_split,
 )
+from drsom.paths import try_write  # noqa: E402
 from drsom.store import study as stored  # noqa: E402
 from drsom.store.locks import hold_lock  # noqa: E402
 
@@ -467,9 +467,7 @@ def check_writable(path: Path) -> None:
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".drsom-write-test-", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
+        try_write(folder)
         if path.exists() and not os.access(path, os.W_OK):
             raise PermissionError(13, "Permission denied", str(path))
     except OSError as exc:
