@@ -71,6 +71,7 @@ def run(
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     check_results_dir(c["results_dir"], base)  # before anything is read or made there
     run_dir = run_folder(c, base)
+    run_dir.check_is_folder()  # a file or a broken link there holds no run: before the data
     launch = launch_identity()
     data = load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):

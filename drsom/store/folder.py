@@ -366,6 +366,15 @@ class RunDir:
                     folder.rmdir()
 
     # ------------------------------------------------------------------------- locking
+    def check_is_folder(self) -> None:
+        """StorageError (one line) if something other than a folder stands at the run folder's
+        path: a file, a symbolic link that loops or leads nowhere. No run can be stored there."""
+        if (self.path.exists() or self.path.is_symlink()) and not self.path.is_dir():
+            raise StorageError(
+                f"the run folder {shown(self.path)} is not a folder ({_what_is(self.path)}); "
+                "remove it (or choose another results_dir=) and rerun"
+            )
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
         """Hold an exclusive lock on the folder: one process per run. Released on exit or death.
@@ -376,11 +385,7 @@ class RunDir:
         read-only mount, no write permission, an immutable folder), where an existing lock file
         still opens but every write of the store (a temporary file beside its target) would fail.
         """
-        if (self.path.exists() or self.path.is_symlink()) and not self.path.is_dir():
-            raise StorageError(
-                f"the run folder {shown(self.path)} is not a folder ({_what_is(self.path)}); "
-                "remove it (or choose another results_dir=) and rerun"
-            )
+        self.check_is_folder()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             f = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)

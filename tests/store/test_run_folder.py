@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import logging
 import os
 import shutil
 import subprocess
@@ -180,7 +181,7 @@ LONG = "a-folder-name-of-sixty-characters-like-some-cluster-scratch-x"
 
 @pytest.mark.parametrize("kind", ["file", "loop", "dangling"])
 def test_a_run_folder_path_that_is_not_a_folder_is_one_line_with_its_path_shortened(
-    kind, cifar_root, tmp_path, capsys
+    kind, cifar_root, tmp_path, capsys, caplog
 ):
     results = tmp_path / LONG / LONG  # a run folder path over 150 characters
     args = tiny(cifar_root, results, "optimizer=sgd", "trainer.epochs=1")
@@ -206,3 +207,4 @@ def test_a_run_folder_path_that_is_not_a_folder_is_one_line_with_its_path_shorte
         "another results_dir=) and rerun\n"
     )
     assert sorted(p.name for p in results.iterdir()) == [rd.name]  # nothing made beside it
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
