@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drsom.job.preemption import PreemptionGuard
+from drsom.paths import shown
 from drsom.store.folder import RunDir, StorageError, describe_os_error, storage_cause
 from drsom.store.record import record
 from drsom.training.loop import Diverged, Paused, Trainer
@@ -119,7 +120,7 @@ class Bookkeeper:
         record(summary, self.trainer, "failed", error=why)
         saved = summary.get("checkpoint_epoch")
         where = (
-            f"the last good checkpoint ({run_dir.checkpoint}) holds epoch {saved}"
+            f"the last good checkpoint ({shown(run_dir.checkpoint)}) holds epoch {saved}"
             if saved is not None
             else "no checkpoint was saved yet"
         )

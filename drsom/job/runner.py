@@ -29,6 +29,7 @@ from drsom.data import DataBundle, DatasetUnavailable
 from drsom.job.bookkeeping import Bookkeeper, write_tables
 from drsom.job.preemption import PreemptionGuard
 from drsom.job.validate import ConfigError, check_results_dir, resolve_device, validate
+from drsom.paths import shown
 from drsom.store.folder import (
     CheckpointError,
     RunBusy,
@@ -70,6 +71,7 @@ def run(
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     check_results_dir(c["results_dir"], base)  # before anything is read or made there
     run_dir = run_folder(c, base)
+    run_dir.check_is_folder()  # a file or a broken link there holds no run: before the data
     launch = launch_identity()
     data = load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
@@ -106,7 +108,7 @@ def run(
             if cause is None:
                 raise
             raise StorageError(
-                f"cannot write in the run folder {run_dir.path}: {describe_os_error(cause)}"
+                f"cannot write in the run folder {shown(run_dir.path)}: {describe_os_error(cause)}"
             ) from exc
     if preemption.requested and status == "interrupted":
         # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
@@ -180,9 +182,9 @@ def _already_done(run_dir: RunDir, force: bool, data: DataBundle) -> bool:
     made_on = summary.get("data_fingerprint")
     if made_on and made_on != data.fingerprint:
         raise ConfigError(
-            f"run {run_dir.name} in {run_dir.path} was made on other data (train+test images:hash "
-            f"{made_on}) than this config reads now ({data.fingerprint}); set results_dir "
-            "elsewhere, or force=true to replace it"
+            f"run {run_dir.name} in {shown(run_dir.path)} was made on other data (train+test "
+            f"images:hash {made_on}) than this config reads now ({data.fingerprint}); set "
+            "results_dir elsewhere, or force=true to replace it"
         )
     what = _result_line(summary)
     if what is None:  # e.g. {"status": "finished"} alone: not a result; the checkpoint says
@@ -197,7 +199,7 @@ def _already_done(run_dir: RunDir, force: bool, data: DataBundle) -> bool:
         log.warning(
             f"run {run_dir.name} was made at commit {made_at[:10]}, this code is {now[:10]}: "
             "kept as a result; force=true reruns it with this code, "
-            f"scripts/reproduce.py {run_dir.path} checks whether it still reproduces"
+            f"drsom-reproduce {run_dir.path} checks whether it still reproduces"
         )
     return True
 
@@ -368,15 +370,15 @@ def _restore(
                 continue
             if state.get("run_id", run_dir.name) != run_dir.name:
                 raise CheckpointError(
-                    f"checkpoint {path} belongs to run {state['run_id']}, not to this one"
+                    f"checkpoint {shown(path)} belongs to run {state['run_id']}, not to this one"
                 )
             trainer, compiled, note = build_trainer(c, device, data, should_stop)
             try:
                 trainer.load_state_dict(state["trainer"])
             except Exception as exc:
                 raise CheckpointError(
-                    f"checkpoint {path} does not fit this run (another optimizer or model?): "
-                    f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                    f"checkpoint {shown(path)} does not fit this run (another optimizer or "
+                    f"model?): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
                 ) from exc
         except CheckpointError as exc:
             aside = path.with_name(path.name.replace(".pt", ".corrupt.pt"))

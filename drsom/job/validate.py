@@ -27,6 +27,7 @@ from drsom.cfg.targets import TargetError
 from drsom.data import check_data, validation_count
 from drsom.models import check_model
 from drsom.optim import optimizer_factory
+from drsom.paths import shown
 from drsom.training.schedules import LR_SCHEDULES, milestone_epochs
 from drsom.training.tracking import WANDB_MODES
 
@@ -121,12 +122,15 @@ def check_results_dir(value: Any, base: Path) -> Path:
             node = node.parent
         node.stat()
     except (RuntimeError, OSError) as exc:
-        why = getattr(exc, "strerror", None) or str(exc)
-        raise ConfigError(f"results_dir={value} cannot be used as a folder: {why}") from None
+        # pathlib's RuntimeError (before Python 3.13) is a loop; its message is the path the
+        # resolver had expanded when it gave up, longer with every link it followed: said in words
+        why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else "a loop of symbolic links"
+        raise ConfigError(f"results_dir={shown(value)} cannot be used as a folder: {why}") from None
     if not node.is_dir():
-        where = "is a file" if node == path else f"lies below the file {node}"
+        where = "is a file" if node == path else f"lies below the file {shown(node)}"
         raise ConfigError(
-            f"results_dir={value} {where}; accepted: a folder, or a path where one can be made"
+            f"results_dir={shown(value)} {where}; accepted: a folder, or a path where one can be "
+            "made"
         )
     return path
 

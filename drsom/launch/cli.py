@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from omegaconf import DictConfig
 
 from drsom import CONFIG_DIR
 from drsom.launch import jobs  # light: torch, CUDA and wandb start inside the job, never here
+from drsom.paths import try_write
 
 # Hydra's flags that print something instead of running a job (no log folder is made).
 NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info", "-sc")
@@ -76,7 +75,7 @@ def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:
     while not target.exists() and target != target.parent:
         target = target.parent
     try:
-        shutil.rmtree(tempfile.mkdtemp(prefix=".drsom-write-test-", dir=target))
+        try_write(target)
     except OSError as exc:
         why = f"{exc.strerror or exc} ({errno.errorcode.get(exc.errno, exc.errno)})"
         option = "hydra.sweep.dir" if multirun else "hydra.run.dir"

@@ -41,6 +41,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 )
 from omegaconf import OmegaConf
 
+from drsom import CODE_ROOT
 from drsom.launch.jobs import JobError
 
 log = logging.getLogger(__name__)
@@ -174,13 +175,24 @@ def failure_line(exc: BaseException) -> str:
 # line (submitit's) runs a function that starts srun in the background and waits for it, and the
 # trap passes USR2 on to srun, which forwards it to the job step: the run checkpoints and submitit
 # requeues the job, as for a signal to the step itself.
-ROOT = Path(__file__).resolve().parents[1]
 FORWARD_USR2 = [
     "# drsom: the batch shell passes USR2 on to the job step instead of dying of it",
     """trap 'kill -USR2 "$drsom_srun" 2>/dev/null' USR2""",
     'srun() { command srun "$@" & drsom_srun=$!; while :; do wait "$drsom_srun"; drsom_rc=$?; '
     'kill -0 "$drsom_srun" 2>/dev/null || return "$drsom_rc"; done; }',
 ]
+
+
+def job_setup(params: Mapping[str, Any], root: Path = CODE_ROOT) -> list[str]:
+    """The lines the sbatch script runs before the job: the code's folder on PYTHONPATH, the USR2
+    relay, then the launcher's own ``setup``.
+
+    The job unpickles this launcher, whose class Hydra wants in the hydra_plugins/ folder beside
+    drsom/: ``root`` holds both (a checkout's root; site-packages when installed), and the job
+    imports this very code from there, whatever the job's environment was installed from.
+    """
+    path = f"export PYTHONPATH={shlex.quote(str(root))}${{PYTHONPATH:+:$PYTHONPATH}}"
+    return [path, *FORWARD_USR2, *(params.get("setup") or [])]
 
 
 def _requeue_cut_short(exc: object) -> bool:
@@ -220,12 +232,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
         except ClusterError as exc:
             sys.exit(str(exc))  # the one line, exit 1 (Hydra would add a hint about tracebacks)
 
-        # The job unpickles this launcher, whose class Hydra wants in the hydra_plugins/ folder
-        # beside drsom/ (the repository root of a checkout; site-packages when installed): that
-        # folder goes on the job's PYTHONPATH.
-        path = [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
-        setup = [*path, *FORWARD_USR2, *(self.params.get("setup") or [])]
-        params = {**self.params, "setup": setup}
+        params = {**self.params, "setup": job_setup(self.params)}
         init_keys = {"submitit_folder", "max_num_timeout"}
         executor = submitit.AutoExecutor(
             cluster=self._EXECUTOR,

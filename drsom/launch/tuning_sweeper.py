@@ -29,7 +29,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from drsom.launch.tuning import (  # noqa: E402
     check_search_space,
     check_validation_split,
 )
+from drsom.paths import try_write  # noqa: E402
 from drsom.store import study as stored  # noqa: E402
 from drsom.store.locks import hold_lock  # noqa: E402
 
@@ -299,16 +299,15 @@ class TuningSweeper(Sweeper):
 
     def check_failures(self, name: str, trials: list[FrozenTrial]) -> None:
         failed = [t for t in trials if t.state == TrialState.FAIL]
-        # rounded up: any positive rate tolerates a failure (a lost node) in a small study
-        allowed = math.ceil(self.max_failure_rate * self.n_trials - 1e-9)
+        allowed = allowed_failures(self.max_failure_rate, self.n_trials)
         if len(failed) > allowed:
             runs = ", ".join(str(t.user_attrs.get("run_id", f"trial {t.number}")) for t in failed)
-            need = len(failed) / self.n_trials
             sys.exit(
                 f"error: study {name}: {len(failed)} failed trials, more than "
                 f"hydra.sweeper.max_failure_rate={self.max_failure_rate} of the budget of "
                 f"{self.n_trials} allows ({allowed}); failed runs: {runs}. Fix the cause and "
-                f"relaunch with hydra.sweeper.max_failure_rate>={need:.2f}: the study continues"
+                f"relaunch with {relaunch_tolerating(len(failed), self.n_trials)}: the study "
+                "continues"
             )
 
     # ------------------------------------------------------------------------------ trials
@@ -388,6 +387,28 @@ class TuningSweeper(Sweeper):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def allowed_failures(rate: float, n_trials: int) -> int:
+    """The failed trials a study goes on with: ``rate`` of the budget, rounded up (any positive
+    rate tolerates a failure, a lost node, in a small study)."""
+    return math.ceil(rate * n_trials - 1e-9)
+
+
+def relaunch_tolerating(failed: int, n_trials: int) -> str:
+    """The overrides of a relaunch that goes on after ``failed`` failed trials, every value one the
+    checks accept: the failed share of the budget in hundredths (raised until it tolerates them);
+    when even a rate of 1 (the largest accepted) does not, i.e. more trials failed than the budget
+    holds, a rate of 1 and a budget of ``failed`` trials."""
+    hundredths = math.floor(100 * failed / n_trials)
+    while hundredths <= 100 and allowed_failures(hundredths / 100, n_trials) < failed:
+        hundredths += 1
+    if hundredths <= 100:
+        return f"hydra.sweeper.max_failure_rate={hundredths / 100:g}"
+    return (
+        f"hydra.sweeper.max_failure_rate=1 hydra.sweeper.n_trials={failed} (no rate in [0, 1] "
+        f"tolerates {failed} failures in a budget of {n_trials})"
+    )
+
+
 def _run_config(job: DictConfig) -> dict[str, Any]:
     """A composed job config as the run sees it: resolved, without the hydra node (whose own
     keys resolve only inside a job)."""
@@ -446,9 +467,7 @@ def check_writable(path: Path) -> None:
         )
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(prefix=".drsom-write-test-", dir=folder)
-        os.close(handle)
-        os.unlink(probe)
+        try_write(folder)
         if path.exists() and not os.access(path, os.W_OK):
             raise PermissionError(13, "Permission denied", str(path))
     except OSError as exc:

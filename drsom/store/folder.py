@@ -43,6 +43,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
+from drsom.paths import shown, try_write
 from drsom.store.locks import lock_is_held
 
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
@@ -185,7 +186,8 @@ def _raise_storage_error(path: Path, exc: BaseException) -> None:
     cause = storage_cause(exc)
     if cause is not None:
         raise StorageError(
-            f"cannot write {path}: {describe_os_error(cause)}; the file keeps its previous version"
+            f"cannot write {shown(path)}: {describe_os_error(cause)}; the file keeps its previous "
+            "version"
         ) from exc
 
 
@@ -227,6 +229,27 @@ def _json_safe(value: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------- run folder
+def _refuse_unwritable(folder: Path, exc: OSError) -> None:
+    """Raise StorageError (one line naming the folder) if the filesystem refused the write."""
+    cause = storage_cause(exc)
+    if cause is not None:
+        raise StorageError(
+            f"cannot write the run folder {shown(folder)}: {describe_os_error(cause)}; "
+            "make it writable (or choose another results_dir=) and rerun"
+        ) from exc
+
+
+def _what_is(path: Path) -> str:
+    """What stands at ``path`` instead of a folder, in a few words."""
+    if not path.is_symlink():
+        return "a file"
+    try:
+        path.stat()
+    except OSError as exc:
+        return f"a symbolic link: {describe_os_error(exc)}"
+    return f"a symbolic link to {shown(path.resolve())}"
+
+
 class RunDir:
     """The files of one run; see the module docstring."""
 
@@ -310,11 +333,13 @@ class RunDir:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise CheckpointError(
-                f"cannot read checkpoint {path} ({type(exc).__name__}: "
+                f"cannot read checkpoint {shown(path)} ({type(exc).__name__}: "
                 f"{' '.join(str(exc).split())[:200]})"
             ) from exc
         if not isinstance(state, dict) or "trainer" not in state:
-            raise CheckpointError(f"cannot read checkpoint {path} (not a checkpoint of this suite)")
+            raise CheckpointError(
+                f"cannot read checkpoint {shown(path)} (not a checkpoint of this suite)"
+            )
         return state
 
     def remove_temporaries(self) -> None:
@@ -341,20 +366,38 @@ class RunDir:
                     folder.rmdir()
 
     # ------------------------------------------------------------------------- locking
+    def check_is_folder(self) -> None:
+        """StorageError (one line) if something other than a folder stands at the run folder's
+        path: a file, a symbolic link that loops or leads nowhere. No run can be stored there."""
+        if (self.path.exists() or self.path.is_symlink()) and not self.path.is_dir():
+            raise StorageError(
+                f"the run folder {shown(self.path)} is not a folder ({_what_is(self.path)}); "
+                "remove it (or choose another results_dir=) and rerun"
+            )
+
     @contextlib.contextmanager
     def locked(self) -> Iterator[RunDir]:
-        """Hold an exclusive lock on the folder: one process per run. Released on exit or death."""
+        """Hold an exclusive lock on the folder: one process per run. Released on exit or death.
+
+        The folder is tried first, so that a run that could not store anything is refused here
+        in one line, before it is built or trained: a path that is not a folder (a file, a
+        symbolic link that loops or leads nowhere), and a folder that takes no new file (a
+        read-only mount, no write permission, an immutable folder), where an existing lock file
+        still opens but every write of the store (a temporary file beside its target) would fail.
+        """
+        self.check_is_folder()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             f = open(self.lock_path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
         except OSError as exc:
-            cause = storage_cause(exc)
-            if cause is None:
-                raise
-            raise StorageError(
-                f"cannot write the run folder {self.path}: {describe_os_error(cause)}; "
-                "make it writable (or choose another results_dir=) and rerun"
-            ) from exc
+            _refuse_unwritable(self.path, exc)
+            raise
+        try:
+            try_write(self.path)
+        except OSError as exc:
+            f.close()
+            _refuse_unwritable(self.path, exc)
+            raise
         try:
             self._acquire(f)
             f.seek(0)
@@ -380,7 +423,7 @@ class RunDir:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
                 raise RunBusy(
-                    f"run {self.name} is being trained by {holder} (lock {f.name}); "
+                    f"run {self.name} is being trained by {holder} (lock {shown(f.name)}); "
                     "wait for it to end or stop it, then rerun"
                 ) from None
             except OSError as exc:  # e.g. Lustre mounted without -o flock: ENOSYS

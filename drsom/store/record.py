@@ -3,8 +3,8 @@
 Statuses (``drsom.store.state.Status``): ``running`` (or killed while running), ``interrupted``
 (stopped at an epoch boundary, resumable), ``finished``, ``diverged`` (non-finite training loss;
 a result, not redone) and ``failed`` (an exception; rerunning resumes from the last checkpoint).
-Provenance: ``git_commit``, ``git_dirty``, ``git_diff_sha`` (``git_state``), ``threads`` and
-``versions`` (``execution``), ``data_fingerprint`` (what was read).
+Provenance: ``git_commit``, ``git_dirty``, ``git_diff_sha`` and ``code_origin`` (``git_state``),
+``threads`` and ``versions`` (``execution``), ``data_fingerprint`` (what was read).
 
 Besides: ``checkpoint_epoch`` (the epoch the newest checkpoint holds: where a rerun resumes, also
 after a failed write) and ``forced_by`` (the launch that cleared the folder for ``force=true``,
@@ -13,7 +13,6 @@ after a failed write) and ``forced_by`` (the launch that cleared the folder for 
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import hashlib
 import importlib.metadata
@@ -26,12 +25,12 @@ from typing import Any
 
 import torch
 
+from drsom import CODE_ROOT
 from drsom.optim import hyperparameters
 from drsom.store.identity import config_hash, group_name, run_id
 from drsom.store.state import FINAL_KEYS, TERMINAL
 from drsom.training.loop import Trainer
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 VERSIONED = ("drsom", "torch", "torchvision", "numpy", "pytorch_optimizer", "hydra-core", "wandb")
 
 
@@ -153,31 +152,53 @@ CODE_PATHS = (
 )
 
 
-def git_state() -> dict[str, Any]:
-    """The commit of the code that ran (this package's checkout), whether its code had edits
-    (``git_dirty``), and a hash of those edits (``git_diff_sha``: two dirty runs with the same
-    hash ran the same code)."""
+def git_state(root: Path = CODE_ROOT) -> dict[str, Any]:
+    """The commit of the code that ran (the checkout at ``root``, the folder holding this package),
+    whether its code had edits (``git_dirty``), a hash of those edits (``git_diff_sha``: two dirty
+    runs with the same hash ran the same code), and ``code_origin``: ``git checkout``, or why
+    the three are None (``not a git checkout`` for an installed copy; ``git ...`` when git could
+    not say).
 
-    def git(*args: str) -> str | None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            out = subprocess.run(
-                ["git", *args], cwd=PACKAGE_DIR.parent, capture_output=True, text=True, timeout=10
-            )
-            if out.returncode == 0:
-                return out.stdout.strip()
-        return None
+    Git is asked about ``root`` itself, never about a folder above it: an installed copy in a
+    virtual environment inside some checkout must not record that checkout's commit. And the
+    environment's GIT_DIR, GIT_WORK_TREE, ... are left out, for the same reason.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
 
-    commit = git("rev-parse", "HEAD")
-    if commit is None:
-        return {"git_commit": None, "git_dirty": None, "git_diff_sha": None}
-    changes = git("status", "--porcelain", "--", *CODE_PATHS) or ""
-    if not changes:
-        return {"git_commit": commit, "git_dirty": False, "git_diff_sha": None}
-    diff = git("diff", "HEAD", "--", *CODE_PATHS) or ""
-    untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS) or ""
-    contents = [diff] + [_file_sha(PACKAGE_DIR.parent / name) for name in untracked.split()]
+    def git(*args: str) -> str:
+        out = subprocess.run(
+            ["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=10
+        )
+        if out.returncode != 0:
+            raise subprocess.SubprocessError(" ".join(out.stderr.split())[:200] or "failed")
+        return out.stdout.strip()
+
+    if not (root / ".git").exists():  # a folder (a worktree's or submodule's: a file)
+        return _state(None, None, None, "not a git checkout")
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root.resolve():
+            return _state(None, None, None, "not a git checkout")
+        commit = git("rev-parse", "HEAD")
+        if not git("status", "--porcelain", "--", *CODE_PATHS):
+            return _state(commit, False, None, "git checkout")
+        diff = git("diff", "HEAD", "--", *CODE_PATHS)
+        untracked = git("ls-files", "--others", "--exclude-standard", "--", *CODE_PATHS)
+    except FileNotFoundError:
+        return _state(None, None, None, "git is not installed")
+    except (OSError, subprocess.SubprocessError) as exc:  # e.g. git's "dubious ownership"
+        return _state(None, None, None, f"git could not say: {exc}")
+    contents = [diff] + [_file_sha(root / name) for name in untracked.splitlines()]
     digest = hashlib.sha256("\n".join([untracked, *contents]).encode()).hexdigest()[:12]
-    return {"git_commit": commit, "git_dirty": True, "git_diff_sha": digest}
+    return _state(commit, True, digest, "git checkout")
+
+
+def _state(commit: str | None, dirty: bool | None, diff_sha: str | None, origin: str) -> dict:
+    return {
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "git_diff_sha": diff_sha,
+        "code_origin": origin,
+    }
 
 
 def _file_sha(path: Path) -> str:

@@ -202,6 +202,7 @@ SUMMARY_SCALARS = (
     "git_commit",
     "git_dirty",
     "git_diff_sha",
+    "code_origin",
     "data_fingerprint",
     "threads",
     "started_at",

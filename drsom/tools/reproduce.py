@@ -9,7 +9,9 @@ recorded. Then every column of
 ``metrics.csv`` and ``steps.csv`` is compared with the stored one, wall-clock columns excluded:
 ``identical``, or the first row that differs with both values. Floats are compared as stored
 (full precision), so "identical" means bit for bit. The commit that made the stored run and the
-current one are printed with it; a dirty tree on either side is said too.
+current one are printed with it, and whether the two are the same code: the same commit with the
+same uncommitted edits (``git_diff_sha``) or none. Identical numbers from other code (a run made
+in a dirty tree, rerun on the clean commit) are said to be that, never plain "identical".
 
 The stored run is read by the store's one reader (``drsom.store.state``) first: a config.yaml that
 no longer hashes to the folder's run id (edited) or a damaged metrics.csv is one line, and so is
@@ -58,7 +60,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         return 2
     epochs = args.epochs or done
     config = state.config
-    print(provenance(stored))
+    origin, other_code = provenance(state.summary)
+    print(origin)
     threads = state.summary.get("threads")
     if isinstance(threads, int):  # CPU results depend on it: rerun with the stored count
         torch.set_num_threads(threads)
@@ -82,8 +85,17 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         same = True
         for table in ("metrics", "steps"):
             same &= report(table, getattr(stored, table), getattr(RunDir(folder), table), epochs)
-    print("reproduced: identical" if same else "NOT reproduced: see the differences above")
+    print(verdict(same, other_code))
     return 0 if same else 1
+
+
+def verdict(same: bool, other_code: str | None) -> str:
+    """The last line: whether the numbers reproduced, and by which code."""
+    if not same:
+        return "NOT reproduced: see the differences above"
+    if other_code:
+        return f"reproduced: identical numbers, but NOT from the same code ({other_code})"
+    return "reproduced: identical"
 
 
 def rerun_config(config: dict, results: Path, epochs: int) -> dict:
@@ -96,14 +108,13 @@ def rerun_config(config: dict, results: Path, epochs: int) -> dict:
     return c
 
 
-def provenance(stored: RunDir) -> str:
-    summary = stored.read_summary() or {}
-    then = summary.get("git_commit") or "unknown"
-    then += " (dirty tree)" if summary.get("git_dirty") else ""
+def provenance(summary: dict) -> tuple[str, str | None]:
+    """The lines on the code and machine of the stored run (``summary``) and of this rerun, and
+    why the two are not the same code (None when they are)."""
     current = git_state()
-    now = (current["git_commit"] or "unknown") + (" (dirty tree)" if current["git_dirty"] else "")
-    same = "same commit" if summary.get("git_commit") == current["git_commit"] else "OTHER commit"
-    text = f"stored run made at {then}; rerun at {now} ({same})"
+    other_code = code_difference(summary, current)
+    same = f"NOT the same code: {other_code}" if other_code else "the same code"
+    text = f"stored run made at {_code(summary)}; rerun at {_code(current)} ({same})"
     made_on, here = summary.get("machine"), machine()
     if isinstance(made_on, dict) and made_on != here:
         text += (
@@ -111,7 +122,41 @@ def provenance(stored: RunDir) -> str:
             f"rerun on {here['cpu']} ({here['cpu_capability']}): float results differ between "
             "processors, so 'identical' is expected only on the same kind"
         )
-    return text
+    return text, other_code
+
+
+def _code(state: dict) -> str:
+    """``<commit>``, ``<commit> (dirty tree, diff <sha>)`` or why the commit is unknown."""
+    commit = state.get("git_commit")
+    if not commit:
+        return f"an unknown commit ({state.get('code_origin') or 'none recorded'})"
+    if state.get("git_dirty"):
+        return f"{commit} (dirty tree, diff {state.get('git_diff_sha')})"
+    return commit if state.get("git_dirty") is False else f"{commit} (dirty or not: unknown)"
+
+
+def code_difference(stored: dict, current: dict) -> str | None:
+    """Why the code of the rerun (``current``, a ``git_state``) is not the stored run's; None when
+    it is: the same commit, and the same uncommitted edits (the same ``git_diff_sha``) or none."""
+    made, now = stored.get("git_commit"), current.get("git_commit")
+    if not made or not now:
+        return "a commit is unknown, so the code cannot be compared"
+    if made != now:
+        return "OTHER commit"
+    if stored.get("git_dirty") is None or current.get("git_dirty") is None:
+        return "same commit, but whether its tree had uncommitted edits is unknown"
+    edits = [
+        (s.get("git_diff_sha") or "?") if s.get("git_dirty") else None for s in (stored, current)
+    ]
+    if "?" in edits:  # a dirty tree without the hash of its edits: nothing to compare
+        return "same commit, but uncommitted edits whose hash was not recorded"
+    if edits[0] == edits[1]:
+        return None
+    if edits[0] and edits[1]:
+        return "same commit, other uncommitted edits"
+    if edits[0]:
+        return "same commit, but the stored run had uncommitted edits that this tree has not"
+    return "same commit, but this tree has uncommitted edits that the stored run had not"
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:

@@ -9,8 +9,10 @@ suite's own ``hydra/launcher=slurm`` preset with a CPU-only override, on scikit-
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,7 +25,14 @@ import torch
 from run_helpers import read_csv, run_inprocess, summary_of, wait_for, without_wall_clock
 
 from drsom.job.preemption import PreemptionGuard
-from drsom.launch.slurm import ClusterError, check_request, failure_line, parse_sinfo
+from drsom.launch.slurm import (
+    FORWARD_USR2,
+    ClusterError,
+    check_request,
+    failure_line,
+    job_setup,
+    parse_sinfo,
+)
 from drsom.launch.sweeps import sweep_runs
 from drsom.store.folder import RunDir
 
@@ -110,6 +119,35 @@ def test_failure_line_is_the_jobs_own_reason():
     assert failure_line(RuntimeError(lost)) == lost.splitlines()[0]
 
 
+def test_the_job_script_puts_the_folder_holding_drsom_and_hydra_plugins_on_pythonpath(tmp_path):
+    # The checkout's root: it holds drsom/ and hydra_plugins/ (never drsom/ itself, where
+    # hydra_plugins is not). The line as the sbatch script gets it, before the user's setup.
+    setup = job_setup({"setup": ["module load cuda"]})
+    line = f"export PYTHONPATH={REPO}${{PYTHONPATH:+:$PYTHONPATH}}"
+    assert setup == [line, *FORWARD_USR2, "module load cuda"]
+    from submitit.slurm.slurm import _make_sbatch_string
+
+    script = _make_sbatch_string(command="python -m x", folder=tmp_path, setup=setup)
+    assert f"\n# setup\n{line}\n" in script
+
+    # Run by a job's shell, the line alone makes the launcher class and the package importable
+    # (python -S: no site-packages, so no install of the suite helps) and keeps what was there.
+    probe = (
+        "import importlib.util as u, json, os; print(json.dumps([os.environ['PYTHONPATH'], "
+        "u.find_spec('hydra_plugins.drsom_slurm_launcher').origin, u.find_spec('drsom').origin]))"
+    )
+    for before, after in (({}, str(REPO)), ({"PYTHONPATH": "/opt/x"}, f"{REPO}:/opt/x")):
+        env = {"PATH": os.environ["PATH"], **before}
+        shell = f"{line}\nexec {shlex.quote(sys.executable)} -S -c {shlex.quote(probe)}"
+        done = subprocess.run(["bash", "-c", shell], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == [
+            after,
+            str(REPO / "hydra_plugins" / "drsom_slurm_launcher" / "__init__.py"),
+            str(REPO / "drsom" / "__init__.py"),
+        ]
+
+
 def test_a_repeat_of_the_signal_within_moments_is_the_same_preemption():
     # `scancel --full -s USR2` reaches the run twice (srun forwards it, and so does the batch
     # shell): that must not count as "again before a safe point".
@@ -169,10 +207,11 @@ def cluster():
 def env() -> dict[str, str]:
     environment = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     environment.pop("HYDRA_FULL_ERROR", None)  # the launcher's errors as users see them
-    # The jobs import this checkout's drsom, whichever one the venv was installed from, and the
-    # tests' plugins (tests/helpers/trial_plugins.py).
-    paths = [str(REPO), str(REPO / "tests" / "helpers"), environment.get("PYTHONPATH", "")]
-    environment["PYTHONPATH"] = os.pathsep.join(paths)
+    # The tests' plugins (tests/helpers/trial_plugins.py). Not the repository: that the jobs
+    # import this checkout's drsom, whichever one the venv was installed from, is the launcher's
+    # own export (drsom.launch.slurm.job_setup), which these tests are there to try.
+    paths = [str(REPO / "tests" / "helpers"), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     return environment
 
 

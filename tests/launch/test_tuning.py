@@ -106,6 +106,41 @@ def test_the_shipped_search_spaces_pass_and_the_budget_and_split_rules():
     check_validation_split(job_config())
 
 
+@pytest.mark.parametrize(
+    ("failed", "n_trials", "rate"),
+    [(1, 3, 0), (2, 3, 0.25), (3, 8, 0.25), (5, 200, 0), (2, 1, 1), (3, 2, 0.25)],
+    ids=["1of3", "2of3", "3of8", "5of200", "2of1", "3of2"],
+)
+def test_the_failure_budgets_advice_is_accepted_by_a_relaunch_which_goes_on(failed, n_trials, rate):
+    """The relaunch the line advises, run: its values through Hydra's override parser and the
+    sweeper's own checks (accepted), then the same failed trials checked again (the study goes
+    on). More failures than the budget holds (2of1, 3of2): no rate in [0, 1] is enough."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from drsom.launch.tuning_sweeper import TuningSweeper
+
+    sampler = OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": 0})
+    trials = [
+        optuna.trial.create_trial(state=TrialState.FAIL, user_attrs={"run_id": f"run{i}"})
+        for i in range(failed)
+    ]
+    given = {"n_trials": n_trials, "max_failure_rate": rate}
+    with pytest.raises(SystemExit) as ended:
+        TuningSweeper(sampler=sampler, **given).check_failures("s", trials)
+    line = str(ended.value.code)
+    assert line.startswith(f"error: study s: {failed} failed trials, more than ")
+    advice = re.fullmatch(r".*relaunch with (\S+(?: hydra\.\S+)*).*: the study continues", line)
+    assert advice, line
+    relaunch = OverridesParser.create().parse_overrides(advice.group(1).split())
+    settings = {o.key_or_group.removeprefix("hydra.sweeper."): o.value() for o in relaunch}
+    assert set(settings) <= {"n_trials", "max_failure_rate"}, settings
+    again = TuningSweeper(sampler=sampler, **given | settings)
+    again.check_settings()  # the values are accepted (a TuningError otherwise)
+    check_budget(again.n_trials)
+    again.check_failures("s", trials)  # and the study goes on with the same failures
+
+
 def test_a_trial_scores_its_validation_accuracy_never_the_test_set():
     done = {"status": "finished", "final": {"val_acc": 0.8, "test_acc": 0.99}}
     done["selected"] = {"epoch": 3, "val_acc": 0.85, "test_acc": 0.7}

@@ -117,7 +117,7 @@ def test_failures_beyond_the_rate_end_the_study_with_one_line_naming_the_runs(tm
     assert errors == [
         f"error: study {STUDY}: 1 failed trials, more than hydra.sweeper.max_failure_rate=0 of "
         f"the budget of 3 allows (0); failed runs: {failed.user_attrs['run_id']}. Fix the cause "
-        "and relaunch with hydra.sweeper.max_failure_rate>=0.33: the study continues"
+        "and relaunch with hydra.sweeper.max_failure_rate=0.33: the study continues"
     ]
 
 

@@ -2,46 +2,186 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from drsom.analysis.runs import Run, provenance
 from drsom.store import record as run_record
+from drsom.tools import reproduce
+
+REPO = Path(__file__).resolve().parents[2]
+AUTHOR = ["-c", "user.email=t@t", "-c", "user.name=t"]
 
 
-def _git(repo, *args):
-    subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+def _git(repo, *args) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return done.stdout.decode().strip()
 
 
 @pytest.fixture
-def checkout(tmp_path, monkeypatch):
+def checkout(tmp_path):
     """A git checkout laid out like this one: drsom/ (code) and results/ (the store)."""
     (tmp_path / "drsom").mkdir()
     (tmp_path / "drsom" / "a.py").write_text("x = 1\n")
     _git(tmp_path, "init", "-q")
-    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "add", ".")
-    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "c")
-    monkeypatch.setattr(run_record, "PACKAGE_DIR", tmp_path / "drsom")
+    _git(tmp_path, *AUTHOR, "add", ".")
+    _git(tmp_path, *AUTHOR, "commit", "-qm", "c")
     return tmp_path
 
 
 def test_dirty_means_edited_code_and_the_diff_hash_names_the_edit(checkout):
-    clean = run_record.git_state()
+    clean = run_record.git_state(checkout)
     assert len(clean["git_commit"]) == 40 and clean["git_dirty"] is False
+    assert clean["code_origin"] == "git checkout"
     (checkout / "results" / "runs" / "r").mkdir(parents=True)  # the store's own files
     (checkout / "results" / "runs" / "r" / "metrics.csv").write_text("epoch\n1\n")
-    assert run_record.git_state()["git_dirty"] is False
+    assert run_record.git_state(checkout)["git_dirty"] is False
     (checkout / "drsom" / "a.py").write_text("x = 2\n")
-    first = run_record.git_state()
+    first = run_record.git_state(checkout)
     assert first["git_dirty"] is True and len(first["git_diff_sha"]) == 12
-    assert run_record.git_state()["git_diff_sha"] == first["git_diff_sha"]  # same edit, same hash
+    assert run_record.git_state(checkout)["git_diff_sha"] == first["git_diff_sha"]  # same edit
     (checkout / "drsom" / "a.py").write_text("x = 3\n")
-    assert run_record.git_state()["git_diff_sha"] != first["git_diff_sha"]
+    assert run_record.git_state(checkout)["git_diff_sha"] != first["git_diff_sha"]
     (checkout / "drsom" / "a.py").write_text("x = 1\n")
     (checkout / "drsom" / "new.py").write_text("y = 1\n")  # a new module is an edit too
-    assert run_record.git_state()["git_dirty"] is True
+    assert run_record.git_state(checkout)["git_dirty"] is True
+
+
+def test_an_installed_copy_says_it_is_not_a_git_checkout_even_inside_one(checkout, monkeypatch):
+    # site-packages of a virtual environment kept inside some checkout: git, asked from there,
+    # would answer for the enclosing checkout, whose commit is not the code that ran
+    site = checkout / ".venv" / "lib" / "site-packages"
+    (site / "drsom").mkdir(parents=True)
+    unknown = {"git_commit": None, "git_dirty": None, "git_diff_sha": None}
+    assert run_record.git_state(site) == unknown | {"code_origin": "not a git checkout"}
+    # nor does an environment that points git elsewhere change the answer
+    monkeypatch.setenv("GIT_DIR", str(checkout / ".git"))
+    assert run_record.git_state(site)["code_origin"] == "not a git checkout"
+    monkeypatch.setenv("PATH", str(checkout / "no-git-here"))
+    assert run_record.git_state(checkout) == unknown | {"code_origin": "git is not installed"}
+
+
+# ------------------------------------------- the checkout the package itself lives in
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory) -> Path:
+    """A clean git clone of this repository whose code is the code under test: the clone of HEAD,
+    with this working tree's code copied over and committed where they differ (a tree being
+    edited), so that what a subprocess imports from it is this code."""
+    if not (REPO / ".git").exists():
+        pytest.skip(f"{REPO} is not a git checkout")
+    target = tmp_path_factory.mktemp("clone") / "repo"
+    _git(REPO, "clone", "-q", str(REPO), str(target))
+    skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "local")
+    for name in run_record.CODE_PATHS:
+        if (REPO / name).is_dir():
+            shutil.rmtree(target / name)
+            shutil.copytree(REPO / name, target / name, symlinks=True, ignore=skip)
+        else:
+            shutil.copy2(REPO / name, target / name)
+    _git(target, "add", "-A", "--", *run_record.CODE_PATHS)
+    if _git(target, "status", "--porcelain"):
+        _git(target, *AUTHOR, "commit", "-qm", "the working tree under test")
+    return target
+
+
+def _in_checkout(clone: Path, code: str, *args: str) -> dict:
+    """``code`` run by Python in ``clone``, importing drsom from there (PYTHONPATH and cwd: what
+    is tested is which checkout the package finds itself in); its last line, as JSON."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env |= {"PYTHONPATH": str(clone), "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert Path(out.pop("package")) == clone / "drsom" / "__init__.py"
+    return out
+
+
+RECORD = """
+import json, sys, drsom
+from drsom.store import record
+from drsom.store.folder import RunDir
+folder = RunDir(sys.argv[1])
+state = record.git_state()
+folder.write_summary({**folder.read_summary(), **state})
+print(json.dumps({"package": drsom.__file__, **state}))
+"""
+REPRODUCE = """
+import json, sys, drsom
+from drsom.store import record
+from drsom.store.folder import RunDir
+from drsom.store.state import run_state
+from drsom.tools import reproduce
+text, other = reproduce.provenance(run_state(RunDir(sys.argv[1])).summary)
+print(json.dumps({"package": drsom.__file__, "state": record.git_state(), "text": text,
+                  "verdict": reproduce.verdict(True, other)}))
+"""
+
+
+def test_a_run_made_in_a_dirty_checkout_is_recorded_dirty_and_reproduce_says_so(clone, tmp_path):
+    from analysis_store import metric_rows, write_run
+    from run_helpers import compose_config
+
+    commit = _git(clone, "rev-parse", "HEAD")
+    cfg = compose_config("data=digits", "model=cnn", "optimizer=adam", "trainer.epochs=2")
+    folder = write_run(tmp_path, cfg, metric_rows("adam", 0, [0.5, 0.6]), "finished")
+    edited = clone / "drsom" / "models" / "__init__.py"
+    original = edited.read_text()
+    edited.write_text(original + "# an edit that is not committed\n")
+    try:
+        made = _in_checkout(clone, RECORD, str(folder.path))
+    finally:
+        edited.write_text(original)
+    assert made["git_dirty"] is True and len(made["git_diff_sha"]) == 12
+    assert made["git_commit"] == commit and made["code_origin"] == "git checkout"
+    assert json.loads(folder.summary.read_text())["git_dirty"] is True
+
+    # the same checkout, clean again: the rerun's side of drsom-reproduce
+    rerun = _in_checkout(clone, REPRODUCE, str(folder.path))
+    assert rerun["state"] == {
+        "git_commit": commit,
+        "git_dirty": False,
+        "git_diff_sha": None,
+        "code_origin": "git checkout",
+    }
+    why = "same commit, but the stored run had uncommitted edits that this tree has not"
+    assert rerun["text"] == (
+        f"stored run made at {commit} (dirty tree, diff {made['git_diff_sha']}); rerun at "
+        f"{commit} (NOT the same code: {why})"
+    )
+    assert rerun["verdict"] == f"reproduced: identical numbers, but NOT from the same code ({why})"
+
+
+def test_reproduce_calls_code_the_same_only_for_one_commit_with_the_same_edits():
+    clean = {"git_commit": "a" * 40, "git_dirty": False, "git_diff_sha": None}
+    dirty = {"git_commit": "a" * 40, "git_dirty": True, "git_diff_sha": "0123456789ab"}
+    assert reproduce.code_difference(clean, clean) is None
+    assert reproduce.code_difference(dirty, dict(dirty)) is None  # the same edits
+    assert reproduce.code_difference(dirty, {**dirty, "git_diff_sha": "ba9876543210"}) == (
+        "same commit, other uncommitted edits"
+    )
+    assert reproduce.code_difference(clean, dirty) == (
+        "same commit, but this tree has uncommitted edits that the stored run had not"
+    )
+    assert reproduce.code_difference(clean, {**clean, "git_commit": "b" * 40}) == "OTHER commit"
+    installed = {"git_commit": None, "git_dirty": None, "code_origin": "not a git checkout"}
+    assert reproduce.code_difference(installed, installed) == (
+        "a commit is unknown, so the code cannot be compared"
+    )
+    assert reproduce.verdict(True, None) == "reproduced: identical"
+    assert reproduce.verdict(False, None) == "NOT reproduced: see the differences above"
 
 
 def test_threads_and_versions_are_recorded():
@@ -135,5 +275,5 @@ def test_rerunning_a_run_made_at_another_commit_says_so_in_one_line(tmp_path, ca
         assert run_inprocess(args) == "finished"  # still a result: not trained again
     (line,) = [r.getMessage() for r in caplog.records if "was made at commit" in r.getMessage()]
     assert line.startswith(f"run {folder.name} was made at commit 0000000000, this code is ")
-    assert "force=true reruns it" in line and "scripts/reproduce.py" in line
+    assert "force=true reruns it" in line and f"drsom-reproduce {folder.path}" in line
     assert json.loads(folder.summary.read_text())["git_commit"] == "0" * 40  # untouched

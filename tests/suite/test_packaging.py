@@ -56,6 +56,13 @@ def installed(tmp_path_factory) -> SimpleNamespace:
     # The wheel first, then the dependencies (torch, hydra, ...) of this environment.
     (own / "deps.pth").write_text(f"{site}\n{sysconfig.get_paths()['purelib']}\n")
 
+    # The whole folder a git checkout, as a virtual environment kept inside one: the installed
+    # copy must still not record that checkout's commit as the code that ran.
+    author = ["-c", "user.email=t@t", "-c", "user.name=t"]
+    for args in (["init", "-q"], [*author, "commit", "-q", "--allow-empty", "-m", "around"]):
+        if shutil.which("git"):  # without git no checkout can be claimed anyway
+            subprocess.run(["git", "-C", str(tmp), *args], check=True, capture_output=True)
+
     work = tmp / "work"
     work.mkdir()
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -105,17 +112,20 @@ from drsom.optim import DRSOM
 from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 import hydra_plugins.drsom_slurm_launcher as plugin
+from drsom.launch.slurm import job_setup
 
 w = torch.nn.Parameter(torch.tensor([3.0, -2.0], dtype=torch.float64))
 opt = DRSOM([w], hessian="hvp", directions="gradient")
 opt.step(lambda: 0.5 * (w * w).sum())
 launchers = {f"{c.__module__}.{c.__name__}" for c in Plugins.instance().discover(Launcher)}
 print(json.dumps({"drsom": drsom.__file__, "plugin": plugin.__file__, "w": w.tolist(),
-                  "launchers": sorted(launchers)}))
+                  "launchers": sorted(launchers), "job_path": job_setup({})[0]}))
 """
     out = json.loads(run(installed, "-c", probe).stdout.splitlines()[-1])
     assert Path(out["drsom"]).is_relative_to(installed.site), out["drsom"]
     assert Path(out["plugin"]).is_relative_to(installed.site), out["plugin"]
+    # a SLURM job imports the launcher class from the folder that holds both
+    assert out["job_path"] == f"export PYTHONPATH={installed.site}${{PYTHONPATH:+:$PYTHONPATH}}"
     # f = |w|^2/2 with exact curvature: the trust-region step (radius lr = 1, the default, on the
     # gradient ray; |g| = |w| = sqrt(13) > 1) moves w by 1 towards 0: w (1 - 1/sqrt(13)).
     scale = 1 - 1 / 13**0.5
@@ -138,6 +148,15 @@ def test_the_installed_runner_trains_into_the_current_directory(installed):
     summary = json.loads((folder / "summary.json").read_text())
     assert (summary["status"], summary["epoch"], summary["epochs"]) == ("finished", 1, 1)
     assert folder.name.startswith("digits-cnn-adam-")
+    provenance = {
+        k: summary.get(k) for k in ("git_commit", "git_dirty", "git_diff_sha", "code_origin")
+    }
+    assert provenance == {
+        "git_commit": None,
+        "git_dirty": None,
+        "git_diff_sha": None,
+        "code_origin": "not a git checkout",
+    }
     assert list(installed.work.glob("outputs/*/*/run.log"))  # Hydra's log: cwd, job name "run"
 
     shown = run(installed, command, "--cfg", "hydra", "hydra/launcher=slurm").stdout

@@ -13,7 +13,6 @@ import pytest
 
 from drsom.training.tracking import start_tracker
 
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("one_thread", "no_scheduler_job")
 
 
@@ -77,7 +76,7 @@ def wandb_script(tmp_path: Path, how: str, env: dict) -> subprocess.CompletedPro
     script.write_text(WANDB_SCRIPT)
     # WANDB_SERVICE: left in this process's environment by an earlier test's wandb run; the
     # script must start (and here kill) a service of its own, whatever ran before it
-    environ = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "offline", **env}
+    environ = {**os.environ, "WANDB_MODE": "offline", **env}
     environ["WANDB_SERVICE"] = None
     return subprocess.run(
         [sys.executable, str(script), str(tmp_path / "run"), how],
