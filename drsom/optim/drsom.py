@@ -560,7 +560,7 @@ class DRSOM(FlatParams):
             closure.checkpoint()
         loss = check_loss(closure())
         counts["forward"] += 1
-        if not judge or self._test.guard(float(loss.detach())):  # the guard's one host synchronisation
+        if not judge or self._test.guard(float(loss.detach())):  # the guard: one host sync
             return loss
         del loss
         self._flat.copy_(self._before)
