@@ -12,6 +12,7 @@ dashed in the colour of the optimizer they belong to.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -91,6 +92,10 @@ STYLE = {
 ZOOM_MIN_EPOCHS = 8  # fewer epochs: nothing to magnify
 FEW_POINTS = 10  # curves with at most this many points get point markers
 ZOOM_SPAN = 5.0  # accuracy points below the best curve that the magnified panel still shows
+# On a cost axis a curve that ends this many times further than the median curve (DRSOM-HVP:
+# 10,000 gradient equivalents where the first-order ones end near 1,500) would squeeze every other
+# curve into a sliver: the frame ends after the others, and the far curve is named in a corner.
+FAR_END = 2.5
 
 
 def color(
@@ -235,7 +240,27 @@ def curve_axes(
     ax.set_xlabel(f"{X_AXES[x][1]}{x_unit}")
     ax.set_ylabel(METRICS.get(metric, metric))
     _axis_style(ax, metric, x)
+    cap, far = x_frame(curves, x)
+    if far:
+        ax.set_xlim(right=cap)
+        ends = ", ".join(f"{c.name} (to {c.xs.max():,.0f})" for c in far)
+        ax.text(0.98, 0.03, f"beyond the frame: {ends}", transform=ax.transAxes)
+        ax.texts[-1].set(ha="right", va="bottom", fontsize=8.5, color="0.3")
     return curves
+
+
+def x_frame(curves: list[Curve], x: str) -> tuple[float, list[Curve]]:
+    """Where a cost axis ends, and the curves that run past it (:data:`FAR_END`); on other axes,
+    or when no curve runs that far, the frame holds every curve."""
+    ours = [c for c in curves if c.lower is not None and len(c.xs)]
+    ends = np.array([c.xs.max() for c in ours])
+    if x not in ("grad_equiv", "grads_hvps", "time") or len(ours) < 3:
+        return math.inf, []
+    far = [c for c, end in zip(ours, ends, strict=True) if end > FAR_END * np.median(ends)]
+    if not far:
+        return math.inf, []
+    near = max(end for c, end in zip(ours, ends, strict=True) if c not in far)
+    return 1.1 * near, far
 
 
 def _draw(ax: plt.Axes, curve: Curve, label: str | None = None, band_alpha: float = 0.18) -> None:
@@ -277,7 +302,8 @@ def zoom_axes(ax: plt.Axes, curves: list[Curve], metric: str, x: str, xlabel: st
     ours = [c for c in curves if c.lower is not None]
     last = int(max(c.epochs.max() for c in ours))
     first = last // 2
-    parts = [_part(c, c.epochs >= first) for c in ours]
+    cap, _ = x_frame(curves, x)
+    parts = [_part(c, (c.epochs >= first) & (c.xs <= cap)) for c in ours]
     parts = [p for p in parts if len(p.xs)]  # a run that diverged early has no second half
     best = max(float(np.nanmedian(p.ys)) for p in parts)
     leaders = [p for p in parts if float(np.nanmedian(p.ys)) >= best - ZOOM_SPAN]
@@ -299,7 +325,10 @@ def zoom_axes(ax: plt.Axes, curves: list[Curve], metric: str, x: str, xlabel: st
     ax.set_ylim(low, high)
     ax.set_xlim(start, end)
     _axis_style(ax, metric, x)
-    ax.set_title(f"epochs {first}–{last}, magnified", fontsize=9.5)
+    # on a cost axis the panel is still cut by epoch: the second half of each run, wherever it
+    # lies on that axis
+    what = f"epochs {first}–{last}" if x == "epoch" else f"each run's epochs {first}–{last}"
+    ax.set_title(f"{what}, magnified", fontsize=9.5)
     ax.set_xlabel(xlabel)
 
 
