@@ -17,39 +17,14 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from study_journals import make_study, seen
 
 from drsom.analysis.studies import draw_studies
 from drsom.store.journal import CHAIN, WHAT_TO_DO, JournalError
 from drsom.store.locks import lock_is_held
-from drsom.store.study import Launch, describe, load_studies, open_storage
+from drsom.store.study import Launch, open_storage
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def make_study(path: Path, name: str = "s", trials: int = 4) -> None:
-    """A study as the sweeper stores one: its record, trials with a drawn value and a run id,
-    told a score (every third one pruned), an intermediate value each."""
-    study = optuna.create_study(study_name=name, storage=open_storage(str(path)))
-    study.set_user_attr("drsom", describe("final", "maximize", {}, {"seed": "0"}))
-    sampler = optuna.samplers.RandomSampler(seed=0)
-    study.sampler = sampler
-    for k in range(trials):
-        trial = study.ask()
-        lr = trial.suggest_float("optimizer.lr", 1e-3, 1.0, log=True)
-        trial.set_user_attr("run_id", f"run-{k}")
-        trial.report(0.5 - lr / 10, 1)
-        if k % 3 == 2:
-            study.tell(trial, state=TrialState.PRUNED)
-        else:
-            study.tell(trial, 1 - lr)
-
-
-def seen(path: Path) -> list[tuple]:
-    """Every study of the journal at ``path`` as the store's readers see it (a fresh reader)."""
-    return [
-        (s.study_name, s.user_attrs, *[(t.number, t.state, t.value, t.params) for t in s.trials])
-        for s in load_studies(path)
-    ]
 
 
 def replayed(lines: list[bytes], tmp: Path) -> list[tuple]:
@@ -81,7 +56,10 @@ def test_every_record_is_chained_and_reads_back_as_written(journal):
     # optuna's own reader reads the file too: the chain is one more key it ignores
     plain = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     study = optuna.load_study(study_name="s", storage=plain)
-    assert [(t.number, t.state, t.value, t.params) for t in study.trials] == trials
+    assert [
+        (t.number, t.state, t.value, t.params, t.intermediate_values, t.user_attrs)
+        for t in study.trials
+    ] == trials
 
 
 def test_a_cut_last_line_is_cut_back_once_said_in_one_line_and_the_study_goes_on(
