@@ -18,7 +18,10 @@ twice, or one with a control character is refused in one line naming it: tidying
 an image under another class than its path says. In a folder, a symlink that leads outside it
 is refused unless ``follow_symlinks`` (then its target is read), and one that loops back to a
 folder above it always is. An image whose header claims more pixels than Pillow's limit
-(``PIL.Image.MAX_IMAGE_PIXELS``: a decompression bomb) is refused naming it and the limit.
+(``PIL.Image.MAX_IMAGE_PIXELS``: a decompression bomb) is refused naming it and the limit. An
+archive cut or damaged is refused, never read short: tarfile would end at a damaged member
+header or a cut without a word, so a tar must end with its end-of-archive marker, and its
+compressed stream is read to the end, where gzip, bz2 and xz check their CRC.
 
 Classes are the sorted folder names (label i is ``classes[i]``, as in torchvision); both splits
 must have the same ones, each with at least one image. Every other file must be an image Pillow
@@ -32,8 +35,12 @@ The decoded uint8 arrays are cached (``drsom.data.image_cache``), so only the fi
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import io
 import logging
+import lzma
 import os
 import posixpath
 import re
@@ -60,6 +67,7 @@ SPLITS = ("train", "test")
 DEFAULT_CACHE = "~/.cache/drsom"
 LAYOUT = "train/<class>/<image> and test/<class>/<image>"
 SKIPPED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks
+CHUNK = 1 << 20
 
 
 @dataclass
@@ -268,14 +276,71 @@ def _checked_name(raw: str, path: Path) -> str:
     )
 
 
-def _open_tar(path: Path) -> tarfile.TarFile:
+# What tarfile, zipfile and the decompressors raise on a damaged archive besides their own
+# errors (found by the fuzzer, tests/data/test_image_folder_fuzz.py): TypeError for a header cut
+# short, NotImplementedError for an unknown compression method, RuntimeError for an entry
+# flagged as encrypted, ValueError for fields that do not parse.
+DAMAGED = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    zlib.error,
+    TypeError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+# A tar's compression, by its first bytes. Read by these modules rather than tarfile's own
+# stream reader: they check the stream's CRC at its end, which tarfile's never does.
+DECOMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _damaged(path: Path, exc: BaseException) -> DatasetUnavailable:
+    return DatasetUnavailable(f"cannot read the archive {path} ({_said(exc)}): damaged?")
+
+
+def _said(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile takes a damaged header after the first for the end of the archive, without a
+    word, and the members after it are never read: here it is an error (tarfile raises a
+    SubsequentHeaderError as a ReadError)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except tarfile.InvalidHeaderError as exc:
+            raise tarfile.SubsequentHeaderError(f"a damaged member header ({exc})") from None
+
+
+@contextlib.contextmanager
+def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """The tar at ``path`` (compressed or not) as a stream: members in order, nothing unpacked."""
     try:
-        return tarfile.open(path, "r|*")  # a stream: members in order, nothing unpacked
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetUnavailable(
-            f"{path} is neither a folder nor a .tar, .tar.gz or .zip archive ({exc}); set "
-            f"data.root to a folder or archive holding {LAYOUT}"
-        ) from None
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        opener = next((o for m, o in DECOMPRESSORS if magic.startswith(m)), None)
+        stream = (opener or open)(path, "rb")
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
+    with stream:
+        try:
+            # closed by the with below, once it reads
+            archive = tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo)  # noqa: SIM115
+        except DAMAGED as exc:
+            if opener is not None:  # a compressed file: what it holds is damaged
+                raise _damaged(path, exc) from None
+            raise DatasetUnavailable(
+                f"{path} is neither a folder nor a .tar, .tar.gz or .zip archive ({_said(exc)}); "
+                f"set data.root to a folder or archive holding {LAYOUT}"
+            ) from None
+        with archive:
+            yield archive
 
 
 def _tar_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
@@ -294,8 +359,30 @@ def _tar_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
                         f"{name} in {path} is a link or special file; the archive must hold "
                         "plain files"
                     )
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+            _check_tar_end(archive, path)
+    except DatasetUnavailable:
+        raise
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
+
+
+def _check_tar_end(archive: tarfile.TarFile, path: Path) -> None:
+    """tarfile ends the members at a zero block, or at the end of the data, without a word; a
+    tar ends with two zero blocks, so what follows the members here must be the second of them
+    (and zeros to the end, read to the end, where a compressed stream's CRC is checked), or the
+    archive was cut or damaged and would be read short."""
+    zeros = 0
+    while block := archive.fileobj.read(CHUNK):
+        if block.count(0) != len(block):
+            break
+        zeros += len(block)
+    else:
+        if zeros >= tarfile.BLOCKSIZE:
+            return
+    raise DatasetUnavailable(
+        f"cannot read the archive {path} (its members end before its end-of-archive marker: "
+        "cut, or a member's header damaged): damaged?"
+    )
 
 
 def _zip_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
@@ -306,8 +393,10 @@ def _zip_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
                 if not name or _skipped(name):
                     continue
                 yield name, None if info.is_dir() else archive.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+    except DatasetUnavailable:
+        raise
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
 
 
 def read_layout(path: Path, follow_symlinks: bool = False) -> Layout:

@@ -66,11 +66,12 @@ def _original() -> Original:
 ORIGINAL = _original()
 
 
-@dataclass(frozen=True)
 class Damage:
-    data: bytes  # the damaged journal
-    at: int  # the offset of its first damaged byte
-    what: str
+    """A damaged journal (a plain class: Hypothesis prints a failing one by its ``repr``)."""
+
+    def __init__(self, data: bytes, at: int, what: str) -> None:
+        self.data, self.what = data, what
+        self.at = at  # the offset of its first damaged byte
 
     def __repr__(self) -> str:  # what Hypothesis prints for a failing example
         return f"Damage({self.what})"
