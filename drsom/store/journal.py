@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 from optuna.storages.journal import BaseJournalBackend, JournalFileSymlinkLock
+from optuna.storages.journal._storage import JournalOperation  # the op codes it replays
 
 CHAIN = "drsom_chain"  # the key of each record's chain value
-OP_CODES = range(11)  # optuna's JournalOperation values (CREATE_STUDY ... DISCARD_TRIALS)
+OP_CODES = frozenset(int(op) for op in JournalOperation)  # what a record can be
 WHAT_TO_DO = (
     "restore it from a copy, or move it aside and relaunch to start the study again (runs "
     "already in the store are not trained again)"
