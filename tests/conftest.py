@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from analysis_store import write_lr_sweep, write_store
 from cifar_fixture import write_fake_cifar10
 
 TEST_SEED = 0
+HYPOTHESIS_HOME: list[str] = []  # this run's folder for Hypothesis (pytest_configure)
 JOB_ID_VARIABLES = (
     "SLURM_ARRAY_JOB_ID",
     "SLURM_ARRAY_TASK_ID",
@@ -34,6 +37,21 @@ def seeded():
     np.random.seed(TEST_SEED)
     torch.manual_seed(TEST_SEED)
     yield
+
+
+def pytest_configure(config):
+    """Hypothesis keeps a cache of the constants it draws from (and, where a test does not turn
+    it off, its example database) in ./.hypothesis, written as the tests are collected: tests
+    never write into the repository, so it is a temporary folder of this run, removed after."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    HYPOTHESIS_HOME.append(tempfile.mkdtemp(prefix="drsom-hypothesis-"))
+    set_hypothesis_home_dir(HYPOTHESIS_HOME[-1])
+
+
+def pytest_unconfigure(config):
+    while HYPOTHESIS_HOME:
+        shutil.rmtree(HYPOTHESIS_HOME.pop(), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

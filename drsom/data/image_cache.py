@@ -12,8 +12,11 @@ together with what else decides the arrays: ``image_size``, Pillow's version (it
 and ``FORMAT`` (bumped when the reader changes what it makes). One ``.npz`` per key; files of old
 keys stay until removed (the folder can be deleted at any time).
 
-A cache that cannot be read is decoded again; one that cannot be written is said in one warning,
-and the run goes on without it.
+Each entry holds a SHA-256 of its own arrays (``DIGEST``), checked on every load: an entry
+changed since it was written (a pixel, a label, rewritten as a valid ``.npz`` by any program
+that did not recompute it) is said in one warning, decoded again and written again; it is never
+used. A cache that cannot be read is decoded again too; one that cannot be written is said in
+one warning, and the run goes on without it.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import PIL
 
 log = logging.getLogger("drsom")
 
-FORMAT = 1  # of the arrays the reader makes and of the file: a new value invalidates every entry
+FORMAT = 2  # of the arrays the reader makes and of the file: a new value invalidates every entry
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels", "classes", "mean", "std")
+DIGEST = "digest"  # the entry's SHA-256 of ARRAYS (``arrays_digest``), stored beside them
 CHUNK = 1 << 20
 
 
@@ -71,20 +75,37 @@ def cache_key(source_digest: str, image_size: int | None) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def arrays_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 of ``ARRAYS``: each one's name, dtype and shape, then its bytes."""
+    digest = hashlib.sha256()
+    for key in ARRAYS:
+        array = np.ascontiguousarray(arrays[key])
+        digest.update(f"{key} {array.dtype.str} {array.shape}\n".encode())
+        digest.update(array.reshape(-1).view(np.uint8))  # no copy of the images
+    return digest.hexdigest()
+
+
 def cache_file(folder: Path, key: str) -> Path:
     return folder / f"image_folder-{key[:32]}.npz"
 
 
 def load(path: Path) -> dict[str, np.ndarray] | None:
     """The cached arrays at ``path``; None when there is no such file, or (with a warning) when
-    it cannot be read."""
+    it cannot be read or is not what was written (its digest)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in ARRAYS}
+            written = str(stored[DIGEST])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.warning(f"image cache {path} cannot be read ({exc}); decoding the images again")
+        return None
+    if arrays_digest(arrays) != written:
+        log.warning(
+            f"image cache {path} is not what was written (its arrays no longer match the digest "
+            "stored with them); decoding the images again"
+        )
         return None
     return arrays
 
@@ -98,7 +119,8 @@ def save(path: Path, arrays: dict[str, np.ndarray]) -> bool:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "xb") as f:
-            np.savez(f, **arrays)  # uncompressed: loading is then about as fast as the disk
+            # uncompressed: loading is then about as fast as the disk
+            np.savez(f, **arrays, **{DIGEST: np.array(arrays_digest(arrays))})
         os.replace(tmp, path)
         return True
     except OSError as exc:

@@ -11,6 +11,18 @@ are made). ``root`` is that folder, or a ``.tar``, ``.tar.gz`` (any compression 
 only, which is why the archive reader is this module's own. Hidden entries (a name starting with
 ``.``) and ``__MACOSX/`` are skipped; other entries beside ``train/`` and ``test/`` are ignored.
 
+Names are read as written, never tidied: an archive entry whose name is absolute, holds ``..``
+or would normalise to another name (``cat/../dog/x.png``, ``a//b``, ``a/./b``, a backslash; a
+leading ``./``, as ``tar -C dir -cf x.tar .`` writes, is the one form accepted), a name given
+twice, or one with a control character is refused in one line naming it: tidying would train
+an image under another class than its path says. In a folder, a symlink that leads outside it
+is refused unless ``follow_symlinks`` (then its target is read), and one that loops back to a
+folder above it always is. An image whose header claims more pixels than Pillow's limit
+(``PIL.Image.MAX_IMAGE_PIXELS``: a decompression bomb) is refused naming it and the limit. An
+archive cut or damaged is refused, never read short: tarfile would end at a damaged member
+header or a cut without a word, so a tar must end with its end-of-archive marker, and its
+compressed stream is read to the end, where gzip, bz2 and xz check their CRC.
+
 Classes are the sorted folder names (label i is ``classes[i]``, as in torchvision); both splits
 must have the same ones, each with at least one image. Every other file must be an image Pillow
 decodes: it is converted to RGB (an alpha channel is dropped), or kept with one channel where all
@@ -23,12 +35,18 @@ The decoded uint8 arrays are cached (``drsom.data.image_cache``), so only the fi
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import io
 import logging
+import lzma
 import os
 import posixpath
+import re
 import tarfile
 import time
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -49,6 +67,7 @@ SPLITS = ("train", "test")
 DEFAULT_CACHE = "~/.cache/drsom"
 LAYOUT = "train/<class>/<image> and test/<class>/<image>"
 SKIPPED_FOLDERS = ("__MACOSX",)  # macOS zip resource forks
+CHUNK = 1 << 20
 
 
 @dataclass
@@ -69,6 +88,7 @@ def image_folder(
     std: Sequence[float] | None = None,
     classes: Sequence[str] | None = None,
     flip: bool = True,
+    follow_symlinks: bool = False,
 ) -> ImageDataset:
     """The train and test splits of the ImageFolder layout at ``root`` (a folder or an archive).
 
@@ -78,6 +98,7 @@ def image_folder(
     - ``mean``, ``std``: per channel, of pixels in [0, 1]; None: those of the training split.
     - ``classes``: what the sorted class folders must be (refused otherwise); None: any.
     - ``flip``: whether a horizontal flip keeps an image's label.
+    - ``follow_symlinks``: read what a symlink in a folder points to outside it (False: refused).
 
     Raises DatasetUnavailable (one line naming the path and what is expected) for data that
     cannot be read, ValueError for a bad argument.
@@ -95,7 +116,9 @@ def image_folder(
             f"no dataset at {path} (looked for a folder or a .tar/.tar.gz/.zip archive holding "
             f"{LAYOUT}); set data.root=/path/to/{path.name}"
         )
-    arrays = _cached_or_decoded(path, size, cache_dir)
+    if not isinstance(follow_symlinks, bool):
+        raise ValueError(f"follow_symlinks must be true or false, got {follow_symlinks!r}")
+    arrays = _cached_or_decoded(path, size, cache_dir, follow_symlinks)
     found = tuple(str(c) for c in arrays["classes"])
     if classes is not None and tuple(classes) != found:
         raise DatasetUnavailable(
@@ -133,11 +156,11 @@ def _cache_folder(cache: str | os.PathLike | bool | None) -> Path | None:
     return Path(cache).expanduser().resolve()
 
 
-def _cached_or_decoded(path: Path, size: int | None, cache_dir: Path | None) -> dict:
+def _cached_or_decoded(path: Path, size: int | None, cache_dir: Path | None, follow: bool) -> dict:
     target = None
     if cache_dir is not None:
         if path.is_dir():
-            source = image_cache.folder_digest(_entries(path))
+            source = image_cache.folder_digest(_entries(path, follow))
         else:
             source = image_cache.file_digest(path)
         target = image_cache.cache_file(cache_dir, image_cache.cache_key(source, size))
@@ -146,7 +169,7 @@ def _cached_or_decoded(path: Path, size: int | None, cache_dir: Path | None) -> 
             log.info(f"images of {path}: read from the cache {target}")
             return arrays
     start = time.perf_counter()
-    arrays = decode_layout(read_layout(path), size)
+    arrays = decode_layout(read_layout(path, follow), size)
     n = len(arrays["train_labels"]) + len(arrays["test_labels"])
     log.info(f"images of {path}: {n} decoded in {time.perf_counter() - start:.1f} s")
     if target is not None and image_cache.save(target, arrays):
@@ -161,49 +184,170 @@ def _skipped(name: str) -> bool:
     return any(part.startswith(".") or part in SKIPPED_FOLDERS for part in name.split("/"))
 
 
-def _entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+def _entries(path: Path, follow: bool = False) -> Iterator[tuple[str, bytes | None]]:
     """(relative posix path, content; None for a folder) of every entry of the folder or archive
     at ``path``, hidden ones skipped; a folder's in sorted order, an archive's as stored."""
     if path.is_dir():
-        yield from _folder_entries(path)
+        yield from _folder_entries(path, follow)
     elif zipfile.is_zipfile(path):
         yield from _zip_entries(path)
     else:
         yield from _tar_entries(path)
 
 
-def _folder_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
+def _shown(name: str) -> str:
+    """A name as a one-line message can show it."""
+    return name if name.isprintable() else ascii(name)
+
+
+def _folder_entries(path: Path, follow: bool) -> Iterator[tuple[str, bytes | None]]:
     for top, dirs, files in os.walk(path, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not _skipped(d))
         rel = Path(top).relative_to(path).as_posix()
         prefix = "" if rel == "." else f"{rel}/"
         for d in dirs:
+            _check_link(path, Path(top) / d, f"{prefix}{d}", follow)
             yield f"{prefix}{d}", None
         for name in sorted(files):
             if not _skipped(name):
-                yield f"{prefix}{name}", (Path(top) / name).read_bytes()
+                yield (
+                    f"{prefix}{name}",
+                    _read_file(path, Path(top) / name, f"{prefix}{name}", follow),
+                )
 
 
-def _normalised(name: str) -> str:
-    name = posixpath.normpath(name.replace("\\", "/")).lstrip("/")
-    return "" if name == "." else name
-
-
-def _open_tar(path: Path) -> tarfile.TarFile:
-    try:
-        return tarfile.open(path, "r|*")  # a stream: members in order, nothing unpacked
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+def _check_link(root: Path, where: Path, name: str, follow: bool) -> None:
+    """Refuse (DatasetUnavailable) the entry ``name`` of the folder ``root``, at ``where``, when
+    it is a symlink to nothing, a folder that loops back above itself, or (unless ``follow``) a
+    symlink leading outside ``root``; a name with a control character too."""
+    if not name.isprintable():
         raise DatasetUnavailable(
-            f"{path} is neither a folder nor a .tar, .tar.gz or .zip archive ({exc}); set "
-            f"data.root to a folder or archive holding {LAYOUT}"
+            f"{_shown(name)} in {root}: a name with a control character; rename it"
+        )
+    real = where.resolve()
+    if not real.exists():
+        raise DatasetUnavailable(
+            f"{name} in {root} is a symlink to {os.readlink(where)}, which does not exist; "
+            "remove it or point it at the image"
+        )
+    if where.is_dir() and where.parent.resolve().is_relative_to(real):
+        raise DatasetUnavailable(
+            f"{name} in {root} is a symlink to {real}, a folder above it: a loop; remove it"
+        )
+    if not follow and not real.is_relative_to(root):
+        raise DatasetUnavailable(
+            f"{name} in {root} is a symlink to {real}, outside the folder; copy the images in, "
+            "or set data.follow_symlinks=true to read it"
+        )
+
+
+def _read_file(root: Path, where: Path, name: str, follow: bool) -> bytes:
+    _check_link(root, where, name, follow)
+    try:
+        return where.read_bytes()
+    except OSError as exc:
+        raise DatasetUnavailable(
+            f"cannot read {name} in {root} ({exc.strerror or exc}); make it readable or remove it"
         ) from None
+
+
+def _checked_name(raw: str, path: Path) -> str:
+    """The archive entry name ``raw`` as the layout path it is ("" for the archive's own root
+    entry); DatasetUnavailable where it is not one as written (module doc)."""
+    name = raw[2:] if raw.startswith("./") else raw  # tar -C dir -cf x.tar . writes ./<name>
+    name = name[:-1] if name.endswith("/") else name  # a folder entry
+    if name in ("", "."):
+        return ""
+    slashed = name.replace("\\", "/")
+    normal = posixpath.normpath(slashed)
+    if not raw.isprintable():
+        why = "a name with a control character"
+    elif slashed.startswith("/") or re.match(r"[A-Za-z]:", name):
+        why = "an absolute path"
+    elif ".." in slashed.split("/"):
+        why = "a path with '..'"
+    elif normal != name:
+        why = f"a path that normalises to {normal}"
+    else:
+        return name
+    raise DatasetUnavailable(
+        f"entry {_shown(raw)} in {path} is {why}; an archive must name each image by its plain "
+        f"relative path ({LAYOUT}), as it is to be read"
+    )
+
+
+# What tarfile, zipfile and the decompressors raise on a damaged archive besides their own
+# errors (found by the fuzzer, tests/data/test_image_folder_fuzz.py): TypeError for a header cut
+# short, NotImplementedError for an unknown compression method, RuntimeError for an entry
+# flagged as encrypted, ValueError for fields that do not parse.
+DAMAGED = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    lzma.LZMAError,
+    OSError,
+    EOFError,
+    zlib.error,
+    TypeError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+)
+# A tar's compression, by its first bytes. Read by these modules rather than tarfile's own
+# stream reader: they check the stream's CRC at its end, which tarfile's never does.
+DECOMPRESSORS = ((b"\x1f\x8b", gzip.open), (b"BZh", bz2.open), (b"\xfd7zXZ\x00", lzma.open))
+
+
+def _damaged(path: Path, exc: BaseException) -> DatasetUnavailable:
+    return DatasetUnavailable(f"cannot read the archive {path} ({_said(exc)}): damaged?")
+
+
+def _said(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+class _StrictTarInfo(tarfile.TarInfo):
+    """tarfile takes a damaged header after the first for the end of the archive, without a
+    word, and the members after it are never read: here it is an error (tarfile raises a
+    SubsequentHeaderError as a ReadError)."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
+        try:
+            return super().frombuf(buf, encoding, errors)
+        except tarfile.InvalidHeaderError as exc:
+            raise tarfile.SubsequentHeaderError(f"a damaged member header ({exc})") from None
+
+
+@contextlib.contextmanager
+def _open_tar(path: Path) -> Iterator[tarfile.TarFile]:
+    """The tar at ``path`` (compressed or not) as a stream: members in order, nothing unpacked."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        opener = next((o for m, o in DECOMPRESSORS if magic.startswith(m)), None)
+        stream = (opener or open)(path, "rb")
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
+    with stream:
+        try:
+            # closed by the with below, once it reads
+            archive = tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo)  # noqa: SIM115
+        except DAMAGED as exc:
+            if opener is not None:  # a compressed file: what it holds is damaged
+                raise _damaged(path, exc) from None
+            raise DatasetUnavailable(
+                f"{path} is neither a folder nor a .tar, .tar.gz or .zip archive ({_said(exc)}); "
+                f"set data.root to a folder or archive holding {LAYOUT}"
+            ) from None
+        with archive:
+            yield archive
 
 
 def _tar_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
     try:
         with _open_tar(path) as archive:
             for member in archive:
-                name = _normalised(member.name)
+                name = _checked_name(member.name, path)
                 if not name or _skipped(name):
                     continue
                 if member.isdir():
@@ -215,30 +359,58 @@ def _tar_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
                         f"{name} in {path} is a link or special file; the archive must hold "
                         "plain files"
                     )
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+            _check_tar_end(archive, path)
+    except DatasetUnavailable:
+        raise
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
+
+
+def _check_tar_end(archive: tarfile.TarFile, path: Path) -> None:
+    """tarfile ends the members at a zero block, or at the end of the data, without a word; a
+    tar ends with two zero blocks, so what follows the members here must be the second of them
+    (and zeros to the end, read to the end, where a compressed stream's CRC is checked), or the
+    archive was cut or damaged and would be read short."""
+    zeros = 0
+    while block := archive.fileobj.read(CHUNK):
+        if block.count(0) != len(block):
+            break
+        zeros += len(block)
+    else:
+        if zeros >= tarfile.BLOCKSIZE:
+            return
+    raise DatasetUnavailable(
+        f"cannot read the archive {path} (its members end before its end-of-archive marker: "
+        "cut, or a member's header damaged): damaged?"
+    )
 
 
 def _zip_entries(path: Path) -> Iterator[tuple[str, bytes | None]]:
     try:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
-                name = _normalised(info.filename)
+                name = _checked_name(info.filename, path)
                 if not name or _skipped(name):
                     continue
                 yield name, None if info.is_dir() else archive.read(info)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise DatasetUnavailable(f"cannot read the archive {path} ({exc}): damaged?") from None
+    except DatasetUnavailable:
+        raise
+    except DAMAGED as exc:
+        raise _damaged(path, exc) from None
 
 
-def read_layout(path: Path) -> Layout:
+def read_layout(path: Path, follow_symlinks: bool = False) -> Layout:
     """The classes and the encoded images of each split; DatasetUnavailable (one line) where the
     layout is not the one expected."""
     files: dict[str, bytes] = {}
     folders: set[str] = set()
-    for name, data in _entries(path):
+    for name, data in _entries(path, follow_symlinks):
         if data is None:
             folders.add(name)
+        elif name in files:  # a later copy would replace the first without a word
+            raise DatasetUnavailable(
+                f"{name} is in {path} twice; an archive must hold each image once"
+            )
         else:
             files[name] = data
             parts = name.split("/")
@@ -317,9 +489,13 @@ def _split_parent(path: Path, files: dict[str, bytes], folders: set[str]) -> str
 
 
 def decode_image(data: bytes) -> Image.Image:
-    """The image ``data`` holds, loaded; raises what Pillow raises for anything else."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
+    """The image ``data`` holds, loaded; raises what Pillow raises for anything else, and
+    DecompressionBombWarning (an error here) above ``Image.MAX_IMAGE_PIXELS``: Pillow only warns
+    between that limit and twice it, and such an image costs gigabytes to decode."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))
+        image.load()
     return image
 
 
@@ -344,6 +520,14 @@ def decode_layout(layout: Layout, size: int | None) -> dict[str, np.ndarray]:
         for name, _, data in layout.files[split]:
             try:
                 image = decode_image(data)
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                claimed = re.search(r"\((\d+) pixels\)", str(exc))
+                size_said = f"{claimed.group(1)} pixels" if claimed else "more pixels"
+                raise DatasetUnavailable(
+                    f"{name} in {layout.root}: its header claims {size_said}, above Pillow's "
+                    f"limit of {Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS, against "
+                    "decompression bombs); remove the file, or shrink the image"
+                ) from None
             except UnidentifiedImageError:
                 raise DatasetUnavailable(
                     f"{name} in {layout.root} is not an image Pillow can read; every file in a "

@@ -62,6 +62,7 @@ from drsom.launch.tuning import (  # noqa: E402
 )
 from drsom.paths import try_write  # noqa: E402
 from drsom.store import study as stored  # noqa: E402
+from drsom.store.journal import JournalError  # noqa: E402
 from drsom.store.locks import hold_lock  # noqa: E402
 
 log = logging.getLogger("drsom")
@@ -118,10 +119,14 @@ class TuningSweeper(Sweeper):
         try:
             plan = self.check(arguments)
             study = self.open(plan)
-        except ValueError as exc:  # TuningError, StudyMismatch, the run's own config errors
+        except ValueError as exc:  # TuningError, StudyMismatch, JournalError, the run's config
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
-        self.optimize(study, plan)
+        try:
+            self.optimize(study, plan)
+        except JournalError as exc:  # damaged by someone else while this launch ran
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def optimize(self, study: optuna.Study, plan: Plan) -> None:
         launch = stored.Launch(plan.launches)

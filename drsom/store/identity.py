@@ -32,6 +32,7 @@ NOT_IDENTITY = (
     "seed",
     "data.root",
     "data.cache",
+    "data.follow_symlinks",  # where the images are read from, as data.root: the fingerprint says
     "data.download",
     "data.verify",
     "data.num_workers",

@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import uuid
 import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -73,10 +74,11 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     if not is_file(spec):
         return optuna.storages.get_storage(spec)
     from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+
+    from drsom.store.journal import JournalFile  # every record checked (JournalError, one line)
 
     Path(spec).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(spec))
+    return JournalStorage(JournalFile(spec))
 
 
 def describe(
@@ -139,20 +141,35 @@ class Launch:
         self.folder = folder
         self.id = uuid.uuid4().hex[:12]
         self.holder = f"pid {os.getpid()} on {socket.gethostname()}"
+        self.path = folder / f"{self.id}.lock"
+        self.held: contextlib.ExitStack | None = None
 
     @contextlib.contextmanager
     def running(self) -> Iterator[Launch]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self.id}.lock"
-        try:
-            with hold_lock(path, self.holder):
+        with contextlib.ExitStack() as self.held:
+            try:
+                self._hold()
                 yield self
-        finally:
-            path.unlink(missing_ok=True)
+            finally:
+                self.path.unlink(missing_ok=True)
+
+    def _hold(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.held.enter_context(hold_lock(self.path, self.holder))
 
     @contextlib.contextmanager
     def asking(self) -> Iterator[None]:
         """One launch at a time counts the study's trials and asks for new ones."""
+        if self.held is not None and not self.path.exists():
+            # removed while this launch ran (a tidy-up of the folder): made again, with this
+            # launch's lock, or another launch would take this one's trials for abandoned
+            self._hold()
+            print(
+                f"study launches folder {self.folder}: this launch's lock file was removed "
+                "while it ran; made again",
+                file=sys.stderr,
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
         with hold_lock(self.folder / "ask.lock", self.holder):
             yield
 

@@ -103,7 +103,13 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             print("error: figures and tables not replaced (see above)", file=sys.stderr)
             return 1
         draw_profiles(selections, targets, weights, drawn / PROFILE_DIR)
-        draw_studies(args.results, drawn / STUDY_DIR)
+        from drsom.store.journal import JournalError  # optuna's: imported when drawn
+
+        try:
+            draw_studies(args.results, drawn / STUDY_DIR)
+        except JournalError as exc:
+            print(f"error: {exc}; figures and tables not replaced", file=sys.stderr)
+            return 2
         drawn.mkdir(exist_ok=True)  # an empty store still gets (empty) folders
         _replace(args.figures, drawn)
         _replace(args.tables, tables)

@@ -5,7 +5,9 @@
 The run's ``config.yaml`` is trained again, into a temporary store (``--keep``: that folder, kept),
 for all its epochs or the first ``N`` (``trainer.stop_after_epochs``: the schedule stays the one of
 the full run, so the first N epochs are the same computation), with the CPU thread count the run
-recorded. Then every column of
+recorded. A rerun that read other data than the stored run (its ``data_fingerprint`` differs:
+what ``data.root`` holds changed) is said first, as the reason its numbers differ. Then every
+column of
 ``metrics.csv`` and ``steps.csv`` is compared with the stored one, wall-clock columns excluded:
 ``identical``, or the first row that differs with both values. Floats are compared as stored
 (full precision), so "identical" means bit for bit. The commit that made the stored run and the
@@ -82,7 +84,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
             f"reran epochs 1-{ran} of the {done} stored of {stored.name} into {folder} ({status}); "
             f"compared: metrics.csv and steps.csv of those epochs, wall-clock columns excluded"
         )
-        same = True
+        same = same_data(state.summary, RunDir(folder).read_summary() or {})
         for table in ("metrics", "steps"):
             same &= report(table, getattr(stored, table), getattr(RunDir(folder), table), epochs)
     print(verdict(same, other_code))
@@ -96,6 +98,19 @@ def verdict(same: bool, other_code: str | None) -> str:
     if other_code:
         return f"reproduced: identical numbers, but NOT from the same code ({other_code})"
     return "reproduced: identical"
+
+
+def same_data(stored: dict, rerun: dict) -> bool:
+    """Whether the rerun read the data the stored run read (their ``data_fingerprint``); where
+    not, one line naming it as the reason the numbers differ. True where either is unknown."""
+    then, now = stored.get("data_fingerprint"), rerun.get("data_fingerprint")
+    if not then or not now or then == now:
+        return True
+    print(
+        f"data_fingerprint: {then} stored vs {now} rerun: the rerun read other data (images or "
+        "labels) than the stored run, so its numbers are not expected to be the same"
+    )
+    return False
 
 
 def rerun_config(config: dict, results: Path, epochs: int) -> dict:

@@ -16,8 +16,11 @@ import io
 import logging
 import os
 import shutil
+import struct
 import tarfile
+import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +245,35 @@ def test_a_damaged_cache_file_is_decoded_again_with_one_warning(layout, tmp_path
     warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warned) == 1 and str(entry) in warned[0], warned
     assert entry.stat().st_size > 1000  # written again, whole
+
+
+def test_a_rewritten_cache_entry_is_said_decoded_again_and_written_again(
+    layout, tmp_path, monkeypatch, caplog
+):
+    folder, pixels = layout
+    cache = tmp_path / "cache"
+    image_folder(folder, cache=cache)
+    (entry,) = cache.glob("*.npz")
+    with np.load(entry) as stored:  # a valid .npz: one pixel and five labels changed
+        arrays = {key: stored[key].copy() for key in stored.files}
+    arrays["train_images"][4, 0, 0, 0] ^= 0xFF
+    arrays["train_labels"][:5] = (arrays["train_labels"][:5] + 1) % 3
+    with open(entry, "wb") as f:
+        np.savez(f, **arrays)
+    calls = counting_decoder(monkeypatch)
+    with caplog.at_level(logging.WARNING, logger="drsom"):
+        data = image_folder(folder, cache=cache)
+    assert len(calls) == 15  # decoded again, the rewritten entry not used
+    images, labels = expected(pixels, "train")
+    assert np.array_equal(data.train_images.numpy(), images)
+    assert data.train_labels.tolist() == labels.tolist()
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [
+        f"image cache {entry} is not what was written (its arrays no longer match the digest "
+        "stored with them); decoding the images again"
+    ]
+    refuse_to_decode(monkeypatch)  # written again: the next load reads it
+    assert torch.equal(image_folder(folder, cache=cache).train_labels, data.train_labels)
 
 
 def test_a_cache_folder_that_cannot_be_written_loads_without_it_and_warns_once(
@@ -475,6 +507,175 @@ def test_classes_other_than_the_config_expects_are_refused(layout):
 def test_no_root_says_to_set_it():
     with pytest.raises(DatasetUnavailable, match=r"^data.root is not set: give data.root=<a"):
         image_folder(None, cache=False)
+
+
+# --- names as written, symlinks, decompression bombs -----------------------------------------
+
+
+def add_entry(archive: Path, name: str, data: bytes) -> None:
+    """One more member, ``name`` exactly as given, at the end of the archive (rewritten)."""
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive, "a") as z, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name": wanted
+            z.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+        return
+    mode = "gz" if archive.name.endswith(".tar.gz") else ""
+    with tarfile.open(archive, f"r:{mode}") as old:
+        members = [(m, old.extractfile(m).read() if m.isfile() else None) for m in old]
+    with tarfile.open(archive, f"w:{mode}") as new:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        for member, content in [*members, (info, data)]:
+            new.addfile(member, io.BytesIO(content) if content is not None else None)
+
+
+ENTRY = (
+    "entry {raw} in {root} is {why}; an archive must name each image by its plain relative "
+    "path (train/<class>/<image> and test/<class>/<image>), as it is to be read"
+)
+
+
+@pytest.mark.parametrize("archive", ["d.zip", "d.tar", "d.tar.gz"])
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ("pets/train/ant/../zebra/x.png", "a path with '..'"),  # the issue's: trained as zebra
+        ("../x.png", "a path with '..'"),
+        ("/pets/train/ant/x.png", "an absolute path"),
+        ("C:/pets/train/ant/x.png", "an absolute path"),
+        ("pets//train/ant/x.png", "a path that normalises to pets/train/ant/x.png"),
+        ("pets/train/./ant/x.png", "a path that normalises to pets/train/ant/x.png"),
+        ("pets\\train\\ant\\x.png", "a path that normalises to pets/train/ant/x.png"),
+        ("pets/train/ant/x\n.png", "a name with a control character"),
+    ],
+)
+def test_an_entry_not_named_as_it_is_read_is_refused_naming_it(layout, tmp_path, archive, raw, why):
+    folder, _ = layout
+    root = pack(folder, tmp_path / archive, "pets")
+    add_entry(root, raw, (folder / "train" / "ant" / "00.png").read_bytes())
+    with pytest.raises(DatasetUnavailable) as info:
+        image_folder(root, cache=tmp_path / "cache")
+    shown = raw if raw.isprintable() else ascii(raw)
+    assert one_line(info) == ENTRY.format(raw=shown, root=root, why=why)
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("archive", ["d.zip", "d.tar"])
+def test_an_entry_stored_twice_is_refused_and_a_leading_dot_slash_is_read(
+    layout, tmp_path, archive
+):
+    folder, pixels = layout
+    root = pack(folder, tmp_path / archive, ".")  # ./train/...: what tar -C dir -cf x.tar . writes
+    data = image_folder(root, cache=False)
+    assert np.array_equal(data.train_images.numpy(), expected(pixels, "train")[0])
+    add_entry(root, "./train/ant/00.png", (folder / "train" / "zebra" / "00.png").read_bytes())
+    with pytest.raises(DatasetUnavailable) as info:
+        image_folder(root, cache=False)
+    assert one_line(info) == (
+        f"train/ant/00.png is in {root} twice; an archive must hold each image once"
+    )
+
+
+def test_a_symlink_leading_outside_the_folder_is_refused_unless_followed(layout, tmp_path):
+    folder, pixels = layout
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    shutil.copy(folder / "train" / "ant" / "00.png", outside / "x.png")
+    (folder / "train" / "ant" / "link.png").symlink_to(outside / "x.png")
+    with pytest.raises(DatasetUnavailable) as info:
+        image_folder(folder, cache=tmp_path / "cache")
+    assert one_line(info) == (
+        f"train/ant/link.png in {folder} is a symlink to {outside / 'x.png'}, outside the "
+        "folder; copy the images in, or set data.follow_symlinks=true to read it"
+    )
+    assert not (tmp_path / "cache").exists()
+    followed = image_folder(folder, cache=False, follow_symlinks=True)
+    assert len(followed.train_labels) == 10 and followed.train_labels.tolist().count(1) == 4
+    (folder / "train" / "ant" / "link.png").unlink()
+
+    (folder / "train" / "ant" / "more").symlink_to(outside)  # a folder, the same
+    with pytest.raises(DatasetUnavailable, match=r"^train/ant/more in .* is a symlink to .*, "):
+        image_folder(folder, cache=False)
+    assert len(image_folder(folder, cache=False, follow_symlinks=True).train_labels) == 10
+    (folder / "train" / "ant" / "more").unlink()
+
+    # inside the folder, a link is read as what it points to
+    (folder / "train" / "ant" / "copy.png").symlink_to(folder / "test" / "zebra" / "00.png")
+    inside = image_folder(folder, cache=False)
+    assert np.array_equal(inside.train_images[6].numpy(), pixels["test/zebra/00.png"])  # ant's 4th
+
+
+@pytest.mark.parametrize(
+    ("case", "line"),
+    [
+        (
+            "loop",
+            "train/ant/loop in {folder} is a symlink to {folder}/train, a folder above it: a "
+            "loop; remove it",
+        ),
+        (
+            "dangling",
+            "train/ant/gone.png in {folder} is a symlink to {tmp}/nothing.png, which does "
+            "not exist; remove it or point it at the image",
+        ),
+    ],
+)
+def test_a_symlink_loop_or_to_nothing_is_refused_even_when_followed(layout, tmp_path, case, line):
+    folder, _ = layout
+    if case == "loop":
+        (folder / "train" / "ant" / "loop").symlink_to(folder / "train")
+    else:
+        (folder / "train" / "ant" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    for follow in (False, True):
+        with pytest.raises(DatasetUnavailable) as info:
+            image_folder(folder, cache=False, follow_symlinks=follow)
+        assert one_line(info) == line.format(folder=folder, tmp=tmp_path)
+
+
+def test_follow_symlinks_is_a_documented_key_outside_the_run_identity(layout):
+    from drsom.store.identity import complete, run_id
+
+    folder, _ = layout
+    text = (REPO / "drsom" / "configs" / "data" / "image_folder.yaml").read_text()
+    assert "follow_symlinks: false " in text
+    assert "data.follow_symlinks=true" in (REPO / "docs" / "usage.md").read_text()
+    base = ["data=image_folder", f"data.root={folder}", "model=cnn", "optimizer=adam"]
+    plain, followed = (
+        compose_config(*base),
+        compose_config(*base, "data.follow_symlinks=true"),
+    )
+    assert plain["data"]["follow_symlinks"] is False
+    assert run_id(complete(plain)) == run_id(complete(followed))  # where images are read from
+    with pytest.raises(ValueError, match="follow_symlinks must be true or false, got 'yes'"):
+        image_folder(folder, cache=False, follow_symlinks="yes")
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with no pixel data."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [100_000, 10_000], ids=["past-pillows-error", "in-its-warning"])
+@pytest.mark.parametrize("archive", [None, "d.zip"], ids=["folder", "zip"])
+def test_a_decompression_bomb_is_refused_naming_the_file_and_the_limit(
+    layout, tmp_path, side, archive
+):
+    folder, _ = layout
+    (folder / "train" / "ant" / "bomb.png").write_bytes(png_header(side, side))
+    root = pack(folder, tmp_path / archive) if archive else folder
+    with pytest.raises(DatasetUnavailable) as info:
+        image_folder(root, cache=False)
+    assert one_line(info) == (
+        f"train/ant/bomb.png in {root}: its header claims {side * side} pixels, above Pillow's "
+        f"limit of {Image.MAX_IMAGE_PIXELS} (PIL.Image.MAX_IMAGE_PIXELS, against decompression "
+        "bombs); remove the file, or shrink the image"
+    )
 
 
 def image_folder_args(

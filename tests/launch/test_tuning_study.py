@@ -382,3 +382,34 @@ def test_figures_draw_each_stored_studys_history_and_slices(tmp_path):
         "t-adam-slice.png",
     ]
     assert all(p.stat().st_size > 1000 for p in written)
+
+
+def test_a_cut_journal_is_repaired_by_the_relaunch_and_a_damaged_one_refused_in_one_line(tmp_path):
+    journal = tmp_path / "studies" / f"{STUDY}.journal"
+    made = launch(tmp_path, "hydra.sweeper.n_trials=1")
+    assert made.returncode == 0, made.stderr[-3000:]
+    lines = journal.read_bytes().splitlines(keepends=True)
+    subprocess.run(["truncate", "-s", "-25", str(journal)], check=True)  # a writer killed
+
+    proc = launch(tmp_path, "hydra.sweeper.n_trials=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (
+        f"study journal {journal}: its last line was cut ({len(lines[-1]) - 25} bytes without a "
+        f"line end, left by a writer that died); cut back to its last complete record (line "
+        f"{len(lines) - 1})" in proc.stderr.splitlines()
+    )
+    assert "Traceback" not in proc.stderr
+    assert journal.read_bytes().startswith(b"".join(lines[:-1]))
+    assert states(study_of(tmp_path)) == ["COMPLETE", "COMPLETE"]  # trial 0 told again
+
+    damaged = journal.read_bytes().replace(b"\n", b"\ngarbage\n", 1)
+    journal.write_bytes(damaged)
+    proc = launch(tmp_path, "hydra.sweeper.n_trials=3")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: study journal {journal}: line 2 is not a JSON record; restore it from a copy, "
+        "or move it aside and relaunch to start the study again (runs already in the store are "
+        "not trained again)"
+    ]
+    assert "Traceback" not in proc.stderr and journal.read_bytes() == damaged

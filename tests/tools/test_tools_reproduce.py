@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from tempfile import TemporaryDirectory
 
-from run_helpers import only_run, run_inprocess
+from run_helpers import only_run, run_inprocess, summary_of
 
+from drsom.store.folder import RunDir
 from drsom.tools import reproduce
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,3 +85,54 @@ def _target(cfg: dict) -> dict:
 def test_a_folder_without_a_run_is_exit_2(tmp_path, capsys):
     assert reproduce.main([str(tmp_path)]) == 2
     assert "holds no run" in capsys.readouterr().err
+
+
+def test_a_rerun_on_other_data_names_the_data_fingerprint_as_the_reason(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(0)  # 3 classes, 4 training and 2 test images each, 8x8 RGB
+    for split, n in (("train", 4), ("test", 2)):
+        for cls in ("a", "b", "c"):
+            (tmp_path / "images" / split / cls).mkdir(parents=True)
+            for j in range(n):
+                pixels = rng.randint(0, 256, (8, 8, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(tmp_path / "images" / split / cls / f"{j}.png")
+    results = tmp_path / "runs"
+    line = [
+        "data=image_folder",
+        f"data.root={tmp_path / 'images'}",
+        "data.cache=false",
+        "data.val_size=2",
+        "model=cnn",
+        "optimizer=adam",
+        "trainer=quick",
+        "trainer.epochs=1",
+        "trainer.device=cpu",
+        "trainer.progress=false",
+        "logger.mode=disabled",
+        f"results_dir={results}",
+    ]
+    assert run_inprocess(line) == "finished"
+    folder = only_run(results)
+    assert reproduce.main([str(folder.path)]) == 0  # the same images: identical, nothing said
+    out = capsys.readouterr().out
+    assert "reproduced: identical" in out and "data_fingerprint" not in out
+
+    image = tmp_path / "images" / "train" / "b" / "0.png"  # one pixel of one image changed
+    pixels = np.asarray(Image.open(image)).copy()
+    pixels[0, 0, 0] ^= 0xFF
+    Image.fromarray(pixels).save(image)
+    before = summary_of(folder)["data_fingerprint"]
+    with TemporaryDirectory() as kept:
+        assert reproduce.main([str(folder.path), "--keep", kept]) == 1
+        after = summary_of(RunDir(Path(kept) / folder.name))["data_fingerprint"]
+    out = capsys.readouterr().out.splitlines()
+    assert before != after and before.split(":")[0] == after.split(":")[0]  # same counts
+    reason = (
+        f"data_fingerprint: {before} stored vs {after} rerun: the rerun read other data (images "
+        "or labels) than the stored run, so its numbers are not expected to be the same"
+    )
+    assert out.count(reason) == 1, out  # said before the columns it explains
+    assert out.index(reason) < min(k for k, text in enumerate(out) if text.startswith("metrics"))
+    assert out[-1] == "NOT reproduced: see the differences above"
