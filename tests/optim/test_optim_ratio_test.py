@@ -103,6 +103,31 @@ def test_untested_steps_without_the_guard_stall_on_the_stiff_quadratic():
     assert blind > 1e-2 and counts["trials"] == 0
 
 
+def test_always_is_the_step_it_was_before_the_policies():
+    """ratio_test="always" (the default) takes the steps DRSOM took before policies existed: the
+    numbers below are what the code at 933c0cf (the last commit without them) printed for this
+    run, with its 26 rejected trials (float64, a small problem: the same on any processor)."""
+    rng = np.random.default_rng(0)
+    U, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    A = torch.tensor(U @ np.diag(np.logspace(0, 2, 20)) @ U.T)
+    b = torch.tensor(rng.standard_normal(20))
+    x = torch.zeros(20, dtype=F64, requires_grad=True)
+    opt = DRSOM(
+        [x], hessian="adam", lr_h=1e3, lr=5.0, radius_rule="good", directions="preconditioned"
+    )
+    losses, radii = [], []
+    for _ in range(60):
+        opt.step(lambda: 0.5 * x @ A @ x - b @ x)
+        losses.append(opt.last_step["loss"])
+        radii.append(opt.last_step["radius"])
+    at = (0, 9, 29, 59)
+    expected = [0.0, -2.1340875650478237, -2.6482094095298985, -2.7243702394330604]
+    assert [losses[i] for i in at] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert [radii[i] for i in at] == [0.625, 0.15625, 0.0390625, 0.0048828125]
+    assert opt.counts == dict(steps=60, accepted=60, trials=86, forward=146, grad=60, hvp=0)
+    assert float(x.detach().sum()) == pytest.approx(0.2726713219115351, rel=1e-12)
+
+
 def test_always_is_every_step_tested_and_logs_no_new_column():
     X = torch.randn(50, 4, generator=torch.Generator().manual_seed(0))
     p = torch.zeros(4, requires_grad=True)
