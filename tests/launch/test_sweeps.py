@@ -258,6 +258,7 @@ def uninterrupted(cifar_root, tmp_path_factory):
     ("optimizer", "at_step", "expect"),
     [
         ("drsom", 5, "mid-epoch"),  # epoch 2 after batch 1; DRSOM's log window is half full
+        ("drsom_adaptive", 5, "mid-epoch"),  # step 5 was untested: its guard is still due
         ("adahessian", 6, "mid-epoch"),  # Hutchinson probes: the global RNG must resume too
         ("sgd", 6, "mid-epoch"),
         ("drsom", 4, "epoch boundary"),  # the last step of epoch 1: the epoch completes first
@@ -301,6 +302,8 @@ def test_preemption_checkpoints_then_requeued_job_resumes_exactly(
     assert (signum, locked, status) == (USR2, False, "interrupted")
     state = checkpoint["trainer"]
     assert state["step"] == at_step
+    if optimizer == "drsom_adaptive":  # the untested step's check travels with the checkpoint
+        assert state["optimizer"]["state"]["drsom"]["ratio_test"]["pending"] is True
     if expect == "mid-epoch":
         assert state["epoch"] == (at_step - 1) // 4 and state["partial"]["batches"] == at_step % 4
     else:
