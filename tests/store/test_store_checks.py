@@ -70,6 +70,18 @@ def _damage(folder: RunDir, how: str) -> None:
         summary = json.loads(folder.summary.read_text())
         summary["status"] = "complete" if how == "unknown-status" else "broken"
         folder.summary.write_text(json.dumps(summary))
+    elif how == "typed-over":  # epoch 2's test_acc 0.8 -> 0.9: whole, parses, epochs in order
+        lines = raw.decode().splitlines(keepends=True)
+        cells = lines[2].split(",")
+        cells[_column(lines, "test_acc")] = "0.9"
+        lines[2] = ",".join(cells)
+        folder.metrics.write_text("".join(lines), newline="")
+    elif how == "summary-edited":  # a number of the summary itself, which nothing else repeats
+        summary = json.loads(folder.summary.read_text())
+        summary["device"] = "cuda:0"  # what a caption says the run was made on
+        folder.summary.write_text(json.dumps(summary))
+    elif how == "summary-removed":
+        folder.summary.unlink()
     elif how == "missing-config":
         folder.config.unlink()
     elif how == "edited-config":  # lr changed by hand: the numbers are not that config's
@@ -106,6 +118,11 @@ DAMAGES = {
     "foreign-summary": "summary.json is the summary of run '",
     "unknown-status": "summary.json holds no known status ('complete')",
     "unwritten-status": "summary.json holds no known status ('broken')",
+    "typed-over": "metrics.csv was changed after its run ended (its digest in summary.json does "
+    "not match)",
+    "summary-edited": "summary.json was changed after its run wrote it (its digest does not match)",
+    "summary-removed": "summary.json is missing, beside a metrics.csv with rows (the record is "
+    "lost)",
 }
 
 
@@ -142,6 +159,33 @@ def test_each_damage_is_broken_with_its_reason_and_read_by_every_reader(how, sma
     assert len({r.variant for r in store if r.key()[3] == "adam"}) == 1
 
 
+def test_the_seal_reads_summaries_from_before_it_and_read_summary_refuses_a_changed_one(
+    small_store,
+):
+    folder = _run(small_store, "adam", 0)
+    sealed = json.loads(folder.summary.read_text())
+    assert set(sealed["digest"]) == {"config.yaml", "metrics.csv", "steps.csv", "summary"}
+    assert sealed["digest"]["steps.csv"] is None  # no steps.csv in this run: must stay absent
+    assert folder.read_summary() == sealed
+    # a summary written before summaries were sealed: every other check, as before
+    old = {k: v for k, v in sealed.items() if k != "digest"}
+    folder.summary.write_text(json.dumps(old))
+    assert run_state(folder).status == Status.FINISHED and folder.read_summary() == old
+    _damage(folder, "typed-over")
+    assert run_state(folder).status == Status.FINISHED  # what the seal is for
+    # sealed again, then edited: the store's summary reader reads it as absent
+    folder.write_summary(old)
+    assert run_state(folder).status == Status.FINISHED
+    _damage(folder, "summary-edited")
+    assert folder.read_summary() is None
+    # a file the run never wrote, added after it ended
+    folder.write_summary(old)
+    folder.steps.write_text("step,loss\n1,0.5\n")
+    assert run_state(folder).problem == (
+        "steps.csv was not there when its run ended (summary.json's digest)"
+    )
+
+
 def test_a_run_without_its_config_is_broken_left_out_and_named(small_store):
     folder = _run(small_store, "adam", 0)
     _damage(folder, "missing-config")
@@ -171,7 +215,7 @@ def test_a_resumed_run_is_rewritten_whole_and_status_sees_every_state(small_stor
 @pytest.mark.parametrize(
     "how",
     ["cut-row", "unreadable-summary", "edited-config", "epoch-order", "foreign-summary"]
-    + ["unknown-status"],
+    + ["unknown-status", "typed-over", "summary-edited", "summary-removed"],
 )
 def test_breaking_one_run_changes_no_published_number_without_exit_or_note(
     how, small_store, tmp_path, capsys
