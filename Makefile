@@ -22,12 +22,21 @@ run: $(STAMP)
 # seed is printed first, and `make test SEED=<n>` runs that order again.
 # `:=` draws it once: a recursive `?=` would run the shell again for every use, and the order
 # printed would not be the order run.
+# On every core (pytest-xdist, WORKERS=auto): each worker takes whole test files (--dist loadfile),
+# so a module's fixtures are made once, and runs torch on one thread (OMP_NUM_THREADS=1: two
+# workers' OpenMP threads on shared cores wait on each other). Every worker shuffles with the same
+# seed: the order of the files handed out and of the tests in each file is the seed's, but which
+# worker takes a file depends on timing; `make test SEED=<n> WORKERS=0` replays the whole order in
+# one process.
 ifndef SEED
 SEED := $(shell $(PY) -c 'import random; print(random.randrange(10**6))')
 endif
+WORKERS ?= auto
+PARALLEL = $(if $(filter 0,$(WORKERS)),-p no:xdist,-n $(WORKERS) --dist loadfile)
 test: $(STAMP)
 	@echo "test order: make test SEED=$(SEED)"
-	WANDB_MODE=disabled $(BIN)/python -m pytest -q -p randomly --randomly-seed=$(SEED)
+	WANDB_MODE=disabled OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p randomly \
+		--randomly-seed=$(SEED) $(PARALLEL)
 
 test-slow: $(STAMP)
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import random
 import shutil
 import tempfile
@@ -10,13 +11,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+from hypothesis.configuration import set_hypothesis_home_dir
 
 # pytest puts tests/ on sys.path (no __init__.py there), so the helper modules import directly.
-from analysis_store import write_lr_sweep, write_store
-from cifar_fixture import write_fake_cifar10
+from analysis_store import write_lr_sweep, write_store  # isort: skip
+from cifar_fixture import write_fake_cifar10  # isort: skip
 
 TEST_SEED = 0
-HYPOTHESIS_HOME: list[str] = []  # this run's folder for Hypothesis (pytest_configure)
+
+# Hypothesis keeps caches and an example database in .hypothesis/ of the working directory; the
+# suite writes nothing into the repository, so they go to a folder of this process that ends with
+# it. The damage fuzzers draw derandomized (the same examples every run), so nothing is replayed.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="drsom-hypothesis-")
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+settings.register_profile("drsom", database=None)
+settings.load_profile("drsom")
+
 JOB_ID_VARIABLES = (
     "SLURM_ARRAY_JOB_ID",
     "SLURM_ARRAY_TASK_ID",
@@ -37,21 +49,6 @@ def seeded():
     np.random.seed(TEST_SEED)
     torch.manual_seed(TEST_SEED)
     yield
-
-
-def pytest_configure(config):
-    """Hypothesis keeps a cache of the constants it draws from (and, where a test does not turn
-    it off, its example database) in ./.hypothesis, written as the tests are collected: tests
-    never write into the repository, so it is a temporary folder of this run, removed after."""
-    from hypothesis.configuration import set_hypothesis_home_dir
-
-    HYPOTHESIS_HOME.append(tempfile.mkdtemp(prefix="drsom-hypothesis-"))
-    set_hypothesis_home_dir(HYPOTHESIS_HOME[-1])
-
-
-def pytest_unconfigure(config):
-    while HYPOTHESIS_HOME:
-        shutil.rmtree(HYPOTHESIS_HOME.pop(), ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

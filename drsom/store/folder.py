@@ -8,7 +8,8 @@
 * ``steps.csv``      every ``trainer.log_every_steps`` steps: the loss and the optimizer's
                      diagnostics (columns: ``drsom.training.loop.Trainer.step_columns``);
 * ``summary.json``   status (running|interrupted|finished|diverged|failed), final and best
-                     accuracies, wall time, git commit, versions;
+                     accuracies, wall time, git commit, versions; sealed (``digest``: the
+                     sha256 of the files above as it was written, and of itself, see ``SEAL``);
 * ``checkpoint.pt``  everything needed to continue the run exactly (never committed), and
   ``checkpoint.prev.pt`` the one before it, the fallback when the newest cannot be read;
 * ``.lock``          held (flock) by the one process training the run; it names that process.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import logging
@@ -228,6 +230,45 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+# ------------------------------------------------------------------------------ the seal
+# Every summary is written sealed: under ``digest`` the sha256 of each of these files as they
+# were when it was written (null: absent), and of the summary itself (``"summary"``). A
+# summary is written after the tables and config it describes, so a terminal run's files are
+# exactly those its last summary sealed: a digit typed over in an earlier row of metrics.csv, a
+# line of config.yaml that the run id does not hash, a number of summary.json itself, each passes
+# every other check, and only the seal sees it (``drsom.store.state``). Summaries written before
+# the seal existed have no ``digest`` and are read as before.
+SEAL = "digest"
+SEALED_FILES = ("config.yaml", "metrics.csv", "steps.csv")
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of the file's bytes; None when it cannot be read (absent)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def summary_digest(summary: Mapping[str, Any]) -> str:
+    """sha256 of ``summary`` as JSON with sorted keys, less its own entry in the seal: the same
+    for the dict written and for the one ``json.loads`` reads back."""
+    body = dict(summary)
+    seal = body.get(SEAL)
+    if isinstance(seal, Mapping):
+        body[SEAL] = {k: v for k, v in seal.items() if k != "summary"}
+    text = json.dumps(_json_safe(body), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal_intact(summary: Mapping[str, Any]) -> bool:
+    """Whether the summary is as it was written (True for one written before the seal)."""
+    if SEAL not in summary:
+        return True
+    seal = summary[SEAL]
+    return isinstance(seal, Mapping) and seal.get("summary") == summary_digest(summary)
+
+
 # ---------------------------------------------------------------------------- run folder
 def _refuse_unwritable(folder: Path, exc: OSError) -> None:
     """Raise StorageError (one line naming the folder) if the filesystem refused the write."""
@@ -268,7 +309,8 @@ class RunDir:
         return self.path.name
 
     def read_summary(self) -> dict[str, Any] | None:
-        """The summary, None when there is none or it is not a JSON object (unreadable).
+        """The summary, None when there is none, it is not a JSON object (unreadable) or it is
+        not as it was written (its seal, ``seal_intact``, does not match).
 
         An unreadable summary is treated as absent: the run is resumed from its checkpoint
         (or redone), which writes a complete one.
@@ -277,10 +319,20 @@ class RunDir:
             summary = json.loads(self.summary.read_text())
         except (OSError, ValueError):  # missing, unreadable, not JSON
             return None
-        return summary if isinstance(summary, dict) else None
+        if not isinstance(summary, dict) or not seal_intact(summary):
+            return None
+        return summary
+
+    def sealed(self, summary: Mapping[str, Any]) -> dict[str, Any]:
+        """``summary`` with its seal (``SEAL``) for the folder's files as they are now."""
+        files = {name: file_digest(self.path / name) for name in SEALED_FILES}
+        out = {**{k: v for k, v in summary.items() if k != SEAL}, SEAL: files}
+        out[SEAL] = {**files, "summary": summary_digest(out)}
+        return out
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
-        write_json(self.summary, summary)
+        """Write the summary, sealed: call it after the files it describes are written."""
+        write_json(self.summary, self.sealed(summary))
 
     def write_summary_last_resort(self, summary: Mapping[str, Any]) -> bool:
         """Write the summary after a failed write elsewhere; whether it now says what happened.
@@ -296,7 +348,7 @@ class RunDir:
             pass
         try:
             with open(self.summary, "w") as f:
-                f.write(json.dumps(_json_safe(summary), indent=2) + "\n")
+                f.write(json.dumps(_json_safe(self.sealed(summary)), indent=2) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
             return True

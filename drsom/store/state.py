@@ -18,8 +18,12 @@ test accuracy); ``config.yaml`` parses and hashes to the folder's name (an edite
 otherwise be averaged under a run id that says something else); ``metrics.csv`` parses whole (the
 last row ends with a line end, so a copy cut mid-row is seen; every row has every cell; every
 cell is a number or empty; the epochs are 1, 2, ...), and for a terminal run has exactly the
-epochs its summary reports, the last of which is the summary's ``final`` row. The rows read are
-handed back (``RunState.metrics``): a reader never parses the file a second, laxer way.
+epochs its summary reports, the last of which is the summary's ``final`` row; a summary is
+missing only where nothing else was written (a metrics.csv without one is a lost record); and
+the summary's seal (``drsom.store.folder.SEAL``) matches the summary, and for a terminal run
+config.yaml, metrics.csv and steps.csv as well: a number typed over anywhere, which the other
+checks cannot see, is found there. The rows read are handed back (``RunState.metrics``): a
+reader never parses the file a second, laxer way.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from drsom.store.folder import RunDir
+from drsom.store.folder import SEAL, SEALED_FILES, RunDir, file_digest, seal_intact
 
 
 class Status(str, Enum):
@@ -94,7 +98,12 @@ def run_state(folder: RunDir) -> RunState:
     if problem is not None:
         return RunState(Status.BROKEN, {}, problem, config=config)
     if summary is None:
-        return RunState(Status.RUNNING if folder.is_locked() else Status.MISSING, config=config)
+        if folder.is_locked():
+            return RunState(Status.RUNNING, config=config)
+        if _has_rows(folder):  # the runner writes its summary before any row: the record is lost
+            problem = "summary.json is missing, beside a metrics.csv with rows (the record is lost)"
+            return RunState(Status.BROKEN, {}, problem, config=config)
+        return RunState(Status.MISSING, config=config)
     status = Status(summary["status"])
     if status not in TERMINAL:
         locked = folder.is_locked()
@@ -106,6 +115,8 @@ def run_state(folder: RunDir) -> RunState:
     problem = problem or _config_problem(folder, config) or _summary_problem(folder, summary)
     if problem is None and status in TERMINAL:
         problem = _consistency_problem(summary, rows)
+    if problem is None:
+        problem = _seal_problem(folder, summary, terminal=status in TERMINAL)
     if problem is not None:
         return RunState(Status.BROKEN, summary, problem, rows, columns, config)
     return RunState(status, summary, None, rows, columns, config)
@@ -138,6 +149,38 @@ def _summary_problem(folder: RunDir, summary: dict[str, Any]) -> str | None:
         not isinstance(final, dict) or not _is_number(final.get("test_acc"))
     ):
         return "summary.json is incomplete (no final test_acc)"
+    return None
+
+
+def _has_rows(folder: RunDir) -> bool:
+    """Whether metrics.csv holds anything past its header (or cannot be read: not nothing)."""
+    try:
+        return len(folder.metrics.read_bytes().splitlines()) > 1
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+
+
+def _seal_problem(folder: RunDir, summary: dict[str, Any], *, terminal: bool) -> str | None:
+    """Whether the summary, and a terminal run's files, are as its run wrote them (the seal)."""
+    if SEAL not in summary:
+        return None  # written before summaries were sealed: the other checks are all there is
+    if not seal_intact(summary):
+        return "summary.json was changed after its run wrote it (its digest does not match)"
+    if not terminal:  # its files may be newer than its summary (a kill between two writes)
+        return None
+    seal = summary[SEAL]
+    for name in SEALED_FILES:
+        if name in seal and file_digest(folder.path / name) != seal[name]:
+            if seal[name] is None:
+                return f"{name} was not there when its run ended (summary.json's digest)"
+            if not (folder.path / name).exists():
+                return f"{name} is missing (its run ended with one: summary.json's digest)"
+            return (
+                f"{name} was changed after its run ended (its digest in summary.json does not "
+                "match)"
+            )
     return None
 
 

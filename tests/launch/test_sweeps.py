@@ -350,8 +350,8 @@ def test_run_states_as_the_status_script_sees_them(tmp_path):
         rd.write_config(cfg)
         if status:
             final = {"test_acc": 0.5}
+            rd.metrics.write_text("epoch,step,test_acc\n1,5,0.5\n")  # the rows, then the record
             rd.write_summary({"status": status, "epoch": 1, "epochs": 2, "final": final, **extra})
-            rd.metrics.write_text("epoch,step,test_acc\n1,5,0.5\n")
         return rd
 
     assert run_state(folder("done", "finished")).status == "finished"

@@ -633,3 +633,78 @@ def test_cubic_state_saved_before_the_first_step_loads():
     again.load_state_dict(opt.state_dict())  # sigma is still unset (None) here
     again.step(lambda: nn.functional.mse_loss(other(X), y))
     assert math.isfinite(again.last_step["sigma"]) and again.last_step["sigma"] > 0
+
+
+# --------------------------------------------------------------------------- the ratio test
+def _bent(beta: float, at: list[float]):
+    """f(p) = -p + p^2/2 + beta p^4 from p = 0, recording the point of every evaluation.
+
+    At 0 the quartic term has no slope and no curvature: the exact model is m(s) = -s + s^2/2,
+    whose minimiser s = 1 predicts a decrease of 1/2, while f falls by 1/2 - beta there. So
+    rho = 1 - 2 beta, for a finite and positive actual decrease when beta < 1/2; every number
+    below is a dyadic fraction, exact in float64.
+    """
+    p = torch.zeros(1, dtype=F64, requires_grad=True)
+
+    def closure():
+        at.append(float(p.detach()[0]))
+        return (-p + 0.5 * p**2 + beta * p**4).sum()
+
+    return p, closure
+
+
+def test_a_finite_small_rho_is_rejected_undone_and_the_radius_shrinks():
+    at: list[float] = []
+    p, closure = _bent(0.484375, at)  # rho = 1 - 2 beta = 1/32: in (0, eta = 0.1]
+    opt = DRSOM([p], hessian="hvp", directions="gradient", lr=10.0, radius=10.0, max_trials=1)
+    opt.step(closure)
+    info = opt.last_step
+    assert 0 < info["actual"] < info["pred"] == 0.5  # a real decrease, a small share of the model's
+    assert info["rho"] == pytest.approx(1 / 32, rel=1e-12)
+    assert not info["accepted"] and info["trials"] == 1
+    assert at == [0.0, 1.0]  # the gradient at 0, the one trial at the Newton point
+    assert p.item() == 0.0  # the rejected trial undone exactly
+    assert opt._ctrl.value == 0.25  # shrunk to shrink * |step|
+    assert info["step_norm"] == 0.0
+
+
+def test_a_rejected_trial_is_retried_from_the_original_point():
+    at: list[float] = []
+    p, closure = _bent(0.484375, at)
+    opt = DRSOM([p], hessian="hvp", directions="gradient", lr=10.0, radius=10.0, max_trials=3)
+    opt.step(closure)
+    info = opt.last_step
+    # trial 2: radius 0.25 on the boundary, rho = (0.21875 - beta/256) / 0.21875 > eta
+    assert at == [0.0, 1.0, 0.25]  # the second trial steps from 0, not from the rejected point
+    assert info["accepted"] and info["trials"] == 2 and p.item() == 0.25
+    assert info["pred"] == 0.21875 and info["rho"] == pytest.approx(1 - 0.484375 / 56, rel=1e-12)
+    assert opt._ctrl.value == 0.5  # rho > zeta2 on the boundary: expanded from 0.25
+
+
+@pytest.mark.parametrize(("beta", "radius"), [(0.4375, 0.25), (0.0625, 10.0)])
+def test_rho_above_eta_is_accepted_and_sets_the_radius(beta, radius):
+    at: list[float] = []
+    p, closure = _bent(beta, at)  # rho = 1/8 (accepted, but below zeta1) or 7/8
+    opt = DRSOM([p], hessian="hvp", directions="gradient", lr=10.0, radius=10.0, max_trials=1)
+    opt.step(closure)
+    info = opt.last_step
+    assert info["rho"] == pytest.approx(1 - 2 * beta, rel=1e-12)
+    assert info["accepted"] and at == [0.0, 1.0] and p.item() == 1.0
+    # rho < zeta1 shrinks even an accepted step's radius; an interior step never expands it
+    assert opt._ctrl.value == radius
+
+
+def test_rho_equal_to_eta_is_rejected():
+    """Accept on rho > eta, strictly: with eta set to the trial's own rho the step is refused,
+    with eta one float below it the same step is taken."""
+    at: list[float] = []
+    p, closure = _bent(0.484375, at)
+    probe = DRSOM([p], hessian="hvp", directions="gradient", lr=10.0, max_trials=1)
+    probe.step(closure)
+    rho = probe.last_step["rho"]
+    for eta, accepted in ((rho, False), (math.nextafter(rho, 0.0), True)):
+        p, closure = _bent(0.484375, at)
+        opt = DRSOM([p], hessian="hvp", directions="gradient", lr=10.0, max_trials=1, eta=eta)
+        opt.step(closure)
+        assert opt.last_step["rho"] == rho
+        assert opt.last_step["accepted"] is accepted and p.item() == (1.0 if accepted else 0.0)

@@ -270,7 +270,7 @@ def test_rerunning_a_run_made_at_another_commit_says_so_in_one_line(tmp_path, ca
     assert run_inprocess(args) == "finished"
     folder = only_run(tmp_path / "runs")
     stored = json.loads(folder.summary.read_text())
-    folder.summary.write_text(json.dumps({**stored, "git_commit": "0" * 40}))
+    folder.write_summary({**stored, "git_commit": "0" * 40})  # as a run at that commit wrote it
     with caplog.at_level(logging.INFO, logger="drsom"):
         assert run_inprocess(args) == "finished"  # still a result: not trained again
     (line,) = [r.getMessage() for r in caplog.records if "was made at commit" in r.getMessage()]

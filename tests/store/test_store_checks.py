@@ -58,12 +58,47 @@ def _damage(folder: RunDir, how: str) -> None:
         folder.summary.write_text(json.dumps(summary))
     elif how == "unreadable-summary":
         folder.summary.write_text("{not json")
+    elif how == "epoch-order":  # whole rows, every number right, epochs 1 and 2 swapped
+        lines = raw.decode().splitlines(keepends=True)
+        lines[1], lines[2] = lines[2], lines[1]
+        folder.metrics.write_text("".join(lines), newline="")
+    elif how == "foreign-summary":  # another finished run's record copied in: consistent in itself
+        other = _sibling(folder)
+        shutil.copyfile(other.summary, folder.summary)
+        shutil.copyfile(other.metrics, folder.metrics)
+    elif how in ("unknown-status", "unwritten-status"):  # typed over; a state no writer records
+        summary = json.loads(folder.summary.read_text())
+        summary["status"] = "complete" if how == "unknown-status" else "broken"
+        folder.summary.write_text(json.dumps(summary))
+    elif how == "typed-over":  # epoch 2's test_acc 0.8 -> 0.9: whole, parses, epochs in order
+        lines = raw.decode().splitlines(keepends=True)
+        cells = lines[2].split(",")
+        cells[_column(lines, "test_acc")] = "0.9"
+        lines[2] = ",".join(cells)
+        folder.metrics.write_text("".join(lines), newline="")
+    elif how == "summary-edited":  # a number of the summary itself, which nothing else repeats
+        summary = json.loads(folder.summary.read_text())
+        summary["device"] = "cuda:0"  # what a caption says the run was made on
+        folder.summary.write_text(json.dumps(summary))
+    elif how == "summary-removed":
+        folder.summary.unlink()
+    elif how == "missing-config":
+        folder.config.unlink()
     elif how == "edited-config":  # lr changed by hand: the numbers are not that config's
         cfg = folder.read_config()
         cfg["optimizer"]["lr"] = 0.5
         folder.write_config(cfg)
     else:  # pragma: no cover
         raise ValueError(how)
+
+
+def _sibling(folder: RunDir) -> RunDir:
+    """Another finished run of the same store, of the same optimizer: the next seed's."""
+    seed = int(folder.name[-1])
+    name = f"{folder.name[:-1]}{(seed + 1) % 3}"
+    other = RunDir(folder.path.parent / name)
+    assert run_state(other).status == Status.FINISHED, name
+    return other
 
 
 def _column(lines: list[str], name: str) -> int:
@@ -79,6 +114,15 @@ DAMAGES = {
     "incomplete-summary": "summary.json is incomplete (no final test_acc)",
     "unreadable-summary": "summary.json cannot be read (JSONDecodeError)",
     "edited-config": "config.yaml no longer matches run id ",
+    "epoch-order": "metrics.csv line 2 is epoch 2, not 1",
+    "foreign-summary": "summary.json is the summary of run '",
+    "unknown-status": "summary.json holds no known status ('complete')",
+    "unwritten-status": "summary.json holds no known status ('broken')",
+    "typed-over": "metrics.csv was changed after its run ended (its digest in summary.json does "
+    "not match)",
+    "summary-edited": "summary.json was changed after its run wrote it (its digest does not match)",
+    "summary-removed": "summary.json is missing, beside a metrics.csv with rows (the record is "
+    "lost)",
 }
 
 
@@ -115,6 +159,48 @@ def test_each_damage_is_broken_with_its_reason_and_read_by_every_reader(how, sma
     assert len({r.variant for r in store if r.key()[3] == "adam"}) == 1
 
 
+def test_the_seal_reads_summaries_from_before_it_and_read_summary_refuses_a_changed_one(
+    small_store,
+):
+    folder = _run(small_store, "adam", 0)
+    sealed = json.loads(folder.summary.read_text())
+    assert set(sealed["digest"]) == {"config.yaml", "metrics.csv", "steps.csv", "summary"}
+    assert sealed["digest"]["steps.csv"] is None  # no steps.csv in this run: must stay absent
+    assert folder.read_summary() == sealed
+    # a summary written before summaries were sealed: every other check, as before
+    old = {k: v for k, v in sealed.items() if k != "digest"}
+    folder.summary.write_text(json.dumps(old))
+    assert run_state(folder).status == Status.FINISHED and folder.read_summary() == old
+    _damage(folder, "typed-over")
+    assert run_state(folder).status == Status.FINISHED  # what the seal is for
+    # sealed again, then edited: the store's summary reader reads it as absent
+    folder.write_summary(old)
+    assert run_state(folder).status == Status.FINISHED
+    _damage(folder, "summary-edited")
+    assert folder.read_summary() is None
+    # a file the run never wrote, added after it ended
+    folder.write_summary(old)
+    folder.steps.write_text("step,loss\n1,0.5\n")
+    assert run_state(folder).problem == (
+        "steps.csv was not there when its run ended (summary.json's digest)"
+    )
+
+
+def test_a_run_without_its_config_is_broken_left_out_and_named(small_store):
+    folder = _run(small_store, "adam", 0)
+    _damage(folder, "missing-config")
+    state = run_state(folder)
+    assert (state.status, state.problem) == (Status.BROKEN, "config.yaml is missing")
+    said, left_out = [], []
+    store = load_store(small_store, report=said.append, left_out=left_out)
+    # it cannot say where it belongs: left out of every selection, and said so
+    assert [line for line in said if line.startswith("broken run ")] == [
+        f"broken run {folder.path}: config.yaml is missing or unreadable; left out"
+    ]
+    assert left_out == [f"{folder.name} (config.yaml is missing or unreadable)"]
+    assert folder.name not in {r.run_id for r in store} and len(store) == 10
+
+
 def test_a_resumed_run_is_rewritten_whole_and_status_sees_every_state(small_store):
     # non-terminal runs: parsed too, but not held to the summary's epoch count
     running = _run(small_store, "adabelief", 1)
@@ -126,7 +212,11 @@ def test_a_resumed_run_is_rewritten_whole_and_status_sees_every_state(small_stor
 
 
 # ---------------------------------------------- published numbers: refused, or named, never silent
-@pytest.mark.parametrize("how", ["cut-row", "unreadable-summary", "edited-config"])
+@pytest.mark.parametrize(
+    "how",
+    ["cut-row", "unreadable-summary", "edited-config", "epoch-order", "foreign-summary"]
+    + ["unknown-status", "typed-over", "summary-edited", "summary-removed"],
+)
 def test_breaking_one_run_changes_no_published_number_without_exit_or_note(
     how, small_store, tmp_path, capsys
 ):
@@ -156,6 +246,31 @@ def test_breaking_one_run_changes_no_published_number_without_exit_or_note(
     assert f"Left out, broken (1): {folder.name}: {DAMAGES[how]}" in text
     assert "| CNN | DRSOM | 2/3 | 0 | 1 | 0 |" in text
     assert "paired by seed" in text  # the comparison its good seeds support stays
+
+
+def test_tables_refuse_a_run_without_its_config_and_name_it_when_told_to_go_on(
+    small_store, tmp_path, capsys
+):
+    out = tmp_path / "tables"
+    argv = ["--results", str(small_store), "--out", str(out), "--experiment", EXPERIMENT]
+    assert make_tables.main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    folder = _run(small_store, "drsom", 2)
+    _damage(folder, "missing-config")
+    capsys.readouterr()
+
+    assert make_tables.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: 1 broken run(s) in the selection ({folder.name}): ")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    assert make_tables.main([*argv, "--allow-broken"]) == 0
+    drsom = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer").loc["drsom"]
+    # its grid point is counted missing (the store could not place it), never averaged
+    assert (drsom["seeds"], drsom["runs"], drsom["unfinished"], drsom["missing"]) == (2, 3, 0, 1)
+    assert drsom["final_test_acc_mean"] == pytest.approx((0.95 + 0.96) / 2)
+    text = (out / f"{EXPERIMENT}.md").read_text()
+    assert f"not placed: {folder.name} (config.yaml is missing or unreadable)" in text
 
 
 def test_make_figures_refuses_a_broken_run_and_replaces_nothing(small_store, tmp_path, capsys):

@@ -55,6 +55,16 @@ def test_a_fresh_run_reproduces_identically_and_a_changed_cell_is_found(tmp_path
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    # edited in the store: its summary's seal says so, and nothing is rerun
+    assert reproduce.main([str(folder.path), "--epochs", "2"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"error: {folder.path}: metrics.csv was changed after its run ended (its digest in "
+        "summary.json does not match)\n"
+    )
+    assert "reran" not in captured.out
+    # as if the run had written that row (sealed again): the comparison finds the cell
+    folder.write_summary(folder.read_summary())
     assert reproduce.main([str(folder.path), "--epochs", "2"]) == 1
     out = capsys.readouterr().out
     assert "metrics.csv train_loss: first differs at row 2 (epoch 2)" in out
