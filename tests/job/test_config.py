@@ -147,7 +147,8 @@ def test_keys_the_run_does_not_read_are_refused_not_hashed(override, message):
 def test_run_id_is_stable_and_ignores_where_and_how_things_are_shown():
     base = compose_config()
     assert run_id(base) == run_id(compose_config())
-    assert run_id(base).startswith("cifar10-resnet18-drsom_adaptive-") and run_id(base).endswith("-s0")
+    rid = run_id(base)
+    assert rid.startswith("cifar10-resnet18-drsom_adaptive-") and rid.endswith("-s0")
     same = [
         "logger.mode=disabled",
         "results_dir=/elsewhere",
