@@ -62,20 +62,25 @@ def test_a_policy_matches_always_where_always_rejects_with_far_fewer_forwards(po
     assert max(radii) == 3.0  # ... and successes grew it back to the bound
 
 
-def _stiff_quadratic(policy, steps=200):
-    """A condition-100 quadratic with Adam's diagonal as curvature, scaled 1000 times too flat
-    (lr_h=1e3), and a step bound of 5: the model promises far more than the steps give, and the
-    ratio test rejects about every other trial. Returns the optimality gap over the start's and
-    the counts."""
+def _stiff(**policy):
+    """A condition-100 quadratic 1/2 x'Ax - b'x from x = 0, and DRSOM on it with Adam's diagonal
+    as curvature scaled 1000 times too flat (lr_h=1e3) and a step bound of 5: the model promises
+    far more than the steps give, and the ratio test rejects about every other trial."""
     rng = np.random.default_rng(0)
     U, _ = np.linalg.qr(rng.standard_normal((20, 20)))
     A = torch.tensor(U @ np.diag(np.logspace(0, 2, 20)) @ U.T)
     b = torch.tensor(rng.standard_normal(20))
     x = torch.zeros(20, dtype=F64, requires_grad=True)
     opt = DRSOM(
-        [x], ratio_test=policy, test_period=8, hessian="adam", lr_h=1e3, lr=5.0,
-        radius_rule="good", directions="preconditioned",
+        [x], hessian="adam", lr_h=1e3, lr=5.0, radius_rule="good", directions="preconditioned",
+        **policy,
     )  # fmt: skip
+    return A, b, x, opt
+
+
+def _stiff_quadratic(policy, steps=200):
+    """The stiff problem under ``policy``: the optimality gap over the start's, and the counts."""
+    A, b, x, opt = _stiff(ratio_test=policy, test_period=8)
     for _ in range(steps):
         opt.step(lambda: 0.5 * x @ A @ x - b @ x)
     gap0 = float(0.5 * b @ torch.linalg.solve(A, b))  # f(0) - f*
@@ -107,14 +112,7 @@ def test_always_is_the_step_it_was_before_the_policies():
     """ratio_test="always" (the default) takes the steps DRSOM took before policies existed: the
     numbers below are what the code at 933c0cf (the last commit without them) printed for this
     run, with its 26 rejected trials (float64, a small problem: the same on any processor)."""
-    rng = np.random.default_rng(0)
-    U, _ = np.linalg.qr(rng.standard_normal((20, 20)))
-    A = torch.tensor(U @ np.diag(np.logspace(0, 2, 20)) @ U.T)
-    b = torch.tensor(rng.standard_normal(20))
-    x = torch.zeros(20, dtype=F64, requires_grad=True)
-    opt = DRSOM(
-        [x], hessian="adam", lr_h=1e3, lr=5.0, radius_rule="good", directions="preconditioned"
-    )
+    A, b, x, opt = _stiff()
     losses, radii = [], []
     for _ in range(60):
         opt.step(lambda: 0.5 * x @ A @ x - b @ x)
