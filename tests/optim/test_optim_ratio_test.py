@@ -268,7 +268,7 @@ def _steps(X, y, model, opt, start, stop):
         closure = make_closure(
             model, nn.functional.binary_cross_entropy_with_logits, xb, yb[:, None]
         )
-        losses.append(float(opt.step(closure)))
+        losses.append(opt.step(closure).item())
     return losses
 
 
