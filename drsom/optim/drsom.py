@@ -91,16 +91,16 @@ class DRSOM(FlatParams):
         &\text{if every trial fails: reset the direction memory (restart)}
         \end{aligned}
 
-    ``ratio_test`` decides which steps pay for the test's forward (:mod:`~drsom.optim.ratio_test`
-    gives the rules): ``always`` (the above), ``periodic`` or ``adaptive``, which take the first
-    proposal unseen on the other steps and judge it by the next step's own loss.
-
     with ``f`` the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike) and
     ``|alpha|_G = |V^T alpha|`` the true length of the step (``step_measure="rms"``:
     ``|V^T alpha| / sqrt(n)``, i.e. ``G / n``). The radius follows the ratio test:
     ``rho < zeta1`` shrinks it to ``shrink * min(radius, |step|)``; ``radius_rule`` says when it
     grows (the seed's rule: ``rho > zeta2`` on the boundary expands it by ``expand``), never
     beyond the step bound ``lr``.
+
+    ``ratio_test`` decides which steps pay for the test's forward (:mod:`~drsom.optim.ratio_test`
+    gives the rules): ``always`` (the above), ``periodic`` or ``adaptive``, which take the first
+    proposal unseen on the other steps and judge it by the next step's own loss.
 
     **Closure protocol.** ``loss = opt.step(closure)``: ``closure()`` takes no arguments and
     returns the mini-batch loss as a scalar tensor; it does **not** call ``backward()``. DRSOM
@@ -666,8 +666,10 @@ class DRSOM(FlatParams):
         )
 
     def state_numel(self) -> int:
-        """Elements of the direction matrix (row 0 is ``p.grad``'s storage) and averages."""
-        return self._R.numel() + sum(b.numel() for b in self._curv.per_element().values())
+        """Elements of the direction matrix (row 0 is ``p.grad``'s storage), the averages and, under
+        a ratio-test policy, the guard's undo point (one parameter-sized buffer)."""
+        before = 0 if self._before is None else self._before.numel()  # the guard's undo point
+        return self._R.numel() + sum(b.numel() for b in self._curv.per_element().values()) + before
 
     # ------------------------------------------------------------ state dict
     def state_dict(self):
