@@ -183,13 +183,18 @@ def atomic_file(path: Path, mode: str = "wb", keep: Path | None = None) -> Itera
     _fsync_dir(path.parent)
 
 
-def _raise_storage_error(path: Path, exc: BaseException) -> None:
-    """Raise StorageError (one line, from ``exc``) if the filesystem refused the write."""
+def _raise_storage_error(
+    path: Path,
+    exc: BaseException,
+    what: str = "",
+    advice: str = "the file keeps its previous version",
+) -> None:
+    """Raise StorageError (one line, from ``exc``) if the filesystem refused the write:
+    ``cannot write <what><path>: <why>; <advice>``."""
     cause = storage_cause(exc)
     if cause is not None:
         raise StorageError(
-            f"cannot write {shown(path)}: {describe_os_error(cause)}; the file keeps its previous "
-            "version"
+            f"cannot write {what}{shown(path)}: {describe_os_error(cause)}; {advice}"
         ) from exc
 
 
@@ -272,12 +277,8 @@ def seal_intact(summary: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------------------- run folder
 def _refuse_unwritable(folder: Path, exc: OSError) -> None:
     """Raise StorageError (one line naming the folder) if the filesystem refused the write."""
-    cause = storage_cause(exc)
-    if cause is not None:
-        raise StorageError(
-            f"cannot write the run folder {shown(folder)}: {describe_os_error(cause)}; "
-            "make it writable (or choose another results_dir=) and rerun"
-        ) from exc
+    advice = "make it writable (or choose another results_dir=) and rerun"
+    _raise_storage_error(folder, exc, "the run folder ", advice)
 
 
 def _what_is(path: Path) -> str:
