@@ -4,7 +4,11 @@ An experiment (``experiments/<name>.yaml``) names its grid in ``hydra.sweeper.pa
 ``experiment_runs`` expands it exactly as ``python run.py -m experiment=<name>`` does (Hydra's
 basic sweeper, command-line overrides winning over the file's) and names each job's run with the
 store's own ``run_id`` (through ``drsom.launch.sweeps``), so a figure, a table and a sweep-status
-report all agree on which runs belong to an experiment. ``select_runs`` then finds those runs in a
+report all agree on which runs belong to an experiment. An experiment may show runs of another
+beside its own (``study.reuse``: the headline study's Adam beside a study of DRSOM's variants):
+they keep their own run ids, are never launched again, and must have been made on the same
+protocol (every identity key but the experiment's name and the optimizer), which is checked.
+``select_runs`` then finds those runs in a
 results folder and says which are missing; ``metrics_frame`` turns them into one long pandas
 table.
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +62,43 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
         raise ValueError(
             f"no experiment {name!r} in {EXPERIMENT_DIR} (have: {', '.join(experiment_names())})"
         )
-    return [(list(r.overrides), r.run_id) for r in sweep_runs(name, overrides)]
+    own = sweep_runs(name, overrides)
+    runs = [(list(r.overrides), r.run_id) for r in own]
+    reuse = (own[0].config.get("study") or {}).get("reuse") or {} if own else {}
+    if reuse:
+        seeds = ",".join(str(s) for s in dict.fromkeys(r.config["seed"] for r in own))
+        hydra_args = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("hydra")]
+        protocols = [_protocol(r.config) for r in own]
+    for other, choices in reuse.items():
+        grid = [f"optimizer={','.join(choices)}", f"seed={seeds}", *hydra_args]
+        for r in sweep_runs(other, grid):
+            if _protocol(r.config) not in protocols:
+                raise ValueError(
+                    f"experiment {name} reuses run {r.run_id} of {other}, made on another "
+                    f"protocol: {_first_difference(protocols[0], _protocol(r.config))}"
+                )
+            runs.append((list(r.overrides), r.run_id))
+    return runs
+
+
+def _protocol(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's identity without its experiment's name and its optimizer: what two studies must
+    share for one to show the other's runs."""
+    ident = identity(config)
+    for key in ("experiment", "optimizer"):
+        ident.pop(key, None)
+    return ident
+
+
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            if x != y:
+                return _first_difference(x, y, f"{prefix}{key}.")
+        elif x != y:
+            return f"{prefix}{key} is {x!r} here, {y!r} there"
+    return "none"
 
 
 # ----------------------------------------------------------------------------------- runs

@@ -37,6 +37,9 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 # logger/wandb); the optimizer, model and data groups are checked against their targets.
 TOP_KEYS = ("model", "optimizer", "data", "trainer", "logger", "seed", "experiment")
 TOP_KEYS += ("results_dir", "force")
+# Keys an experiment file may add for the analysis, which the run never reads (``study.reuse``:
+# drsom.analysis.runs.experiment_runs).
+OPTIONAL_TOP_KEYS = ("study",)
 TRAINER_KEYS = (
     *("epochs", "batch_size", "test_batch_size", "device", "lr_schedule", "lr_milestones"),
     *("lr_gamma", "eval_every", "log_every_steps", "checkpoint_every", "amp", "compile"),
@@ -57,7 +60,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=]{0,99}")
 def validate(cfg: Mapping[str, Any]) -> None:
     """Raise ConfigError for the first invalid value of the resolved config ``cfg`` (with its
     names filled in: ``drsom.store.identity.complete``)."""
-    _known_keys("", cfg, TOP_KEYS)
+    _known_keys("", cfg, TOP_KEYS, optional=OPTIONAL_TOP_KEYS)
     _known_keys("trainer.", cfg["trainer"], TRAINER_KEYS)
     _known_keys("logger.", cfg["logger"], LOGGER_KEYS)
     t, d = cfg["trainer"], cfg["data"]
@@ -135,11 +138,14 @@ def check_results_dir(value: Any, base: Path) -> Path:
     return path
 
 
-def _known_keys(prefix: str, node: Mapping[str, Any], known: tuple[str, ...]) -> None:
-    unknown = sorted(set(node) - set(known))
+def _known_keys(
+    prefix: str, node: Mapping[str, Any], known: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> None:
+    unknown = sorted(set(node) - set(known) - set(optional))
     if unknown:
+        accepted = ", ".join(known + optional)
         raise ConfigError(
-            f"{prefix}{unknown[0]} is not a key the run reads; accepted keys: {', '.join(known)}"
+            f"{prefix}{unknown[0]} is not a key the run reads; accepted keys: {accepted}"
         )
     missing = [k for k in known if k not in node]
     if missing:

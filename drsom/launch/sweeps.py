@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ class SweepRun:
     overrides: tuple[str, ...]  # the job's overrides, as the launcher passes them
     run_id: str
     run_dir: RunDir
+    config: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)  # resolved
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def sweep_runs(
             results = Path(c["results_dir"]).expanduser()
             results = results if results.is_absolute() else base_dir / results
             rid = run_id(c)
-            runs.append(SweepRun(tuple(point), rid, RunDir(results / rid)))
+            runs.append(SweepRun(tuple(point), rid, RunDir(results / rid), c))
     GlobalHydra.instance().clear()
     return runs
 

@@ -30,6 +30,7 @@ NOT_IDENTITY = (
     "results_dir",
     "force",
     "seed",
+    "study",  # what the analysis reads about an experiment (runs it reuses), never the run
     "data.root",
     "data.cache",
     "data.follow_symlinks",  # where the images are read from, as data.root: the fingerprint says
