@@ -144,7 +144,11 @@ def test_colours_come_from_the_configs_and_differ_within_every_experiment():
             c if (REPO / "configs" / "optimizer" / f"{c}.yaml").exists() else c.split("/")[-1]
             for c in named
         ]
-        colours = {compose_config(f"optimizer={lbl}")["optimizer"]["color"] for lbl in labels}
+        # optimizer/variant/ configs start from drsom-select's: they need results/selected
+        selected = f"hydra.searchpath=[file://{REPO / 'results' / 'selected'}]"
+        colours = {
+            compose_config(f"optimizer={lbl}", selected)["optimizer"]["color"] for lbl in labels
+        }
         assert len(colours) == len(labels), name
     # a config without one: a colour fixed by its label, the same in every figure
     assert figures.color("my_new_optimizer") == figures.color("my_new_optimizer")

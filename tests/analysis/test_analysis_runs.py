@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from analysis_store import EXPERIMENT, metric_rows, write_run
 from run_helpers import compose_config, compose_configs
 
@@ -42,6 +43,30 @@ def test_command_line_overrides_narrow_the_grid_as_the_sweeper_does():
     # a changed protocol is a different run
     longer = experiment_runs(EXPERIMENT, ["optimizer=sgd", "seed=7", "trainer.epochs=31"])
     assert longer[0][1] != runs[0][1]
+
+
+SELECTED = [f"hydra.searchpath=[file://{REPO / 'results' / 'selected'}]"]
+
+
+def test_a_study_shows_the_runs_it_reuses_under_their_own_ids_and_on_its_protocol_only():
+    variants = experiment_runs("cifar10_jpeg_variants_cnn", SELECTED)
+    ids = [rid for _, rid in variants]
+    # its own grid first (what run.py -m launches), then the headline's runs, never re-keyed
+    assert [rid.split("-")[2] for rid in ids[:15]] == [
+        f"variant_{v}" for v in ("fd", "adabelief", "span_gd", "history", "random") for _ in "sss"
+    ]
+    assert sorted(ids[15:]) == sorted(
+        rid for job, rid in experiment_runs("cifar10_jpeg_cnn", SELECTED)
+        if job[0] in ("optimizer=tune_cifar10_jpeg_cnn/drsom_adaptive",
+                      "optimizer=tune_cifar10_jpeg_cnn/adam")
+    )  # fmt: skip
+    assert len(ids) == 21
+    # the reused runs keep their ids because `study` is not part of a run's identity
+    assert ids[15].startswith("cifar10_jpeg-cnn-drsom_adaptive-47552b32e9-s")
+    # a study narrowed to another protocol does not show runs made on the old one
+    with pytest.raises(ValueError, match=r"reuses run cifar10_jpeg-cnn-drsom_adaptive-.*"
+                       r"trainer\.epochs is 14 here, 15 there"):  # fmt: skip
+        experiment_runs("cifar10_jpeg_variants_cnn", [*SELECTED, "trainer.epochs=14"])
 
 
 def test_every_experiment_selects_its_model_data_and_name():
