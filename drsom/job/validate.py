@@ -43,7 +43,7 @@ OPTIONAL_TOP_KEYS = ("study",)
 TRAINER_KEYS = (
     *("epochs", "batch_size", "test_batch_size", "device", "lr_schedule", "lr_milestones"),
     *("lr_gamma", "eval_every", "log_every_steps", "checkpoint_every", "amp", "compile"),
-    *("channels_last", "progress", "stop_after_epochs"),
+    *("channels_last", "progress", "stop_after_epochs", "bn_debias"),
 )
 LOGGER_KEYS = ("mode", "project", "entity", "group", "tags", "init_timeout")
 
@@ -79,7 +79,7 @@ def validate(cfg: Mapping[str, Any]) -> None:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     _number("trainer.lr_gamma", t["lr_gamma"], low=0.0, strict=True)
-    for key in ("amp", "compile", "channels_last", "progress"):
+    for key in ("amp", "compile", "channels_last", "progress", "bn_debias"):
         _boolean(f"trainer.{key}", t[key])
     _boolean("force", cfg["force"])
     _integer("seed", cfg["seed"], low=0, high=MAX_SEED)

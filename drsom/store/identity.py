@@ -62,6 +62,7 @@ ADDED_AT_OLD_VALUE = {
     "optimizer.follow_schedule": False,
     "optimizer.lr_h": 1.0,
     "optimizer.ratio_test": "always",
+    "trainer.bn_debias": False,
 }
 
 # Options that compute nothing while another option holds its old value (or is absent): a DRSOM

@@ -20,6 +20,7 @@ from drsom.cfg.targets import TargetError
 from drsom.data import DataBundle, build_data, load_dataset
 from drsom.models import build_model
 from drsom.optim import needs_double_backward, optimizer_factory
+from drsom.training.batchnorm import debias_batchnorm
 from drsom.training.loop import Trainer
 from drsom.training.schedules import build_scheduler
 
@@ -57,6 +58,8 @@ def build_training(c: dict, device: torch.device, data: DataBundle):
     t = c["trainer"]
     try:
         model = build_model(c["model"], data.num_classes, data.input_shape).to(device)
+        if t["bn_debias"]:
+            debias_batchnorm(model)
         if t["channels_last"]:
             model = model.to(memory_format=torch.channels_last)
         optimizer = optimizer_factory(c["optimizer"])(model.parameters())
