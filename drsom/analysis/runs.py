@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
 from drsom import CONFIG_DIR
 from drsom.store.folder import RunDir
@@ -64,7 +65,7 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
         )
     own = sweep_runs(name, overrides)
     runs = [(list(r.overrides), r.run_id) for r in own]
-    reuse = (own[0].config.get("study") or {}).get("reuse") or {} if own else {}
+    reuse = study_of(name).get("reuse") or {}
     if reuse:
         seeds = ",".join(str(s) for s in dict.fromkeys(r.config["seed"] for r in own))
         hydra_args = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("hydra")]
@@ -79,6 +80,17 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
                 )
             runs.append((list(r.overrides), r.run_id))
     return runs
+
+
+def study_of(name: str) -> dict[str, Any]:
+    """The ``study`` node of ``experiments/<name>.yaml``: what the analysis reads about the
+    experiment and the run never does (``reuse``: runs of other experiments shown beside its own;
+    ``baseline``: the optimizer label its paired differences are taken against). Empty for an
+    experiment without one or without a file."""
+    path = EXPERIMENT_DIR / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    return OmegaConf.to_container(OmegaConf.load(path)).get("study") or {}
 
 
 def _protocol(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from drsom.analysis.runs import (
     refusal,
     run_machine,
     stored_experiments,
+    study_of,
 )
 from drsom.analysis.tables import (
     experiment_table,
@@ -100,18 +101,17 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         text = markdown(table, targets, name, about, grad_equiv=weighed)
         ci = interval_table(rows)
         ci.to_csv(stem.with_suffix(".ci.csv"), index=False)
-        has_baseline = args.baseline in set(rows["optimizer"])
+        baseline = args.baseline or study_of(name).get("baseline", "adam")
+        has_baseline = baseline in set(rows["optimizer"])
         try:
-            paired = paired_table(rows, args.baseline) if has_baseline else None
+            paired = paired_table(rows, baseline) if has_baseline else None
         except ValueError as exc:  # the baseline label is several variants (an lr sweep)
             print(f"{name}: no paired comparison: {exc}", file=sys.stderr)
             paired = None
         if paired is not None:
             paired.to_csv(stem.with_suffix(".paired.csv"), index=False)
         base_name = (
-            rows.loc[rows["optimizer"] == args.baseline, "display"].iloc[0]
-            if has_baseline
-            else None
+            rows.loc[rows["optimizer"] == baseline, "display"].iloc[0] if has_baseline else None
         )
         text += "\n" + interval_markdown(ci, paired, targets, base_name, grad_equiv=weighed)
         for tuning in tuned_by(name, store):  # the budget, space and choice behind the settings
@@ -163,8 +163,8 @@ def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
     )
     p.add_argument(
         "--baseline",
-        default="adam",
-        help="optimizer label the others are compared with, seed by seed (default: adam)",
+        help="optimizer label the others are compared with, seed by seed (default: the "
+        "experiment file's study.baseline, else adam)",
     )
     return p.parse_args(argv)
 

@@ -15,6 +15,7 @@ from drsom.analysis.runs import (
     experiment_runs,
     load_store,
     select_runs,
+    study_of,
 )
 from drsom.store.identity import run_id
 
@@ -64,6 +65,9 @@ def test_a_study_shows_the_runs_it_reuses_under_their_own_ids_and_on_its_protoco
     # the reused runs keep their ids because `study` is not part of a run's identity
     assert ids[15].startswith("cifar10_jpeg-cnn-drsom_adaptive-47552b32e9-s")
     # a study narrowed to another protocol does not show runs made on the old one
+    # the study's paired differences are taken against its own baseline, not Adam
+    assert study_of("cifar10_jpeg_variants_cnn")["baseline"] == "drsom_adaptive"
+    assert study_of("cifar10_jpeg_cnn") == {} and study_of("no_such_study") == {}
     with pytest.raises(ValueError, match=r"reuses run cifar10_jpeg-cnn-drsom_adaptive-.*"
                        r"trainer\.epochs is 14 here, 15 there"):  # fmt: skip
         experiment_runs("cifar10_jpeg_variants_cnn", [*SELECTED, "trainer.epochs=14"])
