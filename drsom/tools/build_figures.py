@@ -41,6 +41,7 @@ from drsom.analysis.runs import (
     refusal,
     run_machine,
     stored_experiments,
+    study_of,
 )
 from drsom.analysis.studies import draw_studies
 from drsom.analysis.tables import run_rows, target_name
@@ -124,11 +125,12 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
     from drsom.launch.tuning import is_tuning
 
     # a tuning experiment's runs are trials, one seed each at drawn settings: not a workload;
+    # a study that shows another's runs (study.reuse) is that one's workload again, not a second;
     # a model without cost weights has no cost here (not "never reached"): its runs stay out
     selections = [
         replace(s, runs=[r for r in s.runs if r.key()[2] in weights])
         for s in selections
-        if s.runs and not is_tuning(s.experiment)
+        if s.runs and not is_tuning(s.experiment) and not study_of(s.experiment).get("reuse")
     ]
     selections = [s for s in selections if s.runs]
     all_rows = {s.experiment: run_rows(s, targets[s.experiment], weights) for s in selections}
