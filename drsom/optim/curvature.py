@@ -61,7 +61,8 @@ class Probe:
     ``opt`` is the optimizer (its flat buffer ``_flat``, parameters and views), ``closure`` the
     step's closure, ``counts`` the step's oracle counts, ``grads`` the gradient with its graph
     (``hessian="hvp"``), ``loss0`` the loss at x and ``bound`` the step bound as a Euclidean
-    length.
+    length. What it measures on the closure's mini-batch (values, gradient and HVP dots) comes
+    back averaged over the processes of a data-parallel run (the optimizer's ``_reduce``).
     """
 
     def __init__(self, opt: FlatParams, closure, counts: Counter, grads, loss0, bound):
@@ -79,9 +80,10 @@ class Probe:
 
     def value(self) -> torch.Tensor:
         with torch.no_grad():
-            loss = check_loss(self.closure())
+            loss = check_loss(self.closure()).detach()
         self.counts["forward"] += 1
-        return loss.detach()
+        self.opt._reduce(loss)
+        return loss
 
     @phase("dots")
     def _dots(self, pieces, R: torch.Tensor) -> torch.Tensor:
@@ -90,7 +92,9 @@ class Probe:
         keep = [(v, t) for v, t in zip(views, pieces, strict=True) if t is not None]
         if keep:
             torch._foreach_copy_([v for v, _ in keep], [t.detach() for _, t in keep])
-        return R @ scratch
+        dots = R @ scratch
+        self.opt._reduce(dots)
+        return dots
 
     def gradient_dots(self, R: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():

@@ -15,6 +15,7 @@ import os
 import sys
 import warnings
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ from .arguments import STEP_MEASURES
 from .control import make_controller
 from .curvature import Probe, check_loss, make_curvature, phase
 from .directions import make_directions
+from .distributed import no_reduce
 from .flat import FlatParams, check_parameters, shares
 from .protocol import ORACLES, STEP_CLOSURE
 from .ratio_test import make_ratio_test
@@ -164,6 +166,10 @@ class DRSOM(FlatParams):
         seed: seed of the random-direction generator.
         rank_tol: relative Gram eigenvalue below which directions count as dependent
             (default ``100 * eps`` of the dtype).
+        reduce: data parallelism: a callable that averages a tensor in place across the
+            processes (:func:`drsom.optim.distributed.mean_over`); the step then reduces the
+            gradient, the losses and the curvature measurements its decisions read, so every
+            process takes the same step (:mod:`~drsom.optim.distributed`). None: one process.
 
     Presets: these defaults are the seed's clean form (trust region, eta 0.1, shrink x0.25,
     expand x2, the radius capped by a scheduled ``lr``); the suite's ``optimizer=drsom`` config
@@ -236,6 +242,7 @@ class DRSOM(FlatParams):
         ratio_test: str = "always",
         test_period: int = 16,
         spike: float = 1.0,
+        reduce: Callable[[torch.Tensor], None] | None = None,
     ):
         # the arguments by name, taken first so that nothing else is among them; checked in two
         # passes around the parts, the order in which the constructor has always refused them
@@ -253,6 +260,11 @@ class DRSOM(FlatParams):
             follow_schedule=follow_schedule,
         )
         arguments.check_step(a)
+        if reduce is not None and not callable(reduce):
+            raise ValueError(
+                f"DRSOM: reduce must be a callable averaging a tensor across processes "
+                f"(drsom.optim.distributed.mean_over()) or None, got {reduce!r}"
+            )
         test = make_ratio_test(ratio_test, period=test_period, spike=spike, subproblem=subproblem)
 
         defaults = dict(
@@ -276,6 +288,7 @@ class DRSOM(FlatParams):
             momentum=None,
         )
         self._rank_tol = rank_tol
+        self._reduce = reduce or no_reduce
         self._init_flat()
         self._warned_momentum = False
         super().__init__(params, defaults)
@@ -420,7 +433,7 @@ class DRSOM(FlatParams):
             self._move(alpha - applied)
             applied = alpha
             with phase("trial"):
-                f_trial = float(check_loss(closure()))  # one host synchronisation per trial
+                f_trial = float(self._reduced(check_loss(closure())))  # one host sync per trial
             counts["forward"] += 1
             counts["trials"] += 1
             f_trial += 0.5 * (Xw + 2 * alpha @ Rxw + alpha @ Gw @ alpha)  # + w/2 |x + V^T alpha|^2
@@ -471,8 +484,7 @@ class DRSOM(FlatParams):
         objective f + w/2 |x|^2, its L2 parts ``Gw, Rxw, Xw`` (to price trial points without
         another pass) and the values ``loss`` (f) and ``f0`` (f with the L2 term).
         """
-        loss, graph, missing = self._gradient(closure, counts)
-        loss0 = loss.detach()
+        loss, loss0, graph, missing = self._gradient(closure, counts)
         x = self._flat
 
         # row 0 is the gradient g of f + w/2 |x|^2, the other rows the direction memory: V
@@ -506,15 +518,17 @@ class DRSOM(FlatParams):
     def _gradient(self, closure, counts: Counter):
         """Evaluate the closure and put its gradient in row 0 of R (``p.grad`` views it).
 
-        Returns the loss, the gradient with its graph when the curvature source differentiates it
-        again (else None), and the indices of the parameters the loss did not reach.
+        Returns the loss (this process's, with its graph), its value averaged over the processes
+        (``reduce``), the gradient with its graph when the curvature source differentiates it
+        again (else None), and the indices of the parameters the loss did not reach. Row 0 holds
+        the gradient averaged over the processes.
         """
         params = self._params
         row0 = self._views(self._R[0])
         graph = None
         with torch.enable_grad():
             self._reached.clear()
-            loss = self._first_forward(closure, counts)
+            loss, value = self._first_forward(closure, counts)
             if self._reached:  # the closure ran backward() into our parameters itself
                 raise ValueError(_BACKWARD_IN_CLOSURE)
             if not loss.requires_grad:
@@ -539,17 +553,25 @@ class DRSOM(FlatParams):
                     p.grad = v
                 loss.backward(inputs=params)
                 reached = [id(p) in self._reached for p in params]
+        self._reduce(self._R[0])
         counts["grad"] += 1
         missing = [i for i, r in enumerate(reached) if not r]
         if len(missing) == len(params):
             raise ValueError("DRSOM: the closure's loss does not depend on the parameters")
         for i in missing:
             params[i].grad = None
-        return loss, graph, missing
+        return loss, value, graph, missing
 
-    def _first_forward(self, closure, counts: Counter) -> torch.Tensor:
-        """The loss at x; after an untested step, judged first (the guard) and, when it fails,
-        the step undone and the loss evaluated again at the restored point.
+    def _reduced(self, loss: torch.Tensor) -> torch.Tensor:
+        """The loss's value averaged over the processes (a detached copy)."""
+        value = loss.detach().clone()
+        self._reduce(value)
+        return value
+
+    def _first_forward(self, closure, counts: Counter) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss at x and its value averaged over the processes; after an untested step,
+        judged first (the guard) and, when it fails, the step undone and the loss evaluated again
+        at the restored point.
 
         A closure with ``checkpoint()`` and ``rewind()`` (:class:`~.closure.BatchClosure`) gets
         its BatchNorm statistics and random state back from before the judged forward.
@@ -559,9 +581,10 @@ class DRSOM(FlatParams):
         if judge and hasattr(closure, "checkpoint"):
             closure.checkpoint()
         loss = check_loss(closure())
+        value = self._reduced(loss)
         counts["forward"] += 1
-        if not judge or self._test.guard(float(loss.detach())):  # the guard: one host sync
-            return loss
+        if not judge or self._test.guard(float(value)):  # the guard: one host sync
+            return loss, value
         del loss
         self._flat.copy_(self._before)
         self._dirs.reset(self._R)
@@ -572,7 +595,7 @@ class DRSOM(FlatParams):
             closure.rewind()
         loss = check_loss(closure())
         counts["forward"] += 1
-        return loss
+        return loss, self._reduced(loss)
 
     def _decay_terms(self, V: torch.Tensor, G: torch.Tensor):
         """The L2 term's parts of the model: ``Gw = sum w V V^T``, ``Rxw = sum w V x`` and
