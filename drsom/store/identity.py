@@ -62,8 +62,12 @@ ADDED_AT_OLD_VALUE = {
     "optimizer.follow_schedule": False,
     "optimizer.lr_h": 1.0,
     "optimizer.ratio_test": "always",
-    "trainer.bn_debias": False,
 }
+# Trainer keys added after runs were stored, at the value that makes those runs' computation: a
+# stored config without one is completed with it (``complete``), so it still runs, resumes and
+# reproduces, and hashes as before (they are in ADDED_AT_OLD_VALUE too).
+TRAINER_ADDED = {"bn_debias": False}
+ADDED_AT_OLD_VALUE |= {f"trainer.{key}": value for key, value in TRAINER_ADDED.items()}
 
 # Options that compute nothing while another option holds its old value (or is absent): a DRSOM
 # run that tests every step is one computation whatever its test_period.
@@ -82,11 +86,14 @@ NAME_KEYS = (("data", "name"), ("model", "name"), ("optimizer", "label"))
 
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of the resolved config with the names of its data, model and optimizer filled in
-    (``NAME_KEYS``), and the data keys a config may leave out (``DATA_DEFAULTS``): what the run
-    records, hashes and names its folder by."""
+    (``NAME_KEYS``), the data keys a config may leave out (``DATA_DEFAULTS``) and the trainer keys
+    a config stored before them lacks (``TRAINER_ADDED``): what the run records, hashes and names
+    its folder by."""
     out = json.loads(json.dumps(cfg))  # a deep copy of plain data
     if isinstance(out.get("data"), dict):
         out["data"] = {**DATA_DEFAULTS, **out["data"]}
+    if isinstance(out.get("trainer"), dict):
+        out["trainer"] = {**TRAINER_ADDED, **out["trainer"]}
     for group, key in NAME_KEYS:
         node = out.get(group)
         if isinstance(node, dict) and not node.get(key):

@@ -7,8 +7,9 @@ import torch.nn.functional as F
 from run_helpers import compose_config
 from torch import nn
 
+from drsom.job.validate import validate
 from drsom.optim import DRSOM, make_closure
-from drsom.store.identity import run_id
+from drsom.store.identity import complete, run_id
 from drsom.training.batchnorm import debias_batchnorm
 
 
@@ -77,5 +78,8 @@ def test_the_option_is_off_by_default_and_off_keeps_stored_run_ids():
     assert plain["trainer"]["bn_debias"] is False
     without = {**plain, "trainer": {k: v for k, v in plain["trainer"].items() if k != "bn_debias"}}
     assert run_id(without) == run_id(plain)
+    # a config stored before the option existed still runs, resumes and reproduces: completed
+    validate(complete(without))
+    assert complete(without)["trainer"]["bn_debias"] is False
     on = compose_config("model=cnn", "data=digits", "trainer.bn_debias=true")
     assert run_id(on) != run_id(plain)
