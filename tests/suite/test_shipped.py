@@ -27,6 +27,23 @@ def shipped_drsom_run() -> RunDir:
     return run.run_dir
 
 
+def test_every_shipped_runs_config_still_runs_under_its_own_id():
+    """A key added to the configs must not orphan the stored runs: each stored config.yaml,
+    completed as the runner completes it, passes the run's checks and names its own folder (so
+    it resumes and drsom-reproduce reruns it on any processor)."""
+    from omegaconf import OmegaConf
+
+    from drsom.job.validate import validate
+    from drsom.store.identity import complete, run_id
+
+    folders = sorted((REPO / "results" / "runs").iterdir())
+    assert len(folders) > 100
+    for folder in folders:
+        config = complete(OmegaConf.to_container(OmegaConf.load(folder / "config.yaml")))
+        validate(config)
+        assert run_id(config) == folder.name
+
+
 @pytest.mark.parametrize(
     "tuning, labels",
     [
