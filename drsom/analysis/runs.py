@@ -57,7 +57,7 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
     """``(job overrides, run id)`` of every run ``python run.py -m experiment=<name> *overrides``
     launches, in launch order (the grid expansion is ``drsom.launch.sweeps.sweep_runs``, which the
     sweep-status tool uses too: one rule for every reader of the store)."""
-    from drsom.launch.sweeps import sweep_runs
+    from drsom.launch.sweeps import is_hydra, sweep_runs
 
     if name not in experiment_names():
         raise ValueError(
@@ -68,7 +68,7 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
     reuse = study_of(name).get("reuse") or {}
     if reuse:
         seeds = ",".join(str(s) for s in dict.fromkeys(r.config["seed"] for r in own))
-        hydra_args = [o for o in overrides if o.split("=", 1)[0].lstrip("+~").startswith("hydra")]
+        hydra_args = [o for o in overrides if is_hydra(o)]
         protocols = [_protocol(r.config) for r in own]
     for other, choices in reuse.items():
         grid = [f"optimizer={','.join(choices)}", f"seed={seeds}", *hydra_args]
@@ -102,14 +102,11 @@ def _protocol(config: Mapping[str, Any]) -> dict[str, Any]:
     return ident
 
 
-def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> str:
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, Mapping) and isinstance(y, Mapping):
-            if x != y:
-                return _first_difference(x, y, f"{prefix}{key}.")
-        elif x != y:
-            return f"{prefix}{key} is {x!r} here, {y!r} there"
+def _first_difference(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    flat_a, flat_b = _flatten(a), _flatten(b)
+    for key in sorted(set(flat_a) | set(flat_b)):
+        if flat_a.get(key) != flat_b.get(key):
+            return f"{key} is {flat_a.get(key)!r} here, {flat_b.get(key)!r} there"
     return "none"
 
 

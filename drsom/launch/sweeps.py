@@ -62,8 +62,8 @@ def sweep_runs(
     """
     base_dir = Path.cwd() if base_dir is None else base_dir
     arguments = ([f"experiment={experiment}"] if experiment else []) + list(overrides)
-    hydra_args = [a for a in arguments if _is_hydra(a)]
-    task_args = [a for a in arguments if not _is_hydra(a)]
+    hydra_args = [a for a in arguments if is_hydra(a)]
+    task_args = [a for a in arguments if not is_hydra(a)]
     GlobalHydra.instance().clear()  # compose needs its own context, whatever ran before
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
@@ -85,7 +85,7 @@ def sweep_runs(
     return runs
 
 
-def _is_hydra(override: str) -> bool:
+def is_hydra(override: str) -> bool:
     key = override.lstrip("+~").split("=", 1)[0]
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 

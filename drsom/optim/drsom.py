@@ -563,7 +563,9 @@ class DRSOM(FlatParams):
         return loss, value, graph, missing
 
     def _reduced(self, loss: torch.Tensor) -> torch.Tensor:
-        """The loss's value averaged over the processes (a detached copy)."""
+        """The loss's value averaged over the processes (detached; a copy only when reduced)."""
+        if self._reduce is no_reduce:
+            return loss.detach()
         value = loss.detach().clone()
         self._reduce(value)
         return value
