@@ -129,12 +129,15 @@ def build(
     meta: tuple[str, ...],
     *args: Any,
     passthrough: tuple[type[BaseException], ...] = (),
+    runtime: Mapping[str, Any] | None = None,
     **injected: Any,
 ) -> Any:
     """``hydra.utils.instantiate`` of ``node`` without its meta keys, called with ``args``.
 
     ``injected`` keywords are what the suite knows only now (the dataset's number of classes);
     the node's own values win. ``args`` come first in the call (optimizers: the parameters).
+    ``runtime`` keywords are objects no config can hold (a data-parallel run's reducer), passed
+    as they are.
     Whatever the target raises comes back as one ``TargetError`` line naming it, except the
     exceptions in ``passthrough`` (e.g. a dataset that cannot be had), raised as they are.
     """
@@ -152,7 +155,7 @@ def build(
             k: tuple(v) if isinstance(v, list) and isinstance(named.get(k), tuple) else v
             for k, v in made.keywords.items()
         }
-        return made.func(*made.args, *args, **given)
+        return made.func(*made.args, *args, **given, **(runtime or {}))
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, passthrough):

@@ -185,6 +185,7 @@ def build_data(
     gpu_resident: bool | None = None,
     num_workers: int = 0,
     channels_last: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> DataBundle:
     """Wrap the splits of ``dataset`` in epoch loaders: train, validation, test and train-eval.
 
@@ -201,6 +202,8 @@ def build_data(
       when ``device`` is CUDA". True with a CPU device runs the same code on host tensors.
     - ``num_workers``: threads preparing batches ahead on the host path (0: in the calling thread).
     - ``channels_last``: inputs come out NCHW with channels_last strides (no extra copy).
+    - ``shard``: (rank, processes) of a data-parallel run: every loader yields this process's
+      shard of each global batch (``EpochLoader``).
 
     Raises ValueError for bad arguments.
     """
@@ -231,7 +234,13 @@ def build_data(
     device = torch.device(device)
     resident = device.type == "cuda" if gpu_resident is None else bool(gpu_resident)
     storage = device if resident else torch.device("cpu")
-    common = dict(mean=dataset.mean, std=dataset.std, device=device, channels_last=channels_last)
+    common = dict(
+        mean=dataset.mean,
+        std=dataset.std,
+        device=device,
+        channels_last=channels_last,
+        shard=shard,
+    )
     train = EpochLoader(
         images.to(storage),
         labels.to(storage),

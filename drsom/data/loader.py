@@ -21,6 +21,11 @@ Where the images live decides the path:
   the GPU as uint8 and every step above runs there; no host work per batch beyond kernel launches.
 
 Both are the same code below, so they have the same augmentation distribution by construction.
+
+Data-parallel runs (``shard=(rank, processes)``) draw the same plan on every process and cut every
+global batch of ``batch_size`` examples into contiguous shards, rank r taking examples
+[r n / P, (r + 1) n / P) of a batch of n: the run sees the same batches in the same order whatever
+its number of processes; only the last, partial batch may have shards one example apart.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ class EpochLoader:
         device: str | torch.device = "cpu",
         channels_last: bool = False,
         num_workers: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[-1] not in (1, 3):
             raise ValueError("images must be a uint8 tensor of shape (N, H, W, C) with C in {1, 3}")
@@ -79,6 +85,8 @@ class EpochLoader:
             raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        if not 0 <= shard[0] < shard[1]:
+            raise ValueError(f"shard must be (rank, processes) with 0 <= rank < processes: {shard}")
         self.device = torch.device(device)
         self.storage = images.device
         self.batch_size = int(batch_size)
@@ -86,6 +94,7 @@ class EpochLoader:
         self.crop_padding = int(crop_padding)
         self.flip = bool(flip)
         self.seed = int(seed)
+        self.rank, self.processes = int(shard[0]), int(shard[1])
         self.channels_last = bool(channels_last)
         self.num_workers = int(num_workers) if self.storage.type == "cpu" else 0
         self.epoch = 0
@@ -110,6 +119,10 @@ class EpochLoader:
 
     def __len__(self) -> int:
         return -(-self.num_examples // self.batch_size)
+
+    def global_size(self, batch: int) -> int:
+        """How many examples global batch ``batch`` (0-based) has, over all shards."""
+        return min(self.batch_size, self.num_examples - batch * self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -153,8 +166,11 @@ class EpochLoader:
         return self._device_part(*self._host_part(plan, start))
 
     def _host_part(self, plan: dict[str, torch.Tensor], start: int) -> Batch:
-        """Gather, crop and flip in uint8 where the images are stored."""
-        sl = slice(start, start + self.batch_size)
+        """Gather, crop and flip in uint8 where the images are stored (this process's shard)."""
+        n = min(self.batch_size, self.num_examples - start)
+        sl = slice(
+            start + self.rank * n // self.processes, start + (self.rank + 1) * n // self.processes
+        )
         idx = plan["order"][sl]
         if not self.crop_padding and not self.flip:
             # evaluation (in order) takes a view: no copy until the transfer

@@ -45,15 +45,23 @@ class Bookkeeper:
 
     ``header`` goes into every checkpoint beside the trainer's state (format, run and wandb ids);
     ``summary`` is the run's summary, updated in place and written after every change.
+    ``writes=False``: a process above rank 0 of a multi-process run, which tells how its epochs
+    ended the same way and writes nothing.
     """
 
-    def __init__(self, run_dir: RunDir, summary: dict, trainer: Trainer, header: dict) -> None:
+    def __init__(
+        self, run_dir: RunDir, summary: dict, trainer: Trainer, header: dict, writes: bool = True
+    ) -> None:
         self.run_dir, self.summary, self.trainer, self.header = run_dir, summary, trainer, header
+        self.writes = writes
 
     def write_tables(self) -> None:
-        write_tables(self.run_dir, self.trainer)
+        if self.writes:
+            write_tables(self.run_dir, self.trainer)
 
     def save_checkpoint(self) -> None:
+        if not self.writes:
+            return
         self.run_dir.save_checkpoint({**self.header, "trainer": self.trainer.state_dict()})
         # what a rerun resumes from (the storage failure's line names it)
         self.summary["checkpoint_epoch"] = self.trainer.epoch
@@ -67,6 +75,8 @@ class Bookkeeper:
 
     def close(self, status: str, **extra: Any) -> None:
         """Record ``status`` (and ``extra`` fields) with the trainer's results; write it."""
+        if not self.writes:
+            return
         record(self.summary, self.trainer, status, **extra)
         self.run_dir.write_summary(self.summary)
 

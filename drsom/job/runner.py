@@ -8,6 +8,14 @@ a folder held by another process, a file the filesystem refuses (full disk, read
 files keep their last complete versions and the summary says "failed" and why). ``force=true``
 clears the folder once per launch (``launch_identity``): a requeued job resumes.
 
+A run launched on several processes (``torchrun``, SLURM tasks: ``drsom.training.world``) is one
+run: rank 0 does all of the above (lock, folder, checkpoints, summary, wandb) and tells the other
+processes what it decided (already done; train from this checkpoint, or afresh; stop, and why),
+which then train beside it and write nothing. The number of processes is part of the run's
+identity (``trainer.processes``, 1 hashed as before): per-process BatchNorm statistics and random
+streams make a 2-process run another computation, stored as another run; a config that fixes it
+refuses a launch on another count.
+
 Checkpoints are written every ``trainer.checkpoint_every`` epochs, at the end, and when the job's
 preemption signal arrives (``drsom.job.preemption``): then after the current step, with the position
 inside the epoch, after which the signal is handed back (submitit requeues the job, which resumes
@@ -16,6 +24,7 @@ here in the same folder).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -28,7 +37,13 @@ from omegaconf import DictConfig, OmegaConf
 from drsom.data import DataBundle, DatasetUnavailable
 from drsom.job.bookkeeping import Bookkeeper, write_tables
 from drsom.job.preemption import PreemptionGuard
-from drsom.job.validate import ConfigError, check_results_dir, resolve_device, validate
+from drsom.job.validate import (
+    ConfigError,
+    check_results_dir,
+    resolve_device,
+    settle_processes,
+    validate,
+)
 from drsom.paths import shown
 from drsom.store.folder import (
     CheckpointError,
@@ -41,13 +56,14 @@ from drsom.store.folder import (
 from drsom.store.identity import complete, group_name, run_id
 from drsom.store.record import git_state, metric_value, start_summary
 from drsom.store.state import TERMINAL, Status, run_state
-from drsom.training.build import build_trainer, load_data
+from drsom.training.build import build_trainer, data_parallel, load_data
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 from drsom.training.tracking import Tracker, new_wandb_id, tracking
+from drsom.training.world import LeaderStopped, World
 
 log = logging.getLogger("drsom")
 
-USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy, StorageError)
+USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy, StorageError, LeaderStopped)
 
 CHECKPOINT_FORMAT = 1
 
@@ -68,13 +84,36 @@ def run(
     c = _plain(cfg)
     validate(c)
     device = resolve_device(c["trainer"]["device"])
+    world = World.join(c["trainer"]["backend"], device.type)
+    if not world.main:
+        log.setLevel(logging.WARNING)  # rank 0 says it all once
+    try:
+        status = _run(c, world, world.device(device), base_dir, prune)
+        world.barrier()  # no process leaves the group while another still talks in it
+        return status
+    except BaseException as exc:
+        if world.main and not world.told:  # the others wait for rank 0's word: an error
+            world.tell(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
+        raise
+    finally:
+        world.leave()
+
+
+def _run(c, world: World, device: torch.device, base_dir, prune) -> str:
+    # Every process checks what it can itself, in the same order (the same errors everywhere);
+    # only what rank 0 alone sees (the folder's lock and contents) is told to the others.
+    settle_processes(c["trainer"], world.size, device)
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     check_results_dir(c["results_dir"], base)  # before anything is read or made there
     run_dir = run_folder(c, base)
     run_dir.check_is_folder()  # a file or a broken link there holds no run: before the data
     launch = launch_identity()
-    data = load_data(c, device, base)  # before the folder exists: a missing dataset leaves none
+    # before the folder exists: a missing dataset leaves none
+    data = load_data(c, device, base, world)
+    if not world.main:
+        return _follow(c, run_dir, device, data, world, prune)
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
+        world.tell(("done", run_dir.read_summary()["status"]))
         return run_dir.read_summary()["status"]
     if c["trainer"]["amp"] and device.type == "cpu":
         # Allowed (it is how the amp path is tried without a GPU), but never silently.
@@ -89,10 +128,19 @@ def run(
         if c["force"] and not force:
             log.info(f"force=true was applied by this launch already ({launch}): not clearing")
         if _already_done(run_dir, force, data):  # finished by another process meanwhile
+            world.tell(("done", run_dir.read_summary()["status"]))
             return run_dir.read_summary()["status"]
         try:
             status = _train(
-                c, run_dir, device, data, preemption, force=force, launch=launch, prune=prune
+                c,
+                run_dir,
+                device,
+                data,
+                preemption,
+                world,
+                force=force,
+                launch=launch,
+                prune=prune,
             )
         except ConfigError:
             # a check that needs the folder's lock (the model's shape check) failed before
@@ -112,6 +160,32 @@ def run(
             ) from exc
     if preemption.requested and status == "interrupted":
         # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
+        preemption.hand_over()
+    return status
+
+
+def _follow(
+    c: dict,
+    run_dir: RunDir,
+    device: torch.device,
+    data: DataBundle,
+    world: World,
+    prune: Callable[[int, float], bool] | None,
+) -> str:
+    """A process above rank 0: train beside it as it says, writing nothing."""
+    kind, value = world.hear()
+    if kind == "error":
+        raise LeaderStopped(f"rank 0 stopped before training: {value}")
+    if kind == "done":
+        return value
+    with PreemptionGuard() as preemption:
+        trainer, _, _ = build_trainer(c, device, data, lambda: preemption.requested, world)
+        if value is not None:  # the checkpoint rank 0 resumed from
+            trainer.load_state_dict(run_dir.load_checkpoint(Path(value))["trainer"])
+        data_parallel(trainer)
+        book = Bookkeeper(run_dir, {}, trainer, {}, writes=False)
+        status = _epochs(c, trainer, book, Tracker(), preemption, prune, world)
+    if preemption.requested and status == "interrupted":
         preemption.hand_over()
     return status
 
@@ -220,6 +294,7 @@ def _train(
     device: torch.device,
     data: DataBundle,
     preemption: PreemptionGuard,
+    world: World,
     *,
     force: bool,
     launch: str | None,
@@ -229,7 +304,11 @@ def _train(
     if force:
         run_dir.clear()
     previous = run_dir.read_summary() or {}
-    trainer, compiled, compile_note, checkpoint = _restore(c, run_dir, device, data, preemption)
+    trainer, compiled, compile_note, checkpoint, path = _restore(
+        c, run_dir, device, data, preemption, world
+    )
+    world.tell(("train", None if path is None else str(path)))
+    data_parallel(trainer)
     model, amp = trainer.model, trainer.autocast
     if checkpoint is not None:
         wandb_id = _text(checkpoint.get("wandb_id")) or new_wandb_id()
@@ -253,6 +332,7 @@ def _train(
         compiled=compiled,
         compile_note=compile_note,
         data_fingerprint=data.fingerprint,
+        backend=world.backend,
     )
     summary["forced_by"] = launch if force else previous.get("forced_by")
     summary["checkpoint_epoch"] = trainer.epoch if checkpoint is not None else None
@@ -262,7 +342,8 @@ def _train(
     log.info(
         f"{c['optimizer']['label']} | {c['model']['name']} ({millions:.2f}M parameters) | "
         f"{c['data']['name']}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
-        f"{len(data.train)} steps per epoch | {device} ({summary['device_name']}), "
+        f"{len(data.train)} steps per epoch{_processes(world)} | {device} "
+        f"({summary['device_name']}), "
         f"amp {'on' if amp else 'off'}, compiled {'yes' if compiled else 'no'}"
     )
 
@@ -277,7 +358,9 @@ def _train(
         run_dir=run_dir.path,
     ) as tracker:
         trainer.on_log_step = lambda row: tracker.log(_step_log(row), step=row["step"])
-        status = _epochs(c, trainer, run_dir, summary, tracker, wandb_id, preemption, prune)
+        header = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
+        book = Bookkeeper(run_dir, summary, trainer, header)
+        status = _epochs(c, trainer, book, tracker, preemption, prune, world)
         tracker.final_values({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
     return status
 
@@ -285,24 +368,25 @@ def _train(
 def _epochs(
     c: dict,
     trainer: Trainer,
-    run_dir: RunDir,
-    summary: dict,
+    book: Bookkeeper,
     tracker: Tracker,
-    wandb_id: str,
     preemption: PreemptionGuard,
-    prune: Callable[[int, float], bool] | None = None,
+    prune: Callable[[int, float], bool] | None,
+    world: World,
 ) -> str:
-    """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word."""
+    """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word.
+
+    Every process runs it; what decides where the epochs stop is the same on all of them."""
     stop_after, done_here, pruned = c["trainer"]["stop_after_epochs"], 0, False
-    header = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
-    book = Bookkeeper(run_dir, summary, trainer, header)
+    run_dir, summary = book.run_dir, book.summary
     with book.ending(preemption) as ended:
         for row in trainer.run_epochs():
             done_here += 1
             last = trainer.epoch == trainer.epochs
             stopping = stop_after is not None and done_here >= stop_after and not last
             book.write_tables()
-            preempted = preemption.requested and not last  # a signal during the epoch's end
+            # a signal during the epoch's end (on any process)
+            preempted = world.any(preemption.requested, trainer.device) and not last
             due = trainer.epoch % c["trainer"]["checkpoint_every"] == 0
             book.epoch_end(checkpoint=last or stopping or preempted or due)
             tracker.log(row, step=row["step"])
@@ -311,7 +395,7 @@ def _epochs(
                 break
             val_acc = metric_value(row.get("val_acc"))
             if prune is not None and not last and val_acc is not None:
-                pruned = prune(trainer.epoch, val_acc)
+                pruned = world.decide(functools.partial(prune, trainer.epoch, val_acc))
                 if pruned:
                     break
     if ended.status is not None:
@@ -322,6 +406,8 @@ def _epochs(
     stopped = status == "interrupted" and preemption.requested
     extra = {"stopped_by": preemption.name} if stopped else {}
     book.close(status, **extra)
+    if not world.main:
+        return status
     if status == "finished":
         chosen = summary["selected"]
         at = f" (validation selects epoch {chosen['epoch']})" if chosen else ""
@@ -352,14 +438,20 @@ def _position(trainer: Trainer) -> str:
 
 
 def _restore(
-    c: dict, run_dir: RunDir, device: torch.device, data: DataBundle, preemption: PreemptionGuard
-) -> tuple[Trainer, bool, str | None, dict | None]:
+    c: dict,
+    run_dir: RunDir,
+    device: torch.device,
+    data: DataBundle,
+    preemption: PreemptionGuard,
+    world: World,
+) -> tuple[Trainer, bool, str | None, dict | None, Path | None]:
     """A trainer at the newest checkpoint that this run can continue from, else a fresh one.
 
     A checkpoint that cannot be read, or that is readable but does not fit this run (another
     run's, another optimizer's or model's: its state does not load), is reported and moved
     aside, so that a rerun does not fail on it again. A trainer a checkpoint failed to load into
-    may be half-loaded: the next one is built afresh.
+    may be half-loaded: the next one is built afresh. Returns the trainer, whether it is
+    compiled and why not, the checkpoint's state and its path (None and None: from scratch).
     """
     should_stop = lambda: preemption.requested  # noqa: E731
     bad = []
@@ -372,7 +464,7 @@ def _restore(
                 raise CheckpointError(
                     f"checkpoint {shown(path)} belongs to run {state['run_id']}, not to this one"
                 )
-            trainer, compiled, note = build_trainer(c, device, data, should_stop)
+            trainer, compiled, note = build_trainer(c, device, data, should_stop, world)
             try:
                 trainer.load_state_dict(state["trainer"])
             except Exception as exc:
@@ -388,10 +480,16 @@ def _restore(
             continue
         if bad:
             log.warning(f"resuming from the previous checkpoint {path} (epoch {trainer.epoch})")
-        return trainer, compiled, note, state
+        return trainer, compiled, note, state, path
     if bad:
         log.warning(f"no readable checkpoint left in {run_dir.path}: starting from scratch")
-    return (*build_trainer(c, device, data, should_stop), None)
+    return (*build_trainer(c, device, data, should_stop, world), None, None)
+
+
+def _processes(world: World) -> str:
+    if world.size == 1:
+        return ""
+    return f" (global batches: {world.size} processes, {world.backend})"
 
 
 def _text(value: Any) -> str | None:

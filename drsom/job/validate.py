@@ -30,6 +30,7 @@ from drsom.optim import optimizer_factory
 from drsom.paths import shown
 from drsom.training.schedules import LR_SCHEDULES, milestone_epochs
 from drsom.training.tracking import WANDB_MODES
+from drsom.training.world import BACKENDS
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -44,6 +45,7 @@ TRAINER_KEYS = (
     *("epochs", "batch_size", "test_batch_size", "device", "lr_schedule", "lr_milestones"),
     *("lr_gamma", "eval_every", "log_every_steps", "checkpoint_every", "amp", "compile"),
     *("channels_last", "progress", "stop_after_epochs", "bn_debias"),
+    *("processes", "backend", "sync_batchnorm"),
 )
 LOGGER_KEYS = ("mode", "project", "entity", "group", "tags", "init_timeout")
 
@@ -79,7 +81,11 @@ def validate(cfg: Mapping[str, Any]) -> None:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     _number("trainer.lr_gamma", t["lr_gamma"], low=0.0, strict=True)
-    for key in ("amp", "compile", "channels_last", "progress", "bn_debias"):
+    if t["processes"] is not None:
+        _integer("trainer.processes", t["processes"], low=1)
+        check_processes(t, t["processes"])
+    _choice("trainer.backend", t["backend"], BACKENDS)
+    for key in ("amp", "compile", "channels_last", "progress", "bn_debias", "sync_batchnorm"):
         _boolean(f"trainer.{key}", t[key])
     _boolean("force", cfg["force"])
     _integer("seed", cfg["seed"], low=0, high=MAX_SEED)
@@ -105,6 +111,34 @@ def validate(cfg: Mapping[str, Any]) -> None:
         optimizer_factory(cfg["optimizer"])([torch.zeros(2, requires_grad=True)])
     except TargetError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def check_processes(t: Mapping[str, Any], processes: int) -> None:
+    """The trainer's options that a run on ``processes`` processes cannot serve, in one line."""
+    if t["batch_size"] % processes:
+        raise ConfigError(
+            f"trainer.batch_size={t['batch_size']} does not split over {processes} processes "
+            "(the global batch is shared equally); choose a multiple"
+        )
+
+
+def settle_processes(t: dict[str, Any], world_size: int, device: torch.device) -> None:
+    """``trainer.processes`` as launched (null: filled in); a launch on another count refused."""
+    wanted = t["processes"]
+    if wanted is not None and wanted != world_size:
+        raise ConfigError(
+            f"trainer.processes={wanted}, but this run was launched on {world_size} "
+            f"process{'es' if world_size > 1 else ''}: a run on another number of processes "
+            "is another run (its BatchNorm statistics and random streams differ); launch it on "
+            f"{wanted}, or set trainer.processes={world_size} (or null)"
+        )
+    t["processes"] = world_size
+    check_processes(t, world_size)
+    if world_size > 1 and t["sync_batchnorm"] and device.type != "cuda":
+        raise ConfigError(
+            "trainer.sync_batchnorm=true: torch's SyncBatchNorm runs on CUDA devices only; on "
+            "CPUs each process normalises by its own shard's statistics (docs/cluster.md)"
+        )
 
 
 def check_results_dir(value: Any, base: Path) -> Path:

@@ -35,7 +35,9 @@ NO_OUTPUT_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "-i", "--info"
 
 def main(base_dir: Path | None = None) -> None:
     """The command line: Hydra parses ``sys.argv`` (overrides, ``-m``, ``--cfg``, ...)."""
-    if problem := hydra_output_problem(sys.argv[1:], Path(os.getcwd())):
+    if problem := torchrun_sweep_problem(sys.argv[1:]) or hydra_output_problem(
+        sys.argv[1:], Path(os.getcwd())
+    ):
         print(problem, file=sys.stderr)
         sys.exit(jobs.BAD_INPUT)
     app(Path.cwd() if base_dir is None else Path(base_dir).resolve())()
@@ -56,6 +58,19 @@ def app(base_dir: Path) -> Callable[[], None]:
 
     run.base_dir = base_dir  # the tuning sweeper finds the store (and its studies) from it
     return hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(run)
+
+
+def torchrun_sweep_problem(argv: list[str]) -> str | None:
+    """A sweep under torchrun would run in every process, each drawing its own grid or trials."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 and any(
+        a in ("-m", "--multirun") for a in argv
+    ):
+        return (
+            "error: run.py -m under torchrun: every process would run its own sweep; torchrun one "
+            "run at a time, or sweep runs of several processes with hydra/launcher=slurm "
+            "hydra.launcher.tasks_per_node=N (docs/cluster.md)"
+        )
+    return None
 
 
 def hydra_output_problem(argv: list[str], cwd: Path) -> str | None:

@@ -92,8 +92,8 @@ def optimizer_factory(node: Mapping[str, Any]) -> Factory:
         )
     _check_values(target, arguments(node, OPTIMIZER_META))
 
-    def factory(params):
-        opt = build_target("optimizer", node, OPTIMIZER_META, params)
+    def factory(params, **runtime):
+        opt = build_target("optimizer", node, OPTIMIZER_META, params, runtime=runtime)
         if not isinstance(opt, torch.optim.Optimizer):
             raise TargetError(
                 f"optimizer._target_={path!r} returned a {type(opt).__name__}, "
@@ -101,6 +101,9 @@ def optimizer_factory(node: Mapping[str, Any]) -> Factory:
             )
         return opt
 
+    # DRSOM's data-parallel hook (drsom.optim.distributed): an optimizer that takes ``reduce``
+    # averages what its decisions read itself, and is given the reducer of a multi-process run
+    factory.reduces = "reduce" in keywords(target)[0]
     return factory
 
 

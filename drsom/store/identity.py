@@ -47,6 +47,7 @@ NOT_IDENTITY = (
     "trainer.progress",
     "trainer.checkpoint_every",
     "trainer.stop_after_epochs",
+    "trainer.backend",  # how the processes talk (gloo, NCCL); recorded with the run
 )
 
 # Keys that follow the run's seed by default (``${seed}`` in the YAML): equal to it, they are part
@@ -66,7 +67,7 @@ ADDED_AT_OLD_VALUE = {
 # Trainer keys added after runs were stored, at the value that makes those runs' computation: a
 # stored config without one is completed with it (``complete``), so it still runs, resumes and
 # reproduces, and hashes as before (they are in ADDED_AT_OLD_VALUE too).
-TRAINER_ADDED = {"bn_debias": False}
+TRAINER_ADDED = {"bn_debias": False, "processes": 1, "sync_batchnorm": False, "backend": "auto"}
 ADDED_AT_OLD_VALUE |= {f"trainer.{key}": value for key, value in TRAINER_ADDED.items()}
 
 # Options that compute nothing while another option holds its old value (or is absent): a DRSOM
@@ -74,7 +75,11 @@ ADDED_AT_OLD_VALUE |= {f"trainer.{key}": value for key, value in TRAINER_ADDED.i
 INERT_WHILE = {
     "optimizer.test_period": ("optimizer.ratio_test", "always"),
     "optimizer.spike": ("optimizer.ratio_test", "always"),
+    "trainer.sync_batchnorm": ("trainer.processes", 1),
 }
+# Keys a config may leave null for the launch to fill in (the runner records the value it ran
+# with): a config that leaves one null names the run of the old value, e.g. one process.
+AS_LAUNCHED = {"trainer.processes": 1}
 
 HASH_CHARS = 10
 
@@ -105,7 +110,8 @@ def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """The part of the resolved config that decides the results, seed excluded."""
     ident = complete(cfg)
     followers = [k for k in SEED_FOLLOWERS if _lookup(cfg, k) == cfg["seed"]]
-    old = [k for k, v in ADDED_AT_OLD_VALUE.items() if _same(_lookup(cfg, k), v)]
+    old = [k for k, v in ADDED_AT_OLD_VALUE.items() if _same(_lookup(ident, k), v)]
+    old += [k for k in AS_LAUNCHED if _lookup(ident, k) is None]
     inert = [k for k, (o, v) in INERT_WHILE.items() if _lookup(cfg, o) in ({}, v)]
     for dotted in (*NOT_IDENTITY, *followers, *old, *inert):
         *parents, leaf = dotted.split(".")

@@ -44,8 +44,10 @@ def start_summary(
     compiled: bool,
     compile_note: str | None,
     data_fingerprint: str,
+    backend: str | None = None,
 ) -> dict[str, Any]:
-    """The summary of this attempt; ``previous`` is the last attempt's summary ({} if none)."""
+    """The summary of this attempt; ``previous`` is the last attempt's summary ({} if none);
+    ``backend`` the torch.distributed backend of a run on several processes (else None)."""
     now = _now()
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
@@ -69,6 +71,8 @@ def start_summary(
         "device": str(device),
         "device_name": device_name,
         "amp": cfg["trainer"]["amp"],
+        "processes": cfg["trainer"]["processes"],
+        "backend": backend,
         "compiled": compiled,
         "compile_note": compile_note,
         "optimizer_hyperparameters": hyperparameters(trainer.optimizer),

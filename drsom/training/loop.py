@@ -22,6 +22,17 @@ scheduler states, the global RNG states (dropout, Hutchinson probes), the counte
 far. Batches are a function of (seed, epoch) (``EpochLoader.set_epoch``), so a run restored at an
 epoch boundary continues exactly as if it had never stopped.
 
+Data-parallel (``world``: :mod:`drsom.training.world`), every process steps its shard of each
+global batch. The loss of a shard is its sum of cross-entropies over the global batch's mean
+count per process (n / P), so the average over processes that DRSOM's ``reduce`` and
+``DistributedDataParallel`` take is the global batch's mean loss and gradient exactly, also for a
+last batch whose shards are one example apart. The epoch's sums, the pause decision and each
+logged step's loss are reduced; evaluation shards the evaluation sets too, after every process
+took rank 0's BatchNorm running statistics (each process normalises its shard by its own batch
+statistics in training, as under DDP without SyncBatchNorm). Each process reseeds the global RNG
+every step from (seed, step, rank): dropout masks are a function of the step, so the processes'
+random streams need no checkpoint of their own.
+
 A run can also stop between two steps of an epoch (a preemption signal: ``should_stop``): the
 trainer raises ``Paused`` and its state then also holds the position inside the epoch (batches done
 and the epoch's running sums), from which a restored trainer finishes that epoch exactly.
@@ -30,6 +41,7 @@ and the epoch's running sums), from which a restored trainer finishes that epoch
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -44,8 +56,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from drsom.data import DataBundle
+from drsom.data import DataBundle, epoch_seed
 from drsom.optim import make_closure, step_counts, step_diagnostics, take_step
+from drsom.training.world import World
 
 log = logging.getLogger("drsom")
 
@@ -147,10 +160,15 @@ class Trainer:
         progress: bool = False,
         on_log_step: Callable[[dict], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        world: World | None = None,
+        train_net: nn.Module | None = None,
     ):
         # net: what runs forward (maybe compiled). ``is None``, not ``or``: a compiled module has no
-        # truth value (torch asks it for len() and raises).
+        # truth value (torch asks it for len() and raises). train_net: what the training steps
+        # call, when not net (DistributedDataParallel around it, for first-order optimizers).
         self.model, self.net = model, model if net is None else net
+        self.train_net = self.net if train_net is None else train_net
+        self.world = World() if world is None else world
         self.optimizer, self.scheduler, self.data = optimizer, scheduler, data
         self.epochs, self.eval_every, self.log_every_steps = epochs, eval_every, log_every_steps
         self.autocast, self.progress, self.on_log_step = autocast, progress, on_log_step
@@ -213,6 +231,7 @@ class Trainer:
             self.epoch += 1
             evaluated = dict.fromkeys(EVALUATED, math.nan)
             if self.epoch % self.eval_every == 0 or self.epoch == self.epochs:
+                self.world.share_buffers(self.model)
                 for split, loader in self._evaluation_splits():
                     loss, acc = self.evaluate(loader)
                     evaluated |= {f"{split}_loss": loss, f"{split}_acc": acc}
@@ -225,15 +244,19 @@ class Trainer:
             yield row  # the caller's saving time falls into the next epoch's total
 
     def train_epoch(self) -> dict[str, float]:
-        self.net.train()
-        loader = self.data.train
+        self.train_net.train()
+        loader, world = self.data.train, self.world
         loader.set_epoch(self.epoch)  # the batches of epoch e depend on (seed, e) only
-        # A paused epoch goes on from where it stopped, with the sums of the batches before.
+        # A paused epoch goes on from where it stopped, with the sums of the batches before:
+        # the processes' totals, carried by rank 0 alone (the others' shares restart at zero).
         done, self.partial = self.partial or {}, None
         steps = int(done.get("batches", 0))
-        loss_sum = torch.tensor(done.get("loss_sum", 0.0), dtype=torch.float64, device=self.device)
-        correct = torch.tensor(done.get("correct", 0), dtype=torch.int64, device=self.device)
-        seen = int(done.get("seen", 0))
+        carried = done if world.main else {}
+        loss_sum = torch.tensor(
+            carried.get("loss_sum", 0.0), dtype=torch.float64, device=self.device
+        )
+        correct = torch.tensor(carried.get("correct", 0), dtype=torch.int64, device=self.device)
+        seen = torch.tensor(carried.get("seen", 0), dtype=torch.int64, device=self.device)
         # per diagnostic key: [sum, steps that defined it] over this epoch's steps
         sums: dict[str, list] = {k: list(v) for k, v in done.get("diagnostic_sums", {}).items()}
         bar = tqdm(
@@ -249,12 +272,17 @@ class Trainer:
         self._sync()
         start = time.perf_counter()
         for inputs, targets in bar:
-            closure = make_closure(self.net, F.cross_entropy, inputs, targets, self.autocast)
+            loss_fn, weight = F.cross_entropy, len(targets)
+            if world.size > 1:
+                torch.manual_seed(epoch_seed(loader.seed, self.step, f"rank {world.rank}"))
+                weight = loader.global_size(steps) / world.size
+                loss_fn = functools.partial(_shard_loss, per=weight)
+            closure = make_closure(self.train_net, loss_fn, inputs, targets, self.autocast)
             self._optimizer_step(closure)
             self.step += 1
             steps += 1
             seen += len(targets)
-            loss_sum += closure.loss.double() * len(targets)
+            loss_sum += closure.loss.double() * weight
             correct += (closure.outputs.argmax(1) == targets).sum()
             diagnostics = self._diagnostics()
             for key, value in diagnostics.items():
@@ -263,21 +291,26 @@ class Trainer:
                     total[0] += value
                     total[1] += 1
             if self.log_every_steps and self.step % self.log_every_steps == 0:
-                self._log_step(float(closure.loss), diagnostics)
+                loss = world.sum_(closure.loss.detach().double().clone()) / world.size
+                self._log_step(float(loss), diagnostics)
             if steps % PROGRESS_EVERY == 0 or steps == len(loader):
-                mean_loss = loss_sum.item() / seen  # waits for the device: only now and then
+                # waits for the device (and the other processes): only now and then
+                mean_loss, acc = _means(world.sum_(torch.stack([loss_sum, correct, seen])))
                 if not math.isfinite(mean_loss):
                     raise Diverged(self.epoch + 1, self.step)
-                bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{correct.item() / seen:.3f}")
-            if steps < len(loader) and self.should_stop is not None and self.should_stop():
+                bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{acc:.3f}")
+            stop = self.should_stop is not None and self.should_stop()
+            # every process asks, every step (the signal may reach one process first)
+            if steps < len(loader) and world.any(stop, self.device):
                 self._sync()
                 self.seconds["train"] += time.perf_counter() - start
+                totals = world.sum_(torch.stack([loss_sum, correct, seen]))
                 self.partial = {
                     "epoch": self.epoch,
                     "batches": steps,
-                    "loss_sum": loss_sum.item(),  # float64 both ways: the sums resume exactly
-                    "correct": int(correct.item()),
-                    "seen": seen,
+                    "loss_sum": totals[0].item(),  # float64 both ways: the sums resume exactly
+                    "correct": int(totals[1].item()),
+                    "seen": int(totals[2].item()),
                     "diagnostic_sums": {k: list(v) for k, v in sums.items()},  # Python floats
                 }
                 bar.close()
@@ -285,7 +318,8 @@ class Trainer:
         self._sync()
         self.seconds["train"] += time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)  # frees create_graph graphs before evaluation
-        row = {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen}
+        train_loss, train_acc = _means(world.sum_(torch.stack([loss_sum, correct, seen])))
+        row = {"train_loss": train_loss, "train_acc": train_acc}
         for key in self.diagnostic_keys or ():
             total, n = sums.get(key, (0.0, 0))
             row[f"{key}_mean"] = total / n if n else math.nan
@@ -331,18 +365,20 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, loader=None) -> tuple[float, float]:
         """Mean cross-entropy and accuracy on ``loader`` (default: the test set), in eval mode
-        (BatchNorm running stats, no dropout)."""
+        (BatchNorm running stats, no dropout); each process its shard of every batch."""
         self.net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = 0
+        seen = torch.zeros((), dtype=torch.int64, device=self.device)
         for inputs, targets in self.data.test if loader is None else loader:
+            if not len(targets):  # a batch smaller than the number of processes
+                continue
             with (self.autocast or contextlib.nullcontext)():
                 outputs = self.net(inputs)
             loss_sum += F.cross_entropy(outputs.float(), targets, reduction="sum").double()
             correct += (outputs.argmax(1) == targets).sum()
             seen += len(targets)
-        return loss_sum.item() / seen, correct.item() / seen
+        return _means(self.world.sum_(torch.stack([loss_sum, correct, seen])))
 
     # --------------------------------------------------------------------------- helpers
     def _cumulative(self) -> dict[str, float]:
@@ -363,3 +399,14 @@ class Trainer:
     def _sync(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def _shard_loss(outputs: torch.Tensor, targets: torch.Tensor, per: float) -> torch.Tensor:
+    """A shard's cross-entropies summed, over the global batch's mean count per process."""
+    return F.cross_entropy(outputs, targets, reduction="sum") / per
+
+
+def _means(totals: torch.Tensor) -> tuple[float, float]:
+    """(mean loss, accuracy) of stacked (loss sum, correct, seen) totals (float64)."""
+    loss_sum, correct, seen = totals.tolist()
+    return loss_sum / seen, correct / seen

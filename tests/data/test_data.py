@@ -432,3 +432,23 @@ def test_digits_without_sklearn_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
     with pytest.raises(DatasetUnavailable, match=r"drsom\[digits\]"):
         load_digits()
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_the_shards_of_a_global_batch_are_the_one_process_batch_in_order(cifar500_root, processes):
+    # 450 training images in batches of 64: a last batch of 2 (shards 1, 1 / 0, 1, 1 images)
+    whole = fake_cifar(cifar500_root, batch_size=64, seed=3, val_size=50).train
+    shards = [
+        fake_cifar(cifar500_root, batch_size=64, seed=3, val_size=50, shard=(r, processes)).train
+        for r in range(processes)
+    ]
+    for loader in (whole, *shards):
+        loader.set_epoch(4)
+    per_rank = [batches(s) for s in shards]
+    assert all(len(b) == len(whole) for b in per_rank)
+    for i, (x, y) in enumerate(batches(whole)):
+        parts = [b[i] for b in per_rank]
+        assert torch.equal(torch.cat([p[0] for p in parts]), x)
+        assert torch.equal(torch.cat([p[1] for p in parts]), y)
+        sizes = [len(p[1]) for p in parts]
+        assert max(sizes) - min(sizes) <= 1 and sum(sizes) == whole.global_size(i) == len(y)

@@ -424,10 +424,12 @@ def uninterrupted(tmp_path_factory):
 LONGER = [*DIGITS, "optimizer=drsom", "trainer.epochs=4", "seed=3"]
 
 
-def preempt_and_resume(tmp_path: Path, uninterrupted: RunDir, preempt, *launcher: str) -> str:
-    """Launch LONGER as a one-run sweep, call ``preempt(job id)`` after its first epoch; the
+def preempt_and_resume(
+    tmp_path: Path, uninterrupted: RunDir, preempt, *launcher: str, run: list[str] = LONGER
+) -> str:
+    """Launch ``run`` as a one-run sweep, call ``preempt(job id)`` after its first epoch; the
     run must requeue, resume and end as the uninterrupted run. Returns the jobs' logs."""
-    grid = [*LONGER, f"results_dir={tmp_path / 'results'}"]
+    grid = [*run, f"results_dir={tmp_path / 'results'}"]
     (run,) = sweep_runs(None, grid)
     proc = launch(*CPU_ONLY, *launcher, *grid, f"hydra.sweep.dir={tmp_path / 's'}", cwd=tmp_path)
     try:
@@ -498,3 +500,22 @@ def test_preemption_by_a_higher_priority_partition_resumes_exactly(
         "hydra.launcher.cpus_per_task=2",
     )
     assert sacct(urgent[0])[1:] == ("COMPLETED", "0:0")
+
+
+@pytest.mark.slurm
+def test_a_two_task_job_trains_one_run_and_its_requeue_resumes_exactly(cluster, tmp_path):
+    from distributed_runs import launch as on_processes
+
+    # the reference: the same run on 2 gloo processes here, uninterrupted
+    run = [*LONGER, "trainer.processes=2"]
+    whole = tmp_path / "whole"
+    ranks = on_processes([*run, f"results_dir={whole}", "logger.mode=disabled"], 2, tmp_path / "r")
+    assert [r["status"] for r in ranks] == ["finished", "finished"]
+    (folder,) = [p for p in whole.iterdir() if p.is_dir()]
+
+    def preempt(job: str) -> None:
+        subprocess.run(["scancel", "--signal=USR2", job], check=True)
+
+    two_tasks = ["hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1"]
+    logs = preempt_and_resume(tmp_path, RunDir(folder), preempt, *two_tasks, run=run)
+    assert "(global batches: 2 processes, gloo)" in logs
