@@ -105,6 +105,12 @@ class PreemptionGuard:
         self._timer.daemon = True
         self._timer.start()
 
+    def agree(self) -> None:
+        """Act on the signal as if it had come here: it reached another process of the run, and
+        the processes stopped together (the state is saved)."""
+        if not self.requested:
+            self.requested, self._first_at = True, time.monotonic()
+
     def _what_next(self) -> str:
         if callable(self._previous):
             return "handing the job back to the launcher (submitit requeues it)"

@@ -59,7 +59,7 @@ from drsom.store.state import TERMINAL, Status, run_state
 from drsom.training.build import build_trainer, data_parallel, load_data
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 from drsom.training.tracking import Tracker, new_wandb_id, tracking
-from drsom.training.world import LeaderStopped, World
+from drsom.training.world import LeaderStopped, World, launched_size
 
 log = logging.getLogger("drsom")
 
@@ -88,11 +88,9 @@ def run(
     if not world.main:
         log.setLevel(logging.WARNING)  # rank 0 says it all once
     try:
-        status = _run(c, world, world.device(device), base_dir, prune)
-        world.barrier()  # no process leaves the group while another still talks in it
-        return status
+        return _run(c, world, world.device(device), base_dir, prune)
     except BaseException as exc:
-        if world.main and not world.told:  # the others wait for rank 0's word: an error
+        if world.main and world.listening and not world.told:  # the others wait: an error
             world.tell(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
         raise
     finally:
@@ -110,6 +108,7 @@ def _run(c, world: World, device: torch.device, base_dir, prune) -> str:
     launch = launch_identity()
     # before the folder exists: a missing dataset leaves none
     data = load_data(c, device, base, world)
+    world.listening = True  # from here on only rank 0 can fail alone: it tells the others
     if not world.main:
         return _follow(c, run_dir, device, data, world, prune)
     if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
@@ -158,6 +157,7 @@ def _run(c, world: World, device: torch.device, base_dir, prune) -> str:
             raise StorageError(
                 f"cannot write in the run folder {shown(run_dir.path)}: {describe_os_error(cause)}"
             ) from exc
+    world.barrier()  # no process leaves the group while another still talks in it
     if preemption.requested and status == "interrupted":
         # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
         preemption.hand_over()
@@ -185,6 +185,7 @@ def _follow(
         data_parallel(trainer)
         book = Bookkeeper(run_dir, {}, trainer, {}, writes=False)
         status = _epochs(c, trainer, book, Tracker(), preemption, prune, world)
+    world.barrier()
     if preemption.requested and status == "interrupted":
         preemption.hand_over()
     return status
@@ -377,7 +378,7 @@ def _epochs(
     """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word.
 
     Every process runs it; what decides where the epochs stop is the same on all of them."""
-    stop_after, done_here, pruned = c["trainer"]["stop_after_epochs"], 0, False
+    stop_after, done_here, pruned, preempted = c["trainer"]["stop_after_epochs"], 0, False, False
     run_dir, summary = book.run_dir, book.summary
     with book.ending(preemption) as ended:
         for row in trainer.run_epochs():
@@ -385,7 +386,7 @@ def _epochs(
             last = trainer.epoch == trainer.epochs
             stopping = stop_after is not None and done_here >= stop_after and not last
             book.write_tables()
-            # a signal during the epoch's end (on any process)
+            # a signal during the epoch's end, on any process: every process acts on it
             preempted = world.any(preemption.requested, trainer.device) and not last
             due = trainer.epoch % c["trainer"]["checkpoint_every"] == 0
             book.epoch_end(checkpoint=last or stopping or preempted or due)
@@ -398,6 +399,10 @@ def _epochs(
                 pruned = world.decide(functools.partial(prune, trainer.epoch, val_acc))
                 if pruned:
                     break
+    if ended.status == "interrupted" or (not pruned and preempted):
+        # the processes agreed to stop (the signal may have reached another one): each hands
+        # it over, so that rank 0 requeues the job whichever task was signalled
+        preemption.agree()
     if ended.status is not None:
         return ended.status
 
@@ -504,8 +509,13 @@ def _plain(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def run_folder(cfg: DictConfig | Mapping[str, Any], base_dir: str | Path | None = None) -> RunDir:
-    """Where the run of ``cfg`` is stored (``<results_dir>/<run_id>``, relative to base_dir)."""
+    """Where the run of ``cfg`` is stored (``<results_dir>/<run_id>``, relative to base_dir).
+
+    ``trainer.processes`` left null is what this process's launch has (torchrun, SLURM tasks),
+    as the run fills it in."""
     c = _plain(cfg)
+    if c["trainer"]["processes"] is None:
+        c["trainer"]["processes"] = launched_size()
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     return RunDir(_absolute(base, c["results_dir"]) / run_id(c))
 

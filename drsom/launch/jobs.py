@@ -56,10 +56,19 @@ def run(cfg: DictConfig, *, base_dir: Path) -> str | dict:
     from drsom.job.runner import run as run_config
     from drsom.launch.tuning import trial_result, tuning_objective
     from drsom.store.folder import RunBusy
+    from drsom.training.world import launched_size
 
     sweep = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
     by = tuning_objective()
     name_slurm_job(cfg)
+    processes = launched_size()
+    if sweep and processes > 1 and cfg.trainer.get("processes") is None:
+        # the launching process names the grid's runs (status, tuning trials) without a launch
+        # of its own: it must be told how many processes each run has
+        raise JobError(
+            f"error: this sweep's jobs run on {processes} processes: set "
+            f"trainer.processes={processes} in the sweep, so that it names its runs as they train"
+        )
     try:
         status = run_config(cfg, base_dir=base_dir, prune=_pruner() if by else None)
         if by:

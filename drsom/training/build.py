@@ -91,6 +91,11 @@ def build_training(c: dict, device: torch.device, data: DataBundle, world: World
         optimizer = factory(model.parameters(), **runtime)
     except TargetError as exc:
         raise ConfigError(str(exc)) from None
+    if world.size > 1 and t["sync_batchnorm"] and needs_double_backward(optimizer):
+        raise ConfigError(
+            f"trainer.sync_batchnorm=true with {type(optimizer).__name__}, which differentiates "
+            "its gradient again: torch's SyncBatchNorm has no double backward"
+        )
     return model, optimizer, build_scheduler(t, optimizer)
 
 

@@ -1,8 +1,9 @@
 """The processes one run trains on: ``World``, joined from what the launcher put in the environment.
 
 A run launched by ``torchrun --nproc-per-node N`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``MASTER_ADDR``/``MASTER_PORT``) or as N SLURM tasks (``SLURM_NTASKS``; submitit's
-``TorchDistributedEnvironment`` turns the SLURM variables into torchrun's) trains data-parallel: one
+``MASTER_ADDR``/``MASTER_PORT``) or as N tasks of a SLURM job step (``srun``, submitit's
+``tasks_per_node``: ``SLURM_STEP_NUM_TASKS``, ``SLURM_PROCID``, ``SLURM_LOCALID``, the step's
+first node as the rendezvous, a port from the job id) trains data-parallel: one
 process per device, each on its shard of every global batch (``EpochLoader(shard=...)``). Anything
 else is one process, ``World()``, whose collectives do nothing, so the training loop has one code
 path and a one-process run computes exactly what it computed before.
@@ -19,12 +20,15 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from drsom.cfg.checks import ConfigError
 
 log = logging.getLogger("drsom")
 
@@ -47,6 +51,8 @@ class World:
     local_rank: int = 0
     backend: str | None = None  # None: one process, no process group
     owned: bool = False  # whether this run joined the group (and leaves it)
+    # the others wait for rank 0's word (past the checks every process makes itself)
+    listening: bool = field(default=False, compare=False)
     told: bool = field(default=False, compare=False)  # rank 0 has told the others its plan
 
     @property
@@ -64,21 +70,20 @@ class World:
         """
         if dist.is_available() and dist.is_initialized():
             return cls._of_group()
-        size = _launched_size()
+        size = launched_size()
         if size <= 1:
             return cls()
         if not dist.is_available():
-            raise ValueError(f"{size} processes launched, but this torch has no torch.distributed")
-        _export_slurm_variables()
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+            raise ConfigError(f"{size} processes launched, but this torch has no torch.distributed")
         cuda = device != "cpu" and torch.cuda.is_available()
         chosen = ("nccl" if cuda else "gloo") if backend == "auto" else backend
         if chosen == "nccl" and not (cuda and dist.is_nccl_available()):
-            raise ValueError(
+            raise ConfigError(
                 "trainer.backend=nccl: no CUDA device or no NCCL in this torch; gloo serves CPUs"
             )
+        _export_slurm_variables()
         if cuda:
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(_local_device(int(os.environ.get("LOCAL_RANK", 0))))
         dist.init_process_group(chosen, init_method="env://", timeout=TIMEOUT)
         world = cls._of_group()
         world.owned = True
@@ -101,7 +106,7 @@ class World:
     def device(self, device: torch.device) -> torch.device:
         """The device of this process: CUDA device ``LOCAL_RANK`` when the run is on CUDA."""
         if self.size > 1 and device.type == "cuda":
-            return torch.device("cuda", self.local_rank)
+            return torch.device("cuda", _local_device(self.local_rank))
         return device
 
     # ------------------------------------------------------------------------ collectives
@@ -151,20 +156,55 @@ class World:
         return box[0]
 
 
-def _launched_size() -> int:
-    """How many processes the launcher started for this run (1 when it said nothing)."""
-    for name in ("WORLD_SIZE", "SLURM_NTASKS"):
+def launched_size() -> int:
+    """How many processes the launcher started for this run (1 when it said nothing).
+
+    SLURM: the tasks of this job step (``srun``; submitit runs its tasks so), not
+    ``SLURM_NTASKS``, which a batch script or an ``salloc`` shell also carries while running one
+    process.
+    """
+    for name in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
         value = os.environ.get(name)
         if value:
             return int(value)
     return 1
 
 
-def _export_slurm_variables() -> None:
-    """SLURM tasks carry no torchrun variables: submitit derives them (rank, local rank, master
-    address and a port from the job id)."""
-    if "WORLD_SIZE" in os.environ or "SLURM_NTASKS" not in os.environ:
-        return
-    from submitit.helpers import TorchDistributedEnvironment
+def _local_device(local_rank: int) -> int:
+    # a task bound to its own GPU (gpus_per_task) sees only that one
+    return local_rank % max(torch.cuda.device_count(), 1)
 
-    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+def _export_slurm_variables() -> None:
+    """torchrun's variables from the SLURM step's own: rank, local rank, the step's first node
+    as the rendezvous, a port derived from the job id (what submitit's
+    ``TorchDistributedEnvironment`` does, without needing a submitit job). Set values win."""
+    if "WORLD_SIZE" in os.environ:
+        return
+    job = int(os.environ.get("SLURM_JOB_ID", "0") or 0)
+    values = {
+        "WORLD_SIZE": os.environ["SLURM_STEP_NUM_TASKS"],
+        "RANK": os.environ["SLURM_PROCID"],
+        "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0"),
+        "MASTER_ADDR": _first_host(os.environ.get("SLURM_STEP_NODELIST", "")),
+        "MASTER_PORT": str(20000 + job % 40000),
+    }
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+
+
+def _first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list (``node[03-05]``), as ``scontrol`` expands it."""
+    if not nodelist:
+        return "127.0.0.1"
+    try:
+        out = subprocess.run(
+            ["scontrol", "show", "hostnames", nodelist],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
+        return out[0] if out else nodelist
+    except (OSError, subprocess.SubprocessError):
+        return nodelist.split(",")[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import pytest
 import torch
@@ -98,7 +99,8 @@ def test_a_run_stopped_mid_epoch_by_one_process_resumes_to_the_uninterrupted_run
     # (e) the preemption signal reaches rank 1 alone, after step 6 (mid epoch 2 of 4 steps)
     first = launch(overrides, 2, tmp_path / "b", signal_at=(1, 6))
     assert [r["status"] for r in first] == ["interrupted", "interrupted"]
-    assert [r["handed_over"] for r in first] == [False, True]  # the signal's owner hands over
+    # every process hands the signal over (rank 0's submitit handler requeues the job)
+    assert [r["handed_over"] for r in first] == [True, True]
     run = only_run(parts)
     summary = json.loads(run.summary.read_text())
     assert summary["status"] == "interrupted" and summary["stopped_by"] == "SIGUSR2"
@@ -186,7 +188,7 @@ def test_a_last_batch_smaller_than_the_number_of_processes_is_refused(cifar_root
 
 def test_a_backend_this_machine_lacks_is_one_line(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="trainer.backend=nccl: no CUDA device"):
+    with pytest.raises(ConfigError, match="trainer.backend=nccl: no CUDA device"):
         World.join("nccl", "cpu")
 
 
@@ -242,3 +244,28 @@ def test_torchrun_trains_the_design_cards_command_as_one_run(tmp_path):
     )
     assert refused.returncode != 0
     assert "error: run.py -m under torchrun" in refused.stderr
+
+
+def test_a_refusal_every_process_makes_itself_ends_every_process_in_one_line(tmp_path, cifar_root):
+    # trainer.processes=4 on a launch of 2: each process refuses alone, nobody waits for rank 0
+    overrides = tiny(cifar_root, tmp_path / "results", "trainer.processes=4")
+    ranks = launch(overrides, 2, tmp_path / "ranks", timeout=120)
+    assert all("trainer.processes=4, but this run was launched on 2" in r["status"] for r in ranks)
+
+
+def test_slurm_step_variables_become_torchruns(monkeypatch):
+    from drsom.training import world
+
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # whatever is exported goes with it
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "2")  # a batch script's: one process, not a step
+    assert world.launched_size() == 1
+    values = {"SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1", "SLURM_LOCALID": "1"}
+    values |= {"SLURM_JOB_ID": "123", "SLURM_STEP_NODELIST": ""}
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)
+    assert world.launched_size() == 2
+    world._export_slurm_variables()
+    got = {k: os.environ[k] for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
+    assert got == {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_PORT": "20123"}
