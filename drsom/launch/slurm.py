@@ -126,6 +126,12 @@ def check_request(params: Mapping[str, Any], nodes: Sequence[Node]) -> None:
         hint = "; for CPU-only jobs: hydra/launcher=slurm_cpu" if gpus == 0 else ""
         raise ClusterError(f"error: hydra.launcher.{key}={params[key]}: {largest}{hint}")
     tasks = int(params.get("tasks_per_node") or 1)
+    if want_gpus and tasks > want_gpus:
+        raise ClusterError(
+            f"error: hydra.launcher.tasks_per_node={tasks} with {want_gpus} GPU(s) per node: a run "
+            "on several processes takes one GPU per process (NCCL); ask for as many GPUs as "
+            "tasks, or hydra/launcher=slurm_cpu for processes on CPUs (gloo)"
+        )
     if params.get("cpus_per_task") and int(params["cpus_per_task"]) * tasks > cpus:
         per_node = f" (x {tasks} tasks per node)" if tasks > 1 else ""
         raise ClusterError(

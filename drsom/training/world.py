@@ -3,7 +3,8 @@
 A run launched by ``torchrun --nproc-per-node N`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``) or as N tasks of a SLURM job step (``srun``, submitit's
 ``tasks_per_node``: ``SLURM_STEP_NUM_TASKS``, ``SLURM_PROCID``, ``SLURM_LOCALID``, the step's
-first node as the rendezvous, a port from the job id) trains data-parallel: one
+first node as the rendezvous, a port from the job id), or as the tasks of submitit's local
+executor (``hydra/launcher=local``, its ``SUBMITIT_LOCAL_*`` variables) trains data-parallel: one
 process per device, each on its shard of every global batch (``EpochLoader(shard=...)``). Anything
 else is one process, ``World()``, whose collectives do nothing, so the training loop has one code
 path and a one-process run computes exactly what it computed before.
@@ -81,7 +82,7 @@ class World:
             raise ConfigError(
                 "trainer.backend=nccl: no CUDA device or no NCCL in this torch; gloo serves CPUs"
             )
-        _export_slurm_variables()
+        _export_task_variables()
         if cuda:
             torch.cuda.set_device(_local_device(int(os.environ.get("LOCAL_RANK", 0))))
         dist.init_process_group(chosen, init_method="env://", timeout=TIMEOUT)
@@ -163,11 +164,23 @@ def launched_size() -> int:
     ``SLURM_NTASKS``, which a batch script or an ``salloc`` shell also carries while running one
     process.
     """
-    for name in ("WORLD_SIZE", "SLURM_STEP_NUM_TASKS"):
+    for name in ("WORLD_SIZE", *(names[0] for names in TASK_VARIABLES.values())):
         value = os.environ.get(name)
         if value:
             return int(value)
     return 1
+
+
+# Per task launcher: (number of tasks, global rank, local rank, job id) variables
+TASK_VARIABLES = {
+    "slurm": ("SLURM_STEP_NUM_TASKS", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_JOB_ID"),
+    "submitit-local": (
+        "SUBMITIT_LOCAL_NTASKS",
+        "SUBMITIT_LOCAL_GLOBALID",
+        "SUBMITIT_LOCAL_LOCALID",
+        "SUBMITIT_LOCAL_JOB_ID",
+    ),
+}
 
 
 def _local_device(local_rank: int) -> int:
@@ -175,18 +188,24 @@ def _local_device(local_rank: int) -> int:
     return local_rank % max(torch.cuda.device_count(), 1)
 
 
-def _export_slurm_variables() -> None:
-    """torchrun's variables from the SLURM step's own: rank, local rank, the step's first node
-    as the rendezvous, a port derived from the job id (what submitit's
-    ``TorchDistributedEnvironment`` does, without needing a submitit job). Set values win."""
+def _export_task_variables() -> None:
+    """torchrun's variables from a task launcher's own: rank, local rank, the rendezvous (the
+    SLURM step's first node; this machine for submitit's local tasks), a port derived from the
+    job id (what submitit's ``TorchDistributedEnvironment`` does, without needing a submitit
+    job). Values already set win."""
     if "WORLD_SIZE" in os.environ:
         return
-    job = int(os.environ.get("SLURM_JOB_ID", "0") or 0)
+    kind = next(k for k, names in TASK_VARIABLES.items() if os.environ.get(names[0]))
+    size, rank, local, job_id = TASK_VARIABLES[kind]
+    job = int("".join(filter(str.isdigit, os.environ.get(job_id, "0"))) or 0)
+    host = "127.0.0.1"
+    if kind == "slurm":
+        host = _first_host(os.environ.get("SLURM_STEP_NODELIST", ""))
     values = {
-        "WORLD_SIZE": os.environ["SLURM_STEP_NUM_TASKS"],
-        "RANK": os.environ["SLURM_PROCID"],
-        "LOCAL_RANK": os.environ.get("SLURM_LOCALID", "0"),
-        "MASTER_ADDR": _first_host(os.environ.get("SLURM_STEP_NODELIST", "")),
+        "WORLD_SIZE": os.environ[size],
+        "RANK": os.environ[rank],
+        "LOCAL_RANK": os.environ.get(local, "0"),
+        "MASTER_ADDR": host,
         "MASTER_PORT": str(20000 + job % 40000),
     }
     for key, value in values.items():

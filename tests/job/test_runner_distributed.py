@@ -266,6 +266,37 @@ def test_slurm_step_variables_become_torchruns(monkeypatch):
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     assert world.launched_size() == 2
-    world._export_slurm_variables()
+    world._export_task_variables()
     got = {k: os.environ[k] for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_PORT")}
     assert got == {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_PORT": "20123"}
+
+
+def test_a_sweep_on_submitits_local_tasks_trains_each_run_on_its_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from run_helpers import REPO
+
+    def sweep(*extra: str) -> subprocess.CompletedProcess:
+        command = [
+            *(sys.executable, str(REPO / "run.py"), "-m", "hydra/launcher=local"),
+            *("hydra.launcher.tasks_per_node=2", "hydra.launcher.gpus_per_node=0"),
+            *("data=digits", "model=cnn", "trainer.epochs=1", "trainer.progress=false"),
+            *(f"results_dir={tmp_path / 'results'}", "logger.mode=disabled"),
+            f"hydra.sweep.dir={tmp_path / f'sweep{len(extra)}'}",
+            *extra,
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+        return subprocess.run(
+            command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+        )
+
+    # the launching process names the runs: it must know how many processes each has
+    refused = sweep()
+    assert refused.returncode != 0
+    assert "set trainer.processes=2 in the sweep" in refused.stdout + refused.stderr
+    assert not (tmp_path / "results").exists()
+    done = sweep("trainer.processes=2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(only_run(tmp_path / "results").summary.read_text())
+    assert (summary["status"], summary["processes"], summary["backend"]) == ("finished", 2, "gloo")

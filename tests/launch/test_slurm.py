@@ -84,6 +84,12 @@ SINFO = "batch*|2|21694|(null)\nurgent|2|21694|(null)\ngpu|64|515000|gpu:a100:4(
             "(default), gpu, urgent",
         ),
         (
+            {"partition": "gpu", "gpus_per_node": 1, "tasks_per_node": 4},
+            "error: hydra.launcher.tasks_per_node=4 with 1 GPU(s) per node: a run on several "
+            "processes takes one GPU per process (NCCL); ask for as many GPUs as tasks, or "
+            "hydra/launcher=slurm_cpu for processes on CPUs (gloo)",
+        ),
+        (
             {"partition": "gpu", "gres": "gpu:8"},
             "error: hydra.launcher.gres=gpu:8: the largest node of partition gpu has 64 CPUs, "
             "515000 MB, 4 GPUs",
