@@ -24,8 +24,8 @@ from drsom.training.world import World
 
 pytestmark = pytest.mark.usefixtures("no_scheduler_job")
 
-# 128 training images in batches of 32: 4 steps an epoch, 3 epochs; the signal lands mid-epoch 2
-EPOCHS = ("trainer.epochs=3", "trainer.lr_schedule=step", "trainer.lr_milestones=[2]")
+# 128 training images in batches of 32: 4 steps an epoch, 2 epochs; the signal lands mid-epoch 2
+EPOCHS = ("trainer.epochs=2", "trainer.lr_schedule=step", "trainer.lr_milestones=[1]")
 OPTIMIZERS = {
     "drsom": ["optimizer=drsom_adaptive"],
     "adam": ["optimizer=adam", "optimizer.lr=1e-3"],
@@ -60,7 +60,7 @@ def _rows(folder) -> list[dict]:
     return _timeless(read_csv(folder / "metrics.csv"))
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("optimizer", ["drsom", "sgd"])  # Adam: in the resume test below
 def test_two_processes_train_one_run_and_end_identical(tmp_path, cifar_root, optimizer):
     results = tmp_path / "results"
     overrides = tiny(cifar_root, results, *OPTIMIZERS[optimizer], *EPOCHS)
@@ -81,11 +81,15 @@ def test_two_processes_train_one_run_and_end_identical(tmp_path, cifar_root, opt
     # another run than the one-process run of the same command (its id hashes processes: 2)
     assert run.name != run_id({**config, "trainer": {**config["trainer"], "processes": 1}})
     rows = _rows(run.path)
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     # the epoch's running train accuracy counts all 128 images once (both shards)
     assert all(float(r["train_acc"]) * 128 == pytest.approx(round(float(r["train_acc"]) * 128))
                for r in rows)  # fmt: skip
     assert math.isfinite(float(rows[-1]["test_acc"]))
+    # the same command again: every process skips the finished run
+    again = launch(overrides, 2, tmp_path / "again")
+    assert [r["status"] for r in again] == ["finished", "finished"]
+    assert [("params" in r) for r in again] == [False, False]  # nothing trained
 
 
 @pytest.mark.parametrize("optimizer", ["drsom", "adam"])
@@ -111,15 +115,6 @@ def test_a_run_stopped_mid_epoch_by_one_process_resumes_to_the_uninterrupted_run
     b = torch.load(run.checkpoint, weights_only=False)["trainer"]
     assert _bitwise_equal(_flat(a["model"]), _flat(b["model"]))
     assert _bitwise_equal(_flat(a["optimizer"]), _flat(b["optimizer"]))
-
-
-def test_a_finished_run_is_skipped_by_every_process(tmp_path, cifar_root):
-    results = tmp_path / "results"
-    overrides = tiny(cifar_root, results, "optimizer=sgd", "trainer.epochs=1")
-    launch(overrides, 2, tmp_path / "a")
-    again = launch(overrides, 2, tmp_path / "b")
-    assert [r["status"] for r in again] == ["finished", "finished"]
-    assert [("params" in r) for r in again] == [False, False]  # nothing trained
 
 
 def test_rank0s_refusal_reaches_the_other_process_in_one_line(tmp_path, cifar_root):
