@@ -81,10 +81,12 @@ def test_a_shipped_digits_run_reproduces_its_first_five_epochs(capsys):
 
 HEADLINE = "cifar10_jpeg_cnn"
 VARIANTS = "cifar10_jpeg_variants_cnn"
+RESNET = "cifar10_jpeg_resnet18"
 # each shipped study's README table, known by its paired-difference column
 README_TABLES = {
     HEADLINE: "minus Adam, paired (points)",
     VARIANTS: "minus the default, paired (points)",
+    RESNET: "ResNet minus Adam, paired (points)",
 }
 
 
