@@ -256,7 +256,11 @@ class Trainer:
             carried.get("loss_sum", 0.0), dtype=torch.float64, device=self.device
         )
         correct = torch.tensor(carried.get("correct", 0), dtype=torch.int64, device=self.device)
-        seen = torch.tensor(carried.get("seen", 0), dtype=torch.int64, device=self.device)
+        seen = int(carried.get("seen", 0))
+
+        def totals() -> torch.Tensor:  # (loss sum, correct, seen) of every process, float64
+            return world.sum_(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]))
+
         # per diagnostic key: [sum, steps that defined it] over this epoch's steps
         sums: dict[str, list] = {k: list(v) for k, v in done.get("diagnostic_sums", {}).items()}
         bar = tqdm(
@@ -295,7 +299,7 @@ class Trainer:
                 self._log_step(float(loss), diagnostics)
             if steps % PROGRESS_EVERY == 0 or steps == len(loader):
                 # waits for the device (and the other processes): only now and then
-                mean_loss, acc = _means(world.sum_(torch.stack([loss_sum, correct, seen])))
+                mean_loss, acc = _means(totals())
                 if not math.isfinite(mean_loss):
                     raise Diverged(self.epoch + 1, self.step)
                 bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{acc:.3f}")
@@ -304,13 +308,13 @@ class Trainer:
             if steps < len(loader) and world.any(stop, self.device):
                 self._sync()
                 self.seconds["train"] += time.perf_counter() - start
-                totals = world.sum_(torch.stack([loss_sum, correct, seen]))
+                loss_total, correct_total, seen_total = totals().tolist()
                 self.partial = {
                     "epoch": self.epoch,
                     "batches": steps,
-                    "loss_sum": totals[0].item(),  # float64 both ways: the sums resume exactly
-                    "correct": int(totals[1].item()),
-                    "seen": int(totals[2].item()),
+                    "loss_sum": loss_total,  # float64 both ways: the sums resume exactly
+                    "correct": int(correct_total),
+                    "seen": int(seen_total),
                     "diagnostic_sums": {k: list(v) for k, v in sums.items()},  # Python floats
                 }
                 bar.close()
@@ -318,7 +322,7 @@ class Trainer:
         self._sync()
         self.seconds["train"] += time.perf_counter() - start
         self.optimizer.zero_grad(set_to_none=True)  # frees create_graph graphs before evaluation
-        train_loss, train_acc = _means(world.sum_(torch.stack([loss_sum, correct, seen])))
+        train_loss, train_acc = _means(totals())
         row = {"train_loss": train_loss, "train_acc": train_acc}
         for key in self.diagnostic_keys or ():
             total, n = sums.get(key, (0.0, 0))
@@ -369,7 +373,7 @@ class Trainer:
         self.net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
         for inputs, targets in self.data.test if loader is None else loader:
             if not len(targets):  # a batch smaller than the number of processes
                 continue
@@ -378,7 +382,9 @@ class Trainer:
             loss_sum += F.cross_entropy(outputs.float(), targets, reduction="sum").double()
             correct += (outputs.argmax(1) == targets).sum()
             seen += len(targets)
-        return _means(self.world.sum_(torch.stack([loss_sum, correct, seen])))
+        return _means(
+            self.world.sum_(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]))
+        )
 
     # --------------------------------------------------------------------------- helpers
     def _cumulative(self) -> dict[str, float]:

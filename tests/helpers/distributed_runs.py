@@ -15,13 +15,12 @@ from __future__ import annotations
 import datetime
 import os
 import signal
-import time
 from pathlib import Path
 
-import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from distributed_workers import join_or_fail
 from run_helpers import REPO
 
 from drsom.job import runner
@@ -85,10 +84,5 @@ def launch(
         old.unlink()
     (tmp / "rendezvous").unlink(missing_ok=True)
     ctx = mp.spawn(_rank, args=(overrides, world, str(tmp), signal_at), nprocs=world, join=False)
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"{world} training processes did not finish in {timeout:.0f} s: a hang")
+    join_or_fail(ctx, timeout, f"{world} training processes")
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]

@@ -123,10 +123,26 @@ def spawn(case: dict, world: int, tmp: Path, timeout: float = 180.0) -> list[dic
         run_case(0, case, 1, str(tmp))
     else:
         ctx = mp.spawn(run_case, args=(case, world, str(tmp)), nprocs=world, join=False)
-        deadline = time.monotonic() + timeout
-        while not ctx.join(timeout=5):
-            if time.monotonic() > deadline:
-                for p in ctx.processes:
-                    p.kill()
-                pytest.fail(f"{world} DRSOM processes did not finish in {timeout:.0f} s: a hang")
+        join_or_fail(ctx, timeout, f"{world} DRSOM processes")
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(world)]
+
+
+def join_or_fail(ctx, timeout: float, what: str) -> None:
+    """Wait for the spawned processes of ``ctx``; past ``timeout``, kill them and fail: a hang."""
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"{what} did not finish in {timeout:.0f} s: a hang")
+
+
+def state_tensors(tree) -> list[torch.Tensor]:
+    """Every tensor and number of a nested state (dicts by sorted key), in a fixed order."""
+    if isinstance(tree, torch.Tensor):
+        return [tree]
+    if isinstance(tree, dict):
+        return [t for k in sorted(tree, key=str) for t in state_tensors(tree[k])]
+    if isinstance(tree, list | tuple):
+        return [t for v in tree for t in state_tensors(v)]
+    return [torch.tensor(float(tree))] if isinstance(tree, int | float | bool) else []

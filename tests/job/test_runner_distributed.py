@@ -14,6 +14,7 @@ import os
 import pytest
 import torch
 from distributed_runs import launch
+from distributed_workers import state_tensors
 from run_helpers import only_run, read_csv, tiny
 
 from drsom.cfg.checks import ConfigError
@@ -31,16 +32,6 @@ OPTIMIZERS = {
     "adam": ["optimizer=adam", "optimizer.lr=1e-3"],
     "sgd": ["optimizer=sgd", "optimizer.lr=0.05"],
 }
-
-
-def _flat(state) -> list[torch.Tensor]:
-    if isinstance(state, torch.Tensor):
-        return [state]
-    if isinstance(state, dict):
-        return [t for k in sorted(state, key=str) for t in _flat(state[k])]
-    if isinstance(state, list | tuple):
-        return [t for v in state for t in _flat(v)]
-    return [torch.tensor(float(state))] if isinstance(state, int | float) else []
 
 
 def _bitwise_equal(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
@@ -70,7 +61,9 @@ def test_two_processes_train_one_run_and_end_identical(tmp_path, cifar_root, opt
     # each evaluation) and every optimizer state tensor and scalar, bitwise equal across ranks
     for key in ("params", "buffers"):
         assert _bitwise_equal(ranks[0][key], ranks[1][key]), key
-    assert _bitwise_equal(_flat(ranks[0]["optimizer"]), _flat(ranks[1]["optimizer"]))
+    assert _bitwise_equal(
+        state_tensors(ranks[0]["optimizer"]), state_tensors(ranks[1]["optimizer"])
+    )
     # the reduced sums: the same rows (but for each process's own clock)
     assert _timeless(ranks[0]["metrics"]) == _timeless(ranks[1]["metrics"])
     run = only_run(results)  # one folder, written by rank 0
@@ -113,8 +106,8 @@ def test_a_run_stopped_mid_epoch_by_one_process_resumes_to_the_uninterrupted_run
     assert _rows(run.path) == _rows(only_run(whole).path)
     a = torch.load(only_run(whole).checkpoint, weights_only=False)["trainer"]
     b = torch.load(run.checkpoint, weights_only=False)["trainer"]
-    assert _bitwise_equal(_flat(a["model"]), _flat(b["model"]))
-    assert _bitwise_equal(_flat(a["optimizer"]), _flat(b["optimizer"]))
+    assert _bitwise_equal(state_tensors(a["model"]), state_tensors(b["model"]))
+    assert _bitwise_equal(state_tensors(a["optimizer"]), state_tensors(b["optimizer"]))
 
 
 def test_rank0s_refusal_reaches_the_other_process_in_one_line(tmp_path, cifar_root):

@@ -7,23 +7,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from distributed_workers import GLOBAL_BATCH, SOURCES, spawn
+from distributed_workers import GLOBAL_BATCH, SOURCES, spawn, state_tensors
 
 from drsom.optim import DRSOM
 from drsom.optim.distributed import mean_over
 
 F64 = [("plain", False, torch.float64)]
 BOTH = [("bn", True, torch.float32), *F64]
-
-
-def _tensors(tree) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for k in sorted(tree, key=str) for t in _tensors(tree[k])]
-    if isinstance(tree, list | tuple):
-        return [t for v in tree for t in _tensors(v)]
-    return [torch.tensor(float(tree))] if isinstance(tree, int | float | bool) else []
 
 
 def _same_everywhere(records: list[dict], model: str) -> None:
@@ -35,9 +25,9 @@ def _same_everywhere(records: list[dict], model: str) -> None:
             assert len(mine[key]) == len(first[key]), key
             for a, b in zip(mine[key], first[key], strict=True):
                 assert np.array_equal(a, b, equal_nan=True), (key, a, b)
-        for a, b in zip(_tensors(first["params"]), _tensors(mine["params"]), strict=True):
+        for a, b in zip(state_tensors(first["params"]), state_tensors(mine["params"]), strict=True):
             assert torch.equal(a, b)
-        state_a, state_b = _tensors(first["state"]), _tensors(mine["state"])
+        state_a, state_b = state_tensors(first["state"]), state_tensors(mine["state"])
         assert len(state_a) == len(state_b) > 3
         for a, b in zip(state_a, state_b, strict=True):
             assert torch.equal(a, b)
