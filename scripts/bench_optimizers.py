@@ -336,7 +336,7 @@ def write_oracle_weights(args) -> None:
     """Measure, print a table, and merge ``{model: entry}`` into ``args.oracle_weights``."""
     import torch
 
-    from drsom.store.record import machine as cpu_machine
+    from drsom.job.record import machine as cpu_machine
 
     before = load_line()
     found = oracle_weights(args)

@@ -1,9 +1,9 @@
-"""``drsom-figures`` (drsom/tools/build_figures.py) in a checkout: default paths under the
-repository root (drsom.tools.checkout_root), wherever it is launched."""
+"""``drsom figures`` (drsom/tools/figures.py) under the design card's script name: default paths
+under the repository root of this checkout (drsom.tools.checkout_root), wherever it is launched."""
 
 from drsom.tools import checkout_main
 
-main = checkout_main("build_figures", __file__)
+main = checkout_main("figures", __file__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,9 +1,9 @@
-"""``drsom-tables`` (drsom/tools/make_tables.py) in a checkout: default paths under the repository
-root (drsom.tools.checkout_root), wherever it is launched."""
+"""``drsom tables`` (drsom/tools/tables.py) under the design card's script name: default paths
+under the repository root of this checkout (drsom.tools.checkout_root), wherever it is launched."""
 
 from drsom.tools import checkout_main
 
-main = checkout_main("make_tables", __file__)
+main = checkout_main("tables", __file__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

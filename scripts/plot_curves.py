@@ -1,9 +1,9 @@
-"""``drsom-curves`` (drsom/tools/plot_curves.py) in a checkout: default paths under the repository
-root (drsom.tools.checkout_root), wherever it is launched."""
+"""``drsom curves`` (drsom/tools/curves.py) under the design card's script name: default paths
+under the repository root of this checkout (drsom.tools.checkout_root), wherever it is launched."""
 
 from drsom.tools import checkout_main
 
-main = checkout_main("plot_curves", __file__)
+main = checkout_main("curves", __file__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -1,7 +1,8 @@
-"""``drsom-select`` (drsom/tools/select.py) in a checkout: default paths under the repository root
-(drsom.tools.checkout_root), wherever it is launched. (Not ``scripts/select.py``: this folder is
-first on the import path of every script in it, and a ``select.py`` here would take the place of the
-standard library's ``select``, which subprocess imports.)"""
+"""``drsom select`` (drsom/tools/select.py) under the design card's script name: default paths
+under the repository root of this checkout (drsom.tools.checkout_root), wherever it is launched.
+(Not ``scripts/select.py``: this folder is first on the import path of every script in it, and a
+``select.py`` here would take the place of the standard library's ``select``, which subprocess
+imports.)"""
 
 from drsom.tools import checkout_main
 

@@ -1,9 +1,9 @@
-"""``drsom-status`` (drsom/tools/sweep_status.py) in a checkout: default paths under the repository
-root (drsom.tools.checkout_root), wherever it is launched."""
+"""``drsom status`` (drsom/tools/status.py) under the design card's script name: default paths
+under the repository root of this checkout (drsom.tools.checkout_root), wherever it is launched."""
 
 from drsom.tools import checkout_main
 
-main = checkout_main("sweep_status", __file__)
+main = checkout_main("status", __file__)
 
 if __name__ == "__main__":
     raise SystemExit(main())

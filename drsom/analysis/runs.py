@@ -3,7 +3,7 @@
 An experiment (``experiments/<name>.yaml``) names its grid in ``hydra.sweeper.params``;
 ``experiment_runs`` expands it exactly as ``python run.py -m experiment=<name>`` does (Hydra's
 basic sweeper, command-line overrides winning over the file's) and names each job's run with the
-store's own ``run_id`` (through ``drsom.launch.sweeps``), so a figure, a table and a sweep-status
+store's own ``run_id`` (through ``drsom.store.sweeps``), so a figure, a table and a sweep-status
 report all agree on which runs belong to an experiment. An experiment may show runs of another
 beside its own (``study.reuse``: the headline study's Adam beside a study of DRSOM's variants):
 they keep their own run ids, are never launched again, and must have been made on the same
@@ -25,18 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
 
-from drsom import CONFIG_DIR
+from drsom.cfg.experiments import EXPERIMENT_DIR, experiment_names, is_tuning, study_of
+from drsom.cfg.schedules import describe_schedule
 from drsom.store.folder import RunDir
 from drsom.store.identity import RunKey, complete, group_name, identity
 from drsom.store.state import Status, run_state
-from drsom.training.schedules import describe_schedule
+from drsom.store.sweeps import is_hydra, sweep_runs
 
 log = logging.getLogger("drsom")
-
-# The package's own experiments (``experiments/`` in a checkout is a link to this folder).
-EXPERIMENT_DIR = CONFIG_DIR / "experiment"
 
 # A run's state comes from drsom.store.state, the one reader of it; "missing": the grid has the
 # run, the store does not.
@@ -49,16 +46,10 @@ COST_COLUMNS = ("grad", "hvp")
 
 
 # ----------------------------------------------------------------------------- experiments
-def experiment_names() -> list[str]:
-    return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
-
-
 def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list[str], str]]:
     """``(job overrides, run id)`` of every run ``python run.py -m experiment=<name> *overrides``
-    launches, in launch order (the grid expansion is ``drsom.launch.sweeps.sweep_runs``, which the
+    launches, in launch order (the grid expansion is ``drsom.store.sweeps.sweep_runs``, which the
     sweep-status tool uses too: one rule for every reader of the store)."""
-    from drsom.launch.sweeps import is_hydra, sweep_runs
-
     if name not in experiment_names():
         raise ValueError(
             f"no experiment {name!r} in {EXPERIMENT_DIR} (have: {', '.join(experiment_names())})"
@@ -80,17 +71,6 @@ def experiment_runs(name: str, overrides: Sequence[str] = ()) -> list[tuple[list
                 )
             runs.append((list(r.overrides), r.run_id))
     return runs
-
-
-def study_of(name: str) -> dict[str, Any]:
-    """The ``study`` node of ``experiments/<name>.yaml``: what the analysis reads about the
-    experiment and the run never does (``reuse``: runs of other experiments shown beside its own;
-    ``baseline``: the optimizer label its paired differences are taken against). Empty for an
-    experiment without one or without a file."""
-    path = EXPERIMENT_DIR / f"{name}.yaml"
-    if not path.is_file():
-        return {}
-    return OmegaConf.to_container(OmegaConf.load(path)).get("study") or {}
 
 
 def _protocol(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -403,8 +383,6 @@ def experiment_selection(results_dir: str | Path, name: str, store: list[Run]) -
     experiment (its trials are drawn, not a grid: ``drsom.launch.tuning``) and for a name without a
     file (runs exported from wandb under another study name), every stored run whose config
     names that experiment."""
-    from drsom.launch.tuning import is_tuning
-
     if name in experiment_names() and not is_tuning(name):
         selected = Path(results_dir).parent / "selected"
         search = [f"hydra.searchpath=[file://{selected.resolve()}]"] if selected.is_dir() else []

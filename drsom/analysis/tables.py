@@ -22,10 +22,9 @@ import pandas as pd
 from drsom.analysis.costs import RAW, Weights
 from drsom.analysis.figures import looks, name
 from drsom.analysis.runs import Run, Selection, variant_suffixes
+from drsom.cfg.schedules import milestone_epochs
 from drsom.store.identity import RunKey
-from drsom.store.record import selected
-from drsom.store.state import UNFINISHED, Status
-from drsom.training.schedules import milestone_epochs
+from drsom.store.state import UNFINISHED, Status, selected
 
 FINISHED, DIVERGED, MISSING = Status.FINISHED, Status.DIVERGED, Status.MISSING
 

@@ -1,11 +1,12 @@
-"""Pick each optimizer's best trial of a tuning experiment, and write it as an optimizer config.
+"""Each optimizer's best trial of a tuning experiment, written as an optimizer config (the work
+of ``drsom select``, ``drsom.tools.select``):
 
-    drsom-select --experiment tune_digits_cnn   # (scripts/select_tuned.py in a checkout)
+    drsom select --experiment tune_digits_cnn   # (scripts/select_tuned.py in a checkout)
     python run.py -m experiment=digits_tuned_cnn 'hydra.searchpath=[file://results/selected]'
 
 The trials are the stored runs of the experiment (one study per optimizer label and per dataset
 and model). Each finished trial is scored as the sweeper scored it
-(``drsom.launch.tuning.objective``): the validation accuracy at the final epoch (``--by final``, the
+(``drsom.store.state.objective``): the validation accuracy at the final epoch (``--by final``, the
 default), or at the epoch validation selects (``--by best``); a diverged trial scores 0; unfinished
 ones are counted, not ranked. The highest score wins; among equal scores (a small validation split
 saturates) the lower final validation loss, then the first run id. The test set is never looked at.
@@ -30,11 +31,9 @@ report.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,41 +42,12 @@ import pandas as pd
 import yaml
 from optuna.distributions import json_to_distribution
 
-from drsom.analysis.runs import Run, load_store
-from drsom.launch.tuning import objective
-from drsom.store.folder import describe_os_error
+from drsom.analysis.runs import Run
 from drsom.store.identity import identity
-from drsom.store.state import Status
+from drsom.store.state import Status, objective
 from drsom.store.study import STUDIES, flatten
 
 BY = ("final", "best")
-
-
-def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
-    args = parse_args(argv, base_dir or Path.cwd())
-    store = load_store(args.results, report=lambda line: print(line, file=sys.stderr))
-    try:
-        studies_dir = args.results.parent / STUDIES
-        table, configs = select(
-            store, args.experiment, args.by, studies_dir=studies_dir, allow_broken=args.allow_broken
-        )
-    except ValueError as exc:
-        print(f"error: {exc}; the selection in {args.out} is left as it was", file=sys.stderr)
-        return 2
-    text = selection_markdown(table, args.experiment, args.by)
-    try:
-        folder = write_selection(args.out, args.experiment, configs, table, text)
-    except OSError as exc:
-        why = describe_os_error(exc) if exc.errno else str(exc)
-        print(
-            f"error: cannot write the selection into {args.out}: {why}; the selection there is "
-            "left as it was",
-            file=sys.stderr,
-        )
-        return 2
-    print(text)
-    print(f"wrote {len(configs)} optimizer configs to {folder}", file=sys.stderr)
-    return 0
 
 
 def write_selection(out: Path, experiment: str, configs: dict, table: pd.DataFrame, text: str):
@@ -107,21 +77,6 @@ def write_selection(out: Path, experiment: str, configs: dict, table: pd.DataFra
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return folder
-
-
-def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--experiment", required=True, help="the tuning experiment's name")
-    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
-    p.add_argument("--out", type=Path, default=base / "results" / "selected")
-    p.add_argument("--by", choices=BY, default="final", help="validation accuracy at: (default)")
-    p.add_argument(
-        "--allow-broken",
-        action="store_true",
-        help="select from the readable trials when some are broken (each named on stderr; the "
-        "selection table counts them); without it a broken trial stops the selection",
-    )
-    return p.parse_args(argv)
 
 
 def select(
@@ -349,7 +304,3 @@ def selection_markdown(table: pd.DataFrame, experiment: str, by: str = "final") 
             f"{r['selected'] or 'none finished'} | {score} |"
         )
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    sys.exit(main())

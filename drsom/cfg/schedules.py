@@ -1,4 +1,5 @@
-"""The learning-rate schedule of a run: which epochs the step schedule decays after.
+"""The learning-rate schedule of a run, as config arithmetic: which epochs the step schedule
+decays after (torch's scheduler is built from it in ``drsom.training.build``).
 
 ``trainer.lr_milestones`` entries are either epochs (integers, ``[150]``: x lr_gamma after epoch
 150) or fractions of the run (floats in (0, 1), ``[0.75]``: after three quarters of
@@ -14,8 +15,6 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
-
-import torch
 
 log = logging.getLogger("drsom")
 
@@ -59,17 +58,6 @@ def resolved_milestones(trainer: Mapping[str, Any]) -> list[int]:
     if trainer["lr_schedule"] != "step":
         return []
     return milestone_epochs(trainer["lr_milestones"], trainer["epochs"])
-
-
-def build_scheduler(trainer: Mapping[str, Any], optimizer: torch.optim.Optimizer):
-    """The per-epoch scheduler of ``trainer.lr_schedule`` (None for a constant lr)."""
-    lr_scheduler = torch.optim.lr_scheduler
-    if trainer["lr_schedule"] == "step":
-        epochs = milestone_epochs(trainer["lr_milestones"], trainer["epochs"], warn=True)
-        return lr_scheduler.MultiStepLR(optimizer, epochs, trainer["lr_gamma"])
-    if trainer["lr_schedule"] == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=trainer["epochs"])
-    return None
 
 
 def describe_schedule(trainer: Mapping[str, Any]) -> str:

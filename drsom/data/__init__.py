@@ -8,7 +8,7 @@ ImageFolder layout, from a folder or an archive; ``cifar10_jpeg`` is one), or a 
 Images are held in memory as uint8 and augmented with torch ops, on the host or, for CUDA, on the
 device (see ``loader``).
 
-May import ``drsom.cfg`` only.
+Floor 2: may import ``drsom.cfg`` only.
 """
 
 from __future__ import annotations

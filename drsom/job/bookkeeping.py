@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from drsom.job.preemption import PreemptionGuard
+from drsom.job.record import record
 from drsom.paths import shown
 from drsom.store.folder import RunDir, StorageError, describe_os_error, storage_cause
-from drsom.store.record import record
 from drsom.training.loop import Diverged, Paused, Trainer
 
 log = logging.getLogger("drsom")

@@ -28,7 +28,7 @@ import torch
 from drsom import CODE_ROOT
 from drsom.optim import hyperparameters
 from drsom.store.identity import config_hash, group_name, run_id
-from drsom.store.state import FINAL_KEYS, TERMINAL
+from drsom.store.state import FINAL_KEYS, TERMINAL, metric_value, selected
 from drsom.training.loop import Trainer
 
 VERSIONED = ("drsom", "torch", "torchvision", "numpy", "pytorch_optimizer", "hydra-core", "wandb")
@@ -84,27 +84,8 @@ def start_summary(
     return summary
 
 
-# What ``final`` holds (the last epoch's row of these) is drsom.store.state.FINAL_KEYS: the reader
-# that checks a summary against its metrics.csv owns the list.
-
-
-def metric_value(value: Any) -> float | None:
-    """A stored metric: None for missing or NaN (not evaluated)."""
-    return None if value is None or value != value else float(value)
-
-
-def selected(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """The epoch the validation split selects (highest ``val_acc``, the earliest of ties) with its
-    validation and test accuracy; None without a validation split. The test set never chooses."""
-    scored = [r for r in rows if metric_value(r.get("val_acc")) is not None]
-    if not scored:
-        return None
-    best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
-    return {
-        "epoch": int(best["epoch"]),
-        "val_acc": float(best["val_acc"]),
-        "test_acc": metric_value(best.get("test_acc")),
-    }
+# What ``final`` holds (the last epoch's row of these) is drsom.store.state.FINAL_KEYS, and the
+# epoch validation selects is drsom.store.state.selected: the reader of summaries owns them.
 
 
 def record(summary: dict[str, Any], trainer: Trainer, status: str, **extra: Any) -> None:

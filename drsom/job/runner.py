@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from drsom.data import DataBundle, DatasetUnavailable
 from drsom.job.bookkeeping import Bookkeeper, write_tables
 from drsom.job.preemption import PreemptionGuard
+from drsom.job.record import git_state, start_summary
 from drsom.job.validate import (
     ConfigError,
     check_results_dir,
@@ -54,8 +55,7 @@ from drsom.store.folder import (
     storage_cause,
 )
 from drsom.store.identity import complete, group_name, run_id
-from drsom.store.record import git_state, metric_value, start_summary
-from drsom.store.state import TERMINAL, Status, run_state
+from drsom.store.state import TERMINAL, Status, metric_value, run_state
 from drsom.training.build import build_trainer, data_parallel, load_data
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 from drsom.training.tracking import Tracker, new_wandb_id, tracking

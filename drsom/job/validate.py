@@ -23,12 +23,12 @@ import torch
 
 from drsom.cfg import checks
 from drsom.cfg.checks import ConfigError
+from drsom.cfg.schedules import LR_SCHEDULES, milestone_epochs
 from drsom.cfg.targets import TargetError
 from drsom.data import check_data, validation_count
 from drsom.models import check_model
 from drsom.optim import optimizer_factory
 from drsom.paths import shown
-from drsom.training.schedules import LR_SCHEDULES, milestone_epochs
 from drsom.training.tracking import WANDB_MODES
 from drsom.training.world import BACKENDS
 

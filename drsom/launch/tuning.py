@@ -39,7 +39,10 @@ from hydra.core.override_parser.types import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-SWEEPER = "hydra_plugins.drsom_tuning_sweeper.TuningSweeper"
+from drsom.cfg.experiments import TUNING_SWEEPER
+from drsom.store.state import objective
+
+SWEEPER = TUNING_SWEEPER
 OBJECTIVES = ("final", "best")
 ACCEPTED_RANGES = (
     "interval(low, high) with low < high, tag(log, interval(low, high)) with 0 < low < high, "
@@ -57,35 +60,6 @@ def tuning_objective() -> str | None:
         return None
     sweeper = HydraConfig.get().sweeper
     return sweeper.get("objective", "final") if sweeper.get("_target_") == SWEEPER else None
-
-
-def is_tuning(experiment: str) -> bool:
-    """Whether ``experiment=<experiment>`` launches the tuning sweeper (its runs: trials); False
-    for a name without an experiment file (runs exported under another study name)."""
-    from drsom import CONFIG_DIR
-    from drsom.cfg.compose import suite_config
-
-    if not (CONFIG_DIR / "experiment" / f"{experiment}.yaml").is_file():
-        return False
-
-    cfg = suite_config([f"experiment={experiment}"], hydra=True, resolve=False)
-    return cfg["hydra"]["sweeper"].get("_target_") == SWEEPER
-
-
-def objective(summary: Mapping[str, Any], by: str = "final") -> float:
-    """A trial's score: its validation accuracy at the final epoch (``by="final"``) or at the
-    epoch validation selects (``"best"``); 0 for a diverged run; NaN for a run that did not
-    finish (pruned, failed, interrupted: never ranked)."""
-    if summary.get("status") == "diverged":
-        return 0.0
-    if summary.get("status") != "finished":
-        return math.nan
-    if by == "best":
-        chosen = summary.get("selected") or {}
-        value = chosen.get("val_acc")
-    else:
-        value = (summary.get("final") or {}).get("val_acc")
-    return math.nan if value is None else float(value)
 
 
 def trial_result(summary: Mapping[str, Any], by: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ What the dataset decides is passed in when the config does not set it: ``num_cla
 target takes it, by name or through ``**kwargs``) and ``in_channels`` (when it takes it by name).
 The model is then checked on one input of the dataset's shape: it must return one logit per class.
 
-May import ``drsom.cfg`` only.
+Floor 2: may import ``drsom.cfg`` only.
 """
 
 from __future__ import annotations

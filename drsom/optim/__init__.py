@@ -11,7 +11,7 @@ curvature sources and the ``Probe`` they evaluate the model through (``curvature
 controllers (``control``) and the k x k subproblem (``subproblem``); the flat parameter buffer
 (``flat``) and the constructor's argument checks (``arguments``).
 
-May import ``drsom.cfg`` only: the optimizers work without the suite around them.
+Floor 2: may import ``drsom.cfg`` only: the optimizers work without the suite around them.
 """
 
 from .closure import BatchClosure, make_closure

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from drsom.cfg.schedules import milestone_epochs
 from drsom.data.dataset import DATA_DEFAULTS
-from drsom.training.schedules import milestone_epochs
 
 # Config keys that say where things are, how they are shown, or only how fast they run, not what
 # is computed: two configs that differ only here are the same variant. The seed is kept apart

@@ -32,6 +32,7 @@ import csv
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -67,7 +68,7 @@ WRITTEN = (
 )
 
 
-# What ``summary.json``'s ``final`` holds: the last epoch's row of these (drsom.store.record).
+# What ``summary.json``'s ``final`` holds: the last epoch's row of these (drsom.job.record).
 FINAL_KEYS = (
     "train_loss",
     "train_acc",
@@ -272,3 +273,38 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def metric_value(value: Any) -> float | None:
+    """A stored metric: None for missing or NaN (not evaluated)."""
+    return None if value is None or value != value else float(value)
+
+
+def selected(rows: list[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """The epoch the validation split selects (highest ``val_acc``, the earliest of ties) with its
+    validation and test accuracy; None without a validation split. The test set never chooses."""
+    scored = [r for r in rows if metric_value(r.get("val_acc")) is not None]
+    if not scored:
+        return None
+    best = max(scored, key=lambda r: (r["val_acc"], -r["epoch"]))
+    return {
+        "epoch": int(best["epoch"]),
+        "val_acc": float(best["val_acc"]),
+        "test_acc": metric_value(best.get("test_acc")),
+    }
+
+
+def objective(summary: Mapping[str, Any], by: str = "final") -> float:
+    """A trial's score: its validation accuracy at the final epoch (``by="final"``) or at the
+    epoch validation selects (``"best"``); 0 for a diverged run; NaN for a run that did not
+    finish (pruned, failed, interrupted: never ranked)."""
+    if summary.get("status") == "diverged":
+        return 0.0
+    if summary.get("status") != "finished":
+        return math.nan
+    if by == "best":
+        chosen = summary.get("selected") or {}
+        value = chosen.get("val_acc")
+    else:
+        value = (summary.get("final") or {}).get("val_acc")
+    return math.nan if value is None else float(value)

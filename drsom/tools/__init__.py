@@ -1,14 +1,16 @@
-"""The suite's command-line tools; each module's ``main(argv, base_dir=None)`` is a command.
-
-``drsom-figures`` (build_figures), ``drsom-tables`` (make_tables), ``drsom-curves`` (plot_curves),
-``drsom-reproduce``, ``drsom-status`` (sweep_status), ``drsom-export-wandb``, ``drsom-select``
-(select); or ``python -m drsom.tools.<module>``. Default paths (``results/runs``,
+"""The suite's command-line tools, thin: each parses its arguments and calls the room that does
+the work (``drsom.analysis`` for tables, figures and selection; ``drsom.job`` to reproduce a run;
+``drsom.store`` for a sweep's state). One name per tool, the module's: ``drsom <tool>`` (the
+``drsom`` command, ``drsom.command``), with the aliases ``drsom-<tool>`` (console scripts),
+``python -m drsom.tools.<tool>`` and a checkout's ``scripts/`` (the design card's names, kept:
+``build_figures.py``, ``make_tables.py``, ``plot_curves.py``, ``select_tuned.py``,
+``sweep_status.py``, ``reproduce.py``, ``export_wandb.py``). Default paths (``results/runs``,
 ``results/figures``, ...) and relative ``results_dir`` / ``data.root`` of composed configs are
 taken from ``base_dir``: for a console script the current directory, as for ``drsom-run``; for a
 checkout's ``scripts/<tool>.py`` and ``run.py`` the repository root (``checkout_root``, the one
 place that rule is written), wherever they are launched.
 
-The top room: may import every other; nothing imports it.
+The top floor, beside ``launch``: may import every room but ``launch``; nothing imports it.
 """
 
 from __future__ import annotations
@@ -34,3 +36,15 @@ def checkout_main(tool: str, script: str | os.PathLike) -> Callable[..., int]:
     ``script``: what ``scripts/<tool>.py`` runs (and exposes as its ``main``)."""
     module = importlib.import_module(f"drsom.tools.{tool}")
     return functools.partial(module.main, base_dir=checkout_root(script))
+
+
+# ``drsom <name>``: the tool modules, in the order ``drsom --help`` lists them
+TOOLS = {
+    "figures": "every figure and table from the run store, replaced all at once (make figures)",
+    "tables": "a results table per experiment, in Markdown, CSV and LaTeX",
+    "curves": "accuracy and loss curves of an experiment's runs",
+    "select": "each optimizer's best trial of a tuning experiment, as an optimizer config",
+    "reproduce": "rerun a stored run and say whether it reproduces, column by column",
+    "status": "where each run of a sweep stands",
+    "export_wandb": "pull the runs of a wandb project into the local store",
+}

@@ -23,8 +23,7 @@ from typing import Any
 
 from drsom.store.folder import RunDir, write_csv
 from drsom.store.identity import run_id
-from drsom.store.record import FINAL_KEYS, selected
-from drsom.store.state import TERMINAL, WRITTEN, Status, run_state
+from drsom.store.state import FINAL_KEYS, TERMINAL, WRITTEN, Status, run_state, selected
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS
 
 # wandb's run.state when the runner's own status never reached wandb (its summary is written at

@@ -34,8 +34,8 @@ from pathlib import Path
 
 import torch
 
+from drsom.job.record import git_state, machine
 from drsom.store.folder import RunDir
-from drsom.store.record import git_state, machine
 from drsom.store.state import run_state
 from drsom.training.loop import WALL_CLOCK_COLUMNS
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from drsom.launch.sweeps import SweepRunState, counts, run_states, sweep_runs, varying_keys
+from drsom.store.sweeps import SweepRunState, counts, run_states, sweep_runs, varying_keys
 
 
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:

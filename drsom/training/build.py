@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from drsom.cfg.checks import ConfigError
+from drsom.cfg.schedules import milestone_epochs
 from drsom.cfg.targets import TargetError, keywords
 from drsom.data import DataBundle, build_data, load_dataset
 from drsom.models import build_model
@@ -31,7 +34,6 @@ from drsom.optim.distributed import mean_over
 from drsom.optim.protocol import STEP_BACKWARD, step_protocol
 from drsom.training.batchnorm import debias_batchnorm
 from drsom.training.loop import Trainer
-from drsom.training.schedules import build_scheduler
 from drsom.training.world import World
 
 log = logging.getLogger("drsom")
@@ -176,3 +178,14 @@ def maybe_compile(model: torch.nn.Module, optimizer: torch.optim.Optimizer, want
         log.warning(note)
         return model, False, note
     return torch.compile(model), True, None
+
+
+def build_scheduler(trainer: Mapping[str, Any], optimizer: torch.optim.Optimizer):
+    """The per-epoch scheduler of ``trainer.lr_schedule`` (None for a constant lr)."""
+    lr_scheduler = torch.optim.lr_scheduler
+    if trainer["lr_schedule"] == "step":
+        epochs = milestone_epochs(trainer["lr_milestones"], trainer["epochs"], warn=True)
+        return lr_scheduler.MultiStepLR(optimizer, epochs, trainer["lr_gamma"])
+    if trainer["lr_schedule"] == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=trainer["epochs"])
+    return None

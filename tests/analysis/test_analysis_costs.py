@@ -10,7 +10,7 @@ from analysis_store import write_weights
 
 from drsom.analysis import costs
 from drsom.analysis.runs import Run, wall_clock_note
-from drsom.store import record as run_record
+from drsom.job import record as run_record
 
 
 def test_weights_are_read_per_model_and_say_where_they_were_measured(tmp_path):

@@ -12,13 +12,12 @@ from analysis_store import EXPERIMENT, synthetic_run
 from omegaconf import OmegaConf
 from run_helpers import compose_config
 
-from drsom.analysis import costs, figures
+from drsom.analysis import costs, curves, figures
 from drsom.analysis.runs import (
     experiment_names,
     metrics_frame,
     select_runs,
 )
-from drsom.tools import plot_curves
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,7 +35,7 @@ def test_one_line_per_optimizer_with_the_fixed_colours_and_seed_counts(selection
         "epoch",
         "title",
         order=["drsom", "adam", "adabelief", "sgd"],
-        legend_notes=plot_curves.legend_notes(selection.runs),
+        legend_notes=curves.legend_notes(selection.runs),
         shown=figures.looks(selection.runs),
     )
     ax = fig.axes[0]

@@ -10,9 +10,10 @@ from run_helpers import compose_config
 
 from drsom.analysis.figures import protocol_title
 from drsom.analysis.runs import Run, describe
+from drsom.cfg.schedules import describe_schedule, milestone_epochs
 from drsom.job.validate import ConfigError, validate
 from drsom.store.identity import run_id
-from drsom.training.schedules import build_scheduler, describe_schedule, milestone_epochs
+from drsom.training.build import build_scheduler
 
 
 def test_fractions_scale_with_the_run_and_epochs_stay_epochs():

@@ -17,7 +17,7 @@ from analysis_store import write_weights
 from drsom.analysis.runs import load_store
 from drsom.cfg.targets import TargetError, build, check_keywords, keywords
 from drsom.data import ImageDataset, load_dataset
-from drsom.tools import plot_curves
+from drsom.tools import curves as curves_tool
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "my_configs"
@@ -189,7 +189,7 @@ def test_a_users_folder_brings_optimizer_model_and_dataset_end_to_end(tmp_path):
         text=True,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert plot_curves.main(["--results", str(results), "--out", str(figures)]) == 0
+    assert curves_tool.main(["--results", str(results), "--out", str(figures)]) == 0
     table = (tables / "plugins_demo.md").read_text()
     for shown in ("| NAdam |", "| ResNet-18 (torchvision) |", "| stripes (synthetic) |"):
         assert shown in table, table

@@ -1,4 +1,4 @@
-"""Provenance of runs (drsom.store.record): the code (commit, dirty edits), data and machine."""
+"""Provenance of runs (drsom.job.record): the code (commit, dirty edits), data and machine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from drsom.analysis.runs import Run, provenance
-from drsom.store import record as run_record
+from drsom.job import record as run_record
 from drsom.tools import reproduce
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +111,7 @@ def _in_checkout(clone: Path, code: str, *args: str) -> dict:
 
 RECORD = """
 import json, sys, drsom
-from drsom.store import record
+from drsom.job import record
 from drsom.store.folder import RunDir
 folder = RunDir(sys.argv[1])
 state = record.git_state()
@@ -120,7 +120,7 @@ print(json.dumps({"package": drsom.__file__, **state}))
 """
 REPRODUCE = """
 import json, sys, drsom
-from drsom.store import record
+from drsom.job import record
 from drsom.store.folder import RunDir
 from drsom.store.state import run_state
 from drsom.tools import reproduce

@@ -33,9 +33,9 @@ from run_helpers import (
 )
 
 from drsom.job.preemption import PreemptionGuard
-from drsom.launch.sweeps import sweep_runs
 from drsom.store.folder import RunDir
 from drsom.store.state import run_state
+from drsom.store.sweeps import sweep_runs
 from drsom.training.loop import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,9 +116,9 @@ def epochs_done(results: Path) -> int:
 
 def sweep_status(*args: str) -> int:
     """drsom-status's main(), in this process (it prints to stdout)."""
-    from drsom.tools import sweep_status
+    from drsom.tools import status
 
-    return sweep_status.main(list(args))
+    return status.main(list(args))
 
 
 def job_logs(sweep_dir: Path) -> str:

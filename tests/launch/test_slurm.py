@@ -33,8 +33,8 @@ from drsom.launch.slurm import (
     job_setup,
     parse_sinfo,
 )
-from drsom.launch.sweeps import sweep_runs
 from drsom.store.folder import RunDir
+from drsom.store.sweeps import sweep_runs
 
 REPO = Path(__file__).resolve().parents[2]
 CPU_ONLY = [

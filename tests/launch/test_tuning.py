@@ -27,8 +27,9 @@ from drsom.launch.tuning import (
     is_tuning,
     objective,
 )
-from drsom.tools import make_tables, plot_curves
+from drsom.tools import curves as curves_tool
 from drsom.tools import select as select_tool
+from drsom.tools import tables as tables_tool
 
 pytest.importorskip("sklearn")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -196,12 +197,12 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
     # make figures: the trials' table ends with the selection; no 3-line figure of trials
     write_weights(tmp_path / "cost_weights.json")
     tables, figs = tmp_path / "tables", tmp_path / "figures"
-    assert make_tables.main(["--results", str(tmp_path / "runs"), "--out", str(tables)]) == 0
+    assert tables_tool.main(["--results", str(tmp_path / "runs"), "--out", str(tables)]) == 0
     text = (tables / "tune_digits_cnn.md").read_text()
     assert "## tune_digits_cnn: tuned settings" in text
     assert f"optimizer.lr={winner.config['optimizer']['lr']:.4g}" in text.split("tuned settings")[1]
     assert (tables / "tune_digits_cnn.selection.csv").exists()
-    assert plot_curves.main(["--results", str(tmp_path / "runs"), "--out", str(figs)]) == 0
+    assert curves_tool.main(["--results", str(tmp_path / "runs"), "--out", str(figs)]) == 0
     assert not list(figs.rglob("*.pdf"))
 
 

@@ -23,8 +23,9 @@ from drsom.data import validation_count
 from drsom.job.validate import ConfigError, check_results_dir
 from drsom.store.folder import RunDir
 from drsom.store.state import Status, run_state
-from drsom.tools import build_figures, make_tables
+from drsom.tools import figures as figures_tool
 from drsom.tools import select as select_tool
+from drsom.tools import tables as tables_tool
 
 
 # ----------------------------------------------------------------------- the checked reader
@@ -222,19 +223,19 @@ def test_breaking_one_run_changes_no_published_number_without_exit_or_note(
 ):
     out = tmp_path / "tables"
     argv = ["--results", str(small_store), "--out", str(out), "--experiment", EXPERIMENT]
-    assert make_tables.main(argv) == 0
+    assert tables_tool.main(argv) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     table_before = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
     folder = _run(small_store, "drsom", 2)  # final test acc 0.97 of 0.95, 0.96, 0.97
     _damage(folder, how)
     capsys.readouterr()
 
-    assert make_tables.main(argv) == 2  # refused: every table as it was
+    assert tables_tool.main(argv) == 2  # refused: every table as it was
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: 1 broken run(s) in the selection ({folder.name}): ")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    assert make_tables.main([*argv, "--allow-broken"]) == 0
+    assert tables_tool.main([*argv, "--allow-broken"]) == 0
     table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
     drsom = table.loc["drsom"]
     assert (drsom["seeds"], drsom["runs"], drsom["unfinished"]) == (2, 3, 1)  # the count shows it
@@ -253,18 +254,18 @@ def test_tables_refuse_a_run_without_its_config_and_name_it_when_told_to_go_on(
 ):
     out = tmp_path / "tables"
     argv = ["--results", str(small_store), "--out", str(out), "--experiment", EXPERIMENT]
-    assert make_tables.main(argv) == 0
+    assert tables_tool.main(argv) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     folder = _run(small_store, "drsom", 2)
     _damage(folder, "missing-config")
     capsys.readouterr()
 
-    assert make_tables.main(argv) == 2
+    assert tables_tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: 1 broken run(s) in the selection ({folder.name}): ")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
-    assert make_tables.main([*argv, "--allow-broken"]) == 0
+    assert tables_tool.main([*argv, "--allow-broken"]) == 0
     drsom = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer").loc["drsom"]
     # its grid point is counted missing (the store could not place it), never averaged
     assert (drsom["seeds"], drsom["runs"], drsom["unfinished"], drsom["missing"]) == (2, 3, 0, 1)
@@ -279,7 +280,7 @@ def test_make_figures_refuses_a_broken_run_and_replaces_nothing(small_store, tmp
     (figures / "published.png").write_bytes(b"old")
     _damage(_run(small_store, "sgd", 1), "non-number")
     argv = ["--results", str(small_store), "--figures", str(figures), "--tables", str(tables)]
-    assert build_figures.main(argv) == 2
+    assert figures_tool.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("broken run ") and "test_acc '0.3x' is not a number" in err[0]
     assert (

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from drsom.analysis.runs import load_store
-from drsom.launch.sweeps import sweep_runs
+from drsom.analysis.tuned import select
+from drsom.job.record import machine
 from drsom.store.folder import RunDir
-from drsom.store.record import machine
-from drsom.tools import make_tables, reproduce
-from drsom.tools.select import select
+from drsom.store.sweeps import sweep_runs
+from drsom.tools import reproduce
+from drsom.tools import tables as tables_tool
 
 REPO = Path(__file__).resolve().parents[2]
 SELECTED = REPO / "results" / "selected"
@@ -114,7 +115,7 @@ def study_tables(tmp_path_factory) -> Path:
     args = ["--results", str(REPO / "results" / "runs"), "--out", str(out)]
     for study in README_TABLES:
         args += ["--experiment", study]
-    assert make_tables.main(args) == 0
+    assert tables_tool.main(args) == 0
     return out
 
 

@@ -1,4 +1,4 @@
-"""drsom-plot-curves (drsom/tools/plot_curves.py): one file per model and metric, references."""
+"""drsom-plot-curves (drsom/tools/curves.py): one file per model and metric, references."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ import pandas as pd
 import pytest
 from analysis_store import EXPERIMENT, SHOWN, synthetic_run
 
-from drsom.analysis import figures
+from drsom.analysis import curves, figures
 from drsom.analysis.runs import (
     load_reference,
     load_store,
     metrics_frame,
 )
-from drsom.tools import plot_curves
+from drsom.tools import curves as curves_tool
 
 
 def test_plot_curves_writes_png_and_pdf_per_model_and_metric(store, tmp_path):
     out = tmp_path / "figures"
     args = ["--results", str(store), "--out", str(out), "--metrics", "test_acc", "train_loss"]
-    assert plot_curves.main(args) == 0
+    assert curves_tool.main(args) == 0
     folder = out / EXPERIMENT
     for metric in ("test_acc", "train_loss"):
         for suffix in (".png", ".pdf"):
@@ -49,7 +49,7 @@ def test_reference_curves_are_dashed_in_the_optimizers_colour_and_in_percent(tmp
     assert reference["test_acc"].max() == pytest.approx(0.75)  # fractions, like the store
     runs = [synthetic_run("sgd", 0, [0.5, 0.6]), synthetic_run("drsom", 0, [0.55, 0.7])]
     facts = {"data": "cifar10", "model": "resnet34"}
-    ref = plot_curves._reference_for(reference, facts, "epoch")
+    ref = curves._reference_for(reference, facts, "epoch")
     frame, shown = metrics_frame(runs), figures.looks(runs)
     fig = figures.curve_figure(frame, "test_acc", "epoch", "t", reference=ref, shown=shown)
     dashed = [li for li in fig.axes[0].get_lines() if li.get_linestyle() == "--"]
@@ -58,16 +58,14 @@ def test_reference_curves_are_dashed_in_the_optimizers_colour_and_in_percent(tmp
     assert dashed[0].get_color() == SHOWN["sgd"][1]
     np.testing.assert_allclose(dashed[0].get_ydata(), [45.0, 65.0])
     plt.close(fig)
-    assert (
-        plot_curves._reference_for(reference, {"data": "digits", "model": "cnn"}, "epoch") is None
-    )
+    assert curves._reference_for(reference, {"data": "digits", "model": "cnn"}, "epoch") is None
 
 
 def test_a_wrong_reference_file_is_one_line_and_exit_code_2(store, tmp_path, capsys):
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("model,epoch\nresnet34,1\n")
     for path in (wrong, tmp_path / "absent.csv"):
-        assert plot_curves.main(["--results", str(store), "--reference", str(path)]) == 2
+        assert curves_tool.main(["--results", str(store), "--reference", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: --reference {path}") and err.count("\n") == 1
 
@@ -78,12 +76,12 @@ def test_legend_names_a_second_label_of_the_same_config_and_lost_runs():
     runs[-1].summary["status"] = "diverged"
     runs[-1].config["seed"] = 1
     # seed 0 is DRSOM's config under a second name; seed 1 has no DRSOM twin and diverged
-    assert plot_curves.legend_notes(runs) == {runs[-1].variant: "1 diverged; same as DRSOM"}
+    assert curves.legend_notes(runs) == {runs[-1].variant: "1 diverged; same as DRSOM"}
 
 
 def test_ad_hoc_runs_are_drawn_per_dataset_and_model_one_line_per_variant(lr_sweep, tmp_path):
     args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--metrics", "test_acc"]
-    assert plot_curves.main(args) == 0
+    assert curves_tool.main(args) == 0
     names = sorted(p.name for p in (tmp_path / "default").glob("*.png"))
     assert names == ["cifar10-cnn-test_acc-epoch.png", "digits-cnn-test_acc-epoch.png"]
     frame = metrics_frame(load_store(lr_sweep))
@@ -107,13 +105,13 @@ def test_a_model_without_weights_gets_no_gradient_equivalent_axis_and_one_line(
     weights = tmp_path / "w.json"
     weights.write_text('{"resnet18": {"forward": 0.3, "hvp": 2.5}}')
     argv = ["--results", str(store), "--out", str(out), "--x", "grad_equiv"]
-    assert plot_curves.main([*argv, "--cost-weights", str(weights)]) == 0
+    assert curves_tool.main([*argv, "--cost-weights", str(weights)]) == 0
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "no cost weights for model 'cnn'" in err
     assert "bench_optimizers.py --model cnn" in err
     assert not list(out.rglob("*grad_equiv*"))  # nothing drawn on an axis it cannot have
     # the store's own weights file (beside it): drawn, the weights under the title
-    assert plot_curves.main([*argv, "--metrics", "test_acc"]) == 0
+    assert curves_tool.main([*argv, "--metrics", "test_acc"]) == 0
     fig_title = capsys.readouterr().out
     assert (out / EXPERIMENT / "cnn-test_acc-grad_equiv.png").exists(), fig_title
 
@@ -132,8 +130,8 @@ def test_the_title_states_the_weights_and_the_time_axis_the_machine(store):
         return []
 
     with unittest.mock.patch.object(figures, "save", keep):
-        plot_curves.plot_experiment(selection, store, "grad_equiv", ["test_acc"], None, weights)
-        plot_curves.plot_experiment(selection, store, "time", ["test_acc"], None)
+        curves.plot_experiment(selection, store, "grad_equiv", ["test_acc"], None, weights)
+        curves.plot_experiment(selection, store, "time", ["test_acc"], None)
     # wrapped to the figure's width: lines joined back with spaces
     title = seen["cnn-test_acc-grad_equiv"].replace("\n", " ")
     assert title.endswith(
@@ -156,4 +154,4 @@ def test_presets_draw_at_the_papers_width(preset, width, panels):
         {"column": 7.0, "full": 8.0}[preset]
     )
     plt.close(fig)
-    assert plot_curves.parse_args(["--preset", preset], Path(".")).preset == preset
+    assert curves_tool.parse_args(["--preset", preset], Path(".")).preset == preset

@@ -1,4 +1,5 @@
-"""drsom-build-figures (drsom/tools/build_figures.py): both folders replaced, or nothing touched."""
+"""drsom figures (drsom/tools/figures.py, drsom/analysis/build.py): both folders replaced, or
+nothing touched."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import pandas as pd
 import pytest
 from analysis_store import EXPERIMENT, merged_store
 
-from drsom.tools import build_figures
+from drsom.analysis import build
+from drsom.tools import figures as figures_tool
 
 
 def _build_figures(store: Path, out: Path, *extra: str) -> int:
     argv = ["--results", str(store), "--figures", str(out / "figures")]
-    return build_figures.main([*argv, "--tables", str(out / "tables"), *extra])
+    return figures_tool.main([*argv, "--tables", str(out / "tables"), *extra])
 
 
 def test_build_figures_replaces_both_folders_and_leaves_nothing_stale(store, tmp_path):
@@ -53,7 +55,11 @@ def test_build_figures_with_a_wrong_reference_leaves_everything_as_it_was(store,
 def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_path, monkeypatch):
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "kept.txt").write_text("figures")
-    monkeypatch.setattr(build_figures.make_tables, "main", lambda argv: 1)  # tables fail last
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(build, "write_tables", full_disk)  # after the curves, before profiles
     assert _build_figures(store, tmp_path) == 1
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]

@@ -1,4 +1,5 @@
-"""drsom-make-tables (drsom/tools/make_tables.py): markdown and CSV, variants, broken runs."""
+"""drsom tables (drsom/tools/tables.py, drsom/analysis/table_files.py): Markdown and CSV,
+variants, broken runs."""
 
 from __future__ import annotations
 
@@ -8,14 +9,14 @@ from analysis_store import EXPERIMENT, merged_store, metric_rows, write_run, wri
 from run_helpers import compose_configs
 
 from drsom.store.folder import write_csv
-from drsom.tools import make_tables
+from drsom.tools import tables as tables_tool
 from drsom.training.loop import METRIC_COLUMNS
 
 
 def test_summarize_writes_markdown_and_csv(store, tmp_path):
     out = tmp_path / "tables"
     assert (
-        make_tables.main(["--results", str(store), "--out", str(out), "--targets", "90", "0.93"])
+        tables_tool.main(["--results", str(store), "--out", str(out), "--targets", "90", "0.93"])
         == 0
     )
     table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
@@ -32,7 +33,7 @@ def test_summarize_writes_markdown_and_csv(store, tmp_path):
 
 
 def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep, tmp_path):
-    assert make_tables.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
+    assert tables_tool.main(["--results", str(lr_sweep), "--out", str(tmp_path)]) == 0
     table = pd.read_csv(tmp_path / "default.csv", keep_default_na=False)
     adam = table[table["optimizer"] == "adam"].set_index("setting")
     assert sorted(adam.index) == ["lr=0.001", "lr=0.01"]
@@ -49,7 +50,7 @@ def test_two_learning_rates_are_two_rows_labelled_by_lr_never_one_mean(lr_sweep,
 
 def test_an_empty_selection_says_what_the_store_holds(lr_sweep, tmp_path, capsys):
     args = ["--results", str(lr_sweep), "--out", str(tmp_path), "--experiment", "nothing"]
-    assert make_tables.main(args) == 0
+    assert tables_tool.main(args) == 0
     out = capsys.readouterr().out
     assert "nothing: no runs in" in out
     assert "the store holds default (3 runs); select one with --experiment NAME" in out
@@ -70,11 +71,11 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     folders[3].write_config({k: v for k, v in cfgs[3].items() if k != "optimizer"})
     out = tmp_path / "tables"
     # published numbers never change silently: without --allow-broken, no table at all
-    assert make_tables.main(["--results", str(tmp_path), "--out", str(out)]) == 2
+    assert tables_tool.main(["--results", str(tmp_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.splitlines()
     assert err[-1].startswith("error: 3 broken run(s) in the selection (") and not out.exists()
     argv = ["--results", str(tmp_path), "--out", str(out), "--allow-broken"]
-    assert make_tables.main(argv) == 0
+    assert tables_tool.main(argv) == 0
     err = capsys.readouterr().err.splitlines()
     # besides them, the line saying the model has no cost weights beside this scratch store
     # (whether it has depends on what other tests left beside tmp_path: not this test's question)
@@ -93,7 +94,7 @@ def test_broken_runs_are_reported_one_line_each_and_never_averaged(tmp_path, cap
     assert f"not placed: {folders[3].name} (config.yaml is of another format" in text
     # nothing readable at all: exit 2
     folders[0].summary.write_text("[1]")
-    assert make_tables.main(argv) == 2
+    assert tables_tool.main(argv) == 2
 
 
 # ------------------------------------------------ intervals, paired comparison, LaTeX, targets
@@ -140,11 +141,11 @@ def _store_of_two_optimizers(root):
 
 
 def test_tables_carry_intervals_a_paired_comparison_and_latex(tmp_path):
-    from drsom.tools import make_tables
+    from drsom.tools import tables as tables_tool
 
     _store_of_two_optimizers(tmp_path / "runs")
     out = tmp_path / "tables"
-    assert make_tables.main(["--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
+    assert tables_tool.main(["--results", str(tmp_path / "runs"), "--out", str(out)]) == 0
     text = (out / "default.md").read_text()
     # Adam: mean 92, s = 2, half-width t(0.975, 2) * 2 / sqrt(3) = 4.303 * 1.1547 = 4.97
     assert "| CNN | Adam | 3/3 | 92.00 [87.03, 96.97] |" in text
@@ -156,11 +157,11 @@ def test_tables_carry_intervals_a_paired_comparison_and_latex(tmp_path):
 
 @pytest.mark.parametrize("bad", ["0", "100", "-5", "nan"])
 def test_tables_refuse_targets_outside_the_accuracy_range(tmp_path, bad, capsys):
-    from drsom.tools import make_tables
+    from drsom.tools import tables as tables_tool
 
     _store_of_two_optimizers(tmp_path / "runs")
     args = ["--results", str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--targets", bad]
-    assert make_tables.main(args) == 2
+    assert tables_tool.main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --targets:") and "\n" not in err
     assert not (tmp_path / "t").exists()
@@ -175,7 +176,7 @@ def test_an_experiments_declared_targets_are_its_columns_and_others_keep_the_def
     # declared beside the store (the default place), as percent and as a fraction
     (both.parent / "targets.json").write_text(json.dumps({EXPERIMENT: [50, 0.95]}))
     out = tmp_path / "tables"
-    assert make_tables.main(["--results", str(both), "--out", str(out)]) == 0
+    assert tables_tool.main(["--results", str(both), "--out", str(out)]) == 0
     table = pd.read_csv(out / f"{EXPERIMENT}.csv").set_index("optimizer")
     assert "epochs_to_90_mean" not in table.columns
     # seed 0: 0.50 at epoch 1, seed 1: 0.60 at 1, seed 2: 0.55 at 1; 95% at epochs 5, 5, 4
@@ -186,7 +187,7 @@ def test_an_experiments_declared_targets_are_its_columns_and_others_keep_the_def
     assert {"epochs_to_90_mean", "epochs_to_93_mean"} <= set(adhoc.columns)
     assert "epochs_to_50_mean" not in adhoc.columns
     # targets given on the command line apply to every experiment
-    assert make_tables.main(["--results", str(both), "--out", str(out), "--targets", "80"]) == 0
+    assert tables_tool.main(["--results", str(both), "--out", str(out), "--targets", "80"]) == 0
     assert "epochs_to_80_mean" in pd.read_csv(out / f"{EXPERIMENT}.csv").columns
 
 
@@ -207,7 +208,7 @@ def test_a_targets_file_that_is_not_one_is_one_line_and_nothing_written(
     bad.write_text(text)
     out = tmp_path / "tables"
     args = ["--results", str(store), "--out", str(out), "--targets-file", str(bad)]
-    assert make_tables.main(args) == 2
+    assert tables_tool.main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: targets {bad}: {why}"), lines
     assert not out.exists()

@@ -1,0 +1,61 @@
+"""The options the analysis tools share, declared once: where the store and the published curves
+are, which experiments, their targets and cost weights, and whether broken runs may be left out.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from drsom.analysis.report import OpenStore, open_store
+
+COST_WEIGHTS_HELP = (
+    "oracle weights per model (default: cost_weights.json beside --results; measured by "
+    "scripts/bench_optimizers.py --oracle-weights)"
+)
+REFERENCE_HELP = (
+    "published curves, long format (model, optimizer, epoch, train_acc, test_acc in %%)"
+)
+
+
+def store_options(p: argparse.ArgumentParser, base: Path, *, broken: str) -> None:
+    """``--results``, ``--experiment``, ``--cost-weights`` and ``--allow-broken`` (``broken``:
+    what the tool does with broken runs when allowed)."""
+    p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
+    p.add_argument("--experiment", action="append", help="experiments/<NAME>.yaml (repeatable)")
+    p.add_argument("--cost-weights", type=Path, help=COST_WEIGHTS_HELP)
+    p.add_argument(
+        "--allow-broken",
+        action="store_true",
+        help=f"{broken} (default: stop before anything is written, naming them)",
+    )
+
+
+def target_options(p: argparse.ArgumentParser) -> None:
+    """``--targets`` and ``--targets-file`` (``drsom.analysis.accuracy_targets``)."""
+    p.add_argument(
+        "--targets",
+        nargs="+",
+        help="target test accuracies of every experiment, percent in (1, 100) or fractions in "
+        "(0, 1) (default: each experiment's own, declared in its experiment file, else in "
+        "--targets-file, else 0.90 0.93)",
+    )
+    p.add_argument(
+        "--targets-file",
+        type=Path,
+        help="targets of experiments without their own (default: targets.json beside --results)",
+    )
+
+
+def opened(args: argparse.Namespace, **checks) -> OpenStore:
+    """The store of ``args`` opened and checked once (``drsom.analysis.report.open_store``)."""
+    return open_store(
+        args.results,
+        args.experiment,
+        targets=getattr(args, "targets", None),
+        targets_file=getattr(args, "targets_file", None),
+        cost_weights=args.cost_weights,
+        reference=getattr(args, "reference", None),
+        allow_broken=args.allow_broken,
+        **checks,
+    )
