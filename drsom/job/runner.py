@@ -1,12 +1,15 @@
 """One run from its resolved config: check it, find its folder, build, resume, train, record.
 
-``run(cfg)`` is what ``run.py`` calls inside the Hydra job (and what tests call in-process). A
-finished or diverged run is reported and skipped; any other existing run continues from its
-checkpoint (the newest one that this run can continue from; others are moved aside); a user's
-mistake raises one of ``USER_ERRORS``, whose message is one line: a bad value, a missing dataset,
-a folder held by another process, a file the filesystem refuses (full disk, read-only folder; the
-files keep their last complete versions and the summary says "failed" and why). ``force=true``
-clears the folder once per launch (``launch_identity``): a requeued job resumes.
+``run(cfg)`` is what ``run.py`` calls inside the Hydra job (and what tests call in-process); it
+reads as the run's whole story, the folder's life cycle being the store's
+(``drsom.store.attempt.Attempt``) and the checkpoint fallback beside checkpoint saving
+(``drsom.store.folder.RunDir.checkpoints``). A finished or diverged run is reported and skipped; any
+other existing run continues from its checkpoint (the newest one that this run can continue from;
+others are moved aside); a user's mistake raises one of ``USER_ERRORS``, whose message is one line:
+a bad value, a missing dataset, a folder held by another process, a file the filesystem refuses
+(full disk, read-only folder; the files keep their last complete versions and the summary says
+"failed" and why). ``force=true`` clears the folder once per launch (``launch_identity``): a
+requeued job resumes.
 
 A run launched on several processes (``torchrun``, SLURM tasks: ``drsom.training.world``) is one
 run: rank 0 does all of the above (lock, folder, checkpoints, summary, wandb) and tells the other
@@ -24,10 +27,12 @@ here in the same folder).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +51,15 @@ from drsom.job.validate import (
     validate,
 )
 from drsom.paths import shown
+from drsom.store.attempt import Attempt
 from drsom.store.folder import (
     CheckpointError,
     RunBusy,
     RunDir,
     StorageError,
-    describe_os_error,
-    storage_cause,
 )
 from drsom.store.identity import complete, group_name, run_id
-from drsom.store.state import TERMINAL, Status, metric_value, run_state
+from drsom.store.state import metric_value
 from drsom.training.build import build_trainer, data_parallel, load_data
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
 from drsom.training.tracking import Tracker, new_wandb_id, tracking
@@ -66,6 +70,19 @@ log = logging.getLogger("drsom")
 USER_ERRORS = (ConfigError, DatasetUnavailable, RunBusy, StorageError, LeaderStopped)
 
 CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class Job:
+    """What one process of the run carries from its config to its epochs."""
+
+    c: dict[str, Any]  # the resolved config, completed (``_plain``)
+    world: World
+    device: torch.device
+    base: Path  # relative paths of the config are taken from here
+    prune: Callable[[int, float], bool] | None = None
+    data: DataBundle | None = None  # read before the folder is touched
+    preemption: PreemptionGuard | None = None  # while the run trains
 
 
 def run(
@@ -85,10 +102,37 @@ def run(
     validate(c)
     device = resolve_device(c["trainer"]["device"])
     world = World.join(c["trainer"]["backend"], device.type)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    with _telling_errors(world):
+        job = Job(c, world, world.device(device), base, prune)
+        # Every process checks what it can itself, in the same order (the same errors
+        # everywhere); only what rank 0 alone sees (the folder's lock and contents) is told to
+        # the others.
+        settle_processes(c["trainer"], world.size, job.device)
+        check_results_dir(c["results_dir"], base)  # before anything is read or made there
+        attempt = Attempt(run_folder(c, base), c["force"], launch_identity())
+        job.data = load_data(c, job.device, base, world)  # a missing dataset leaves no folder
+        world.listening = True  # from here on only rank 0 can fail alone: it tells the others
+        if not world.main:
+            return _follow(job, attempt.run_dir)
+        if (done := attempt.result(job.data.fingerprint, _commit)) is not None:
+            return _told_done(world, done)
+        _warn_amp_on_cpu(c, job.device)
+        with PreemptionGuard() as job.preemption, attempt.held():
+            if (done := attempt.result(job.data.fingerprint, _commit)) is not None:
+                return _told_done(world, done)  # finished by another process meanwhile
+            attempt.begin()
+            status = _train(job, attempt)
+        return _ended(job, status)
+
+
+@contextlib.contextmanager
+def _telling_errors(world: World) -> Iterator[None]:
+    """Rank 0's error told to the processes waiting for its word; the group left at the end."""
     if not world.main:
         log.setLevel(logging.WARNING)  # rank 0 says it all once
     try:
-        return _run(c, world, world.device(device), base_dir, prune)
+        yield
     except BaseException as exc:
         if world.main and world.listening and not world.told:  # the others wait: an error
             world.tell(("error", f"{type(exc).__name__}: {' '.join(str(exc).split())}"))
@@ -97,98 +141,50 @@ def run(
         world.leave()
 
 
-def _run(c, world: World, device: torch.device, base_dir, prune) -> str:
-    # Every process checks what it can itself, in the same order (the same errors everywhere);
-    # only what rank 0 alone sees (the folder's lock and contents) is told to the others.
-    settle_processes(c["trainer"], world.size, device)
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
-    check_results_dir(c["results_dir"], base)  # before anything is read or made there
-    run_dir = run_folder(c, base)
-    run_dir.check_is_folder()  # a file or a broken link there holds no run: before the data
-    launch = launch_identity()
-    # before the folder exists: a missing dataset leaves none
-    data = load_data(c, device, base, world)
-    world.listening = True  # from here on only rank 0 can fail alone: it tells the others
-    if not world.main:
-        return _follow(c, run_dir, device, data, world, prune)
-    if _already_done(run_dir, _force_now(run_dir, c["force"], launch), data):
-        world.tell(("done", run_dir.read_summary()["status"]))
-        return run_dir.read_summary()["status"]
+def _told_done(world: World, status: str) -> str:
+    world.tell(("done", status))
+    return status
+
+
+def _ended(job: Job, status: str) -> str:
+    """After the epochs, on every process: no process leaves the group while another still talks
+    in it; an interrupted run that the preemption signal stopped hands the signal back now
+    (saved, recorded, wandb finished, folder unlocked: the scheduler may requeue it)."""
+    job.world.barrier()
+    if job.preemption.requested and status == "interrupted":
+        job.preemption.hand_over()
+    return status
+
+
+def _warn_amp_on_cpu(c: dict, device: torch.device) -> None:
     if c["trainer"]["amp"] and device.type == "cpu":
         # Allowed (it is how the amp path is tried without a GPU), but never silently.
         log.warning(
             "trainer.amp=true on the CPU: bfloat16 autocast, usually slower than float32 there "
             "and less precise; a different run (id) from the float32 one"
         )
-    # the folders this launch would make (the run's, and results_dir's own when it is new)
-    fresh = [p for p in (run_dir.path, *run_dir.path.parents) if not p.exists()]
-    with PreemptionGuard() as preemption, run_dir.locked():
-        force = _force_now(run_dir, c["force"], launch)  # again: the folder may have changed
-        if c["force"] and not force:
-            log.info(f"force=true was applied by this launch already ({launch}): not clearing")
-        if _already_done(run_dir, force, data):  # finished by another process meanwhile
-            world.tell(("done", run_dir.read_summary()["status"]))
-            return run_dir.read_summary()["status"]
-        try:
-            status = _train(
-                c,
-                run_dir,
-                device,
-                data,
-                preemption,
-                world,
-                force=force,
-                launch=launch,
-                prune=prune,
-            )
-        except ConfigError:
-            # a check that needs the folder's lock (the model's shape check) failed before
-            # anything was written: the folder this launch made goes again (docs/store.md: a refused
-            # run makes no folder); still holding the lock, so no other process is in it
-            if fresh:
-                run_dir.remove_if_unused(fresh[1:])
-            raise
-        except StorageError:
-            raise
-        except OSError as exc:  # e.g. a temporary or old file that cannot be removed
-            cause = storage_cause(exc)
-            if cause is None:
-                raise
-            raise StorageError(
-                f"cannot write in the run folder {shown(run_dir.path)}: {describe_os_error(cause)}"
-            ) from exc
-    world.barrier()  # no process leaves the group while another still talks in it
-    if preemption.requested and status == "interrupted":
-        # Saved, recorded, wandb finished, folder unlocked: now let the signal do its work.
-        preemption.hand_over()
-    return status
 
 
-def _follow(
-    c: dict,
-    run_dir: RunDir,
-    device: torch.device,
-    data: DataBundle,
-    world: World,
-    prune: Callable[[int, float], bool] | None,
-) -> str:
+def _commit() -> str | None:
+    return git_state()["git_commit"]
+
+
+def _follow(job: Job, run_dir: RunDir) -> str:
     """A process above rank 0: train beside it as it says, writing nothing."""
-    kind, value = world.hear()
+    kind, value = job.world.hear()
     if kind == "error":
         raise LeaderStopped(f"rank 0 stopped before training: {value}")
     if kind == "done":
         return value
-    with PreemptionGuard() as preemption:
-        trainer, _, _ = build_trainer(c, device, data, lambda: preemption.requested, world)
+    with PreemptionGuard() as job.preemption:
+        should_stop = lambda: job.preemption.requested  # noqa: E731
+        trainer, _, _ = build_trainer(job.c, job.device, job.data, should_stop, job.world)
         if value is not None:  # the checkpoint rank 0 resumed from
             trainer.load_state_dict(run_dir.load_checkpoint(Path(value))["trainer"])
         data_parallel(trainer)
         book = Bookkeeper(run_dir, {}, trainer, {}, writes=False)
-        status = _epochs(c, trainer, book, Tracker(), preemption, prune, world)
-    world.barrier()
-    if preemption.requested and status == "interrupted":
-        preemption.hand_over()
-    return status
+        status = _epochs(job, trainer, book, Tracker())
+    return _ended(job, status)
 
 
 # The scheduler's id of the job this process belongs to: it stays the same when the job is
@@ -226,91 +222,14 @@ def launch_identity() -> str | None:
     return job
 
 
-def _force_now(run_dir: RunDir, force: bool, launch: str | None) -> bool:
-    """``force=true`` discards what was there when the run was launched: once per launch.
-
-    The launch that cleared the folder is recorded in the summary (``forced_by``); its requeued
-    job (same launch identity) resumes from the checkpoint it wrote, instead of starting over on
-    every requeue.
-    """
-    if not force or launch is None:
-        return force
-    summary = run_dir.read_summary() or {}
-    return summary.get("forced_by") != launch
-
-
-def _already_done(run_dir: RunDir, force: bool, data: DataBundle) -> bool:
-    """Whether the run is a result already (then said in one line, and not trained again).
-
-    A result made on other data than what ``data.root`` holds now (a smoke test on a small copy
-    of the dataset, then the real one) is refused in one line, never taken for this run's.
-    """
-    if force:
-        return False
-    state = run_state(run_dir)
-    if state.status == Status.BROKEN:
-        log.warning(f"run {run_dir.name}: {state.problem}; resuming it from its checkpoint")
-        return False
-    if state.status not in TERMINAL:
-        return False
-    summary = state.summary
-    made_on = summary.get("data_fingerprint")
-    if made_on and made_on != data.fingerprint:
-        raise ConfigError(
-            f"run {run_dir.name} in {shown(run_dir.path)} was made on other data (train+test "
-            f"images:hash {made_on}) than this config reads now ({data.fingerprint}); set "
-            "results_dir elsewhere, or force=true to replace it"
-        )
-    what = _result_line(summary)
-    if what is None:  # e.g. {"status": "finished"} alone: not a result; the checkpoint says
-        log.warning(f"{run_dir.summary} is incomplete: resuming the run from its checkpoint")
-        return False
-    log.info(
-        f"run {run_dir.name} already {summary['status']} ({what}) in {run_dir.path}; "
-        "force=true runs it again"
-    )
-    made_at, now = summary.get("git_commit"), git_state()["git_commit"]
-    if made_at and now and made_at != now:
-        log.warning(
-            f"run {run_dir.name} was made at commit {made_at[:10]}, this code is {now[:10]}: "
-            "kept as a result; force=true reruns it with this code, "
-            f"drsom-reproduce {run_dir.path} checks whether it still reproduces"
-        )
-    return True
-
-
-def _result_line(summary: dict) -> str | None:
-    """``test_acc 0.9 after epoch 2`` / ``in epoch 3`` of a terminal summary; None if incomplete."""
-    try:
-        if summary["status"] == "diverged":
-            return f"in epoch {int(summary['diverged_epoch'])}"
-        return f"test_acc {float(summary['final']['test_acc']):.4f} after epoch {summary['epoch']}"
-    except (KeyError, TypeError, ValueError):
-        return None
-
-
-def _train(
-    c: dict,
-    run_dir: RunDir,
-    device: torch.device,
-    data: DataBundle,
-    preemption: PreemptionGuard,
-    world: World,
-    *,
-    force: bool,
-    launch: str | None,
-    prune: Callable[[int, float], bool] | None = None,
-) -> str:
-    run_dir.remove_temporaries()  # of writes cut short by a kill; we hold the lock
-    if force:
-        run_dir.clear()
-    previous = run_dir.read_summary() or {}
-    trainer, compiled, compile_note, checkpoint, path = _restore(
-        c, run_dir, device, data, preemption, world
-    )
+def _train(job: Job, attempt: Attempt) -> str:
+    """Rank 0's training, in its locked folder: from the newest checkpoint that fits (the other
+    processes are told which), its tables, checkpoints and summary kept per epoch, mirrored to
+    wandb."""
+    c, world, run_dir = job.c, job.world, attempt.run_dir
+    trainer, compiled, compile_note, checkpoint, path = _restore(job, run_dir)
     world.tell(("train", None if path is None else str(path)))
     data_parallel(trainer)
-    model, amp = trainer.model, trainer.autocast
     if checkpoint is not None:
         wandb_id = _text(checkpoint.get("wandb_id")) or new_wandb_id()
         # The tables may hold rows past the checkpoint (checkpoint_every > 1, a fallback to the
@@ -318,35 +237,24 @@ def _train(
         write_tables(run_dir, trainer)
         log.info(f"run {run_dir.name}: resuming {_position(trainer)}")
     else:
-        for path in (run_dir.metrics, run_dir.steps):  # rows of an attempt that saved no state
-            path.unlink(missing_ok=True)
-        wandb_id = _text(previous.get("wandb_id")) or new_wandb_id()
+        attempt.fresh_tables()  # rows of an attempt that saved no state
+        wandb_id = _text(attempt.previous.get("wandb_id")) or new_wandb_id()
         log.info(f"run {run_dir.name}: new, {trainer.epochs} epochs")
     log.info(f"results: {run_dir.path}")
 
     summary = start_summary(
         c,
-        previous,
+        attempt.previous,
         trainer,
-        device=device,
+        device=job.device,
         wandb_id=wandb_id,
         compiled=compiled,
         compile_note=compile_note,
-        data_fingerprint=data.fingerprint,
+        data_fingerprint=job.data.fingerprint,
         backend=world.backend,
     )
-    summary["forced_by"] = launch if force else previous.get("forced_by")
-    summary["checkpoint_epoch"] = trainer.epoch if checkpoint is not None else None
-    run_dir.write_config(c)
-    run_dir.write_summary(summary)
-    millions = sum(p.numel() for p in model.parameters()) / 1e6
-    log.info(
-        f"{c['optimizer']['label']} | {c['model']['name']} ({millions:.2f}M parameters) | "
-        f"{c['data']['name']}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
-        f"{len(data.train)} steps per epoch{_processes(world)} | {device} "
-        f"({summary['device_name']}), "
-        f"amp {'on' if amp else 'off'}, compiled {'yes' if compiled else 'no'}"
-    )
+    attempt.started(summary, c, trainer.epoch if checkpoint is not None else None)
+    log.info(_run_line(job, trainer, summary["device_name"], compiled))
 
     tags = [c["data"]["name"], c["model"]["name"], c["optimizer"]["label"], c["experiment"]]
     with tracking(
@@ -361,23 +269,16 @@ def _train(
         trainer.on_log_step = lambda row: tracker.log(_step_log(row), step=row["step"])
         header = {"format": CHECKPOINT_FORMAT, "run_id": run_dir.name, "wandb_id": wandb_id}
         book = Bookkeeper(run_dir, summary, trainer, header)
-        status = _epochs(c, trainer, book, tracker, preemption, prune, world)
+        status = _epochs(job, trainer, book, tracker)
         tracker.final_values({k: v for k, v in summary.items() if not isinstance(v, dict | list)})
     return status
 
 
-def _epochs(
-    c: dict,
-    trainer: Trainer,
-    book: Bookkeeper,
-    tracker: Tracker,
-    preemption: PreemptionGuard,
-    prune: Callable[[int, float], bool] | None,
-    world: World,
-) -> str:
+def _epochs(job: Job, trainer: Trainer, book: Bookkeeper, tracker: Tracker) -> str:
     """Per epoch: tables, checkpoint when due, summary, wandb, one log line; the pruner's word.
 
     Every process runs it; what decides where the epochs stop is the same on all of them."""
+    c, world, preemption, prune = job.c, job.world, job.preemption, job.prune
     stop_after, done_here, pruned, preempted = c["trainer"]["stop_after_epochs"], 0, False, False
     run_dir, summary = book.run_dir, book.summary
     with book.ending(preemption) as ended:
@@ -442,53 +343,53 @@ def _position(trainer: Trainer) -> str:
     return f"{where} (step {trainer.step})"
 
 
-def _restore(
-    c: dict,
-    run_dir: RunDir,
-    device: torch.device,
-    data: DataBundle,
-    preemption: PreemptionGuard,
-    world: World,
-) -> tuple[Trainer, bool, str | None, dict | None, Path | None]:
+Restored = tuple[Trainer, bool, str | None, dict | None, Path | None]
+
+
+def _restore(job: Job, run_dir: RunDir) -> Restored:
     """A trainer at the newest checkpoint that this run can continue from, else a fresh one.
 
     A checkpoint that cannot be read, or that is readable but does not fit this run (another
-    run's, another optimizer's or model's: its state does not load), is reported and moved
-    aside, so that a rerun does not fail on it again. A trainer a checkpoint failed to load into
-    may be half-loaded: the next one is built afresh. Returns the trainer, whether it is
-    compiled and why not, the checkpoint's state and its path (None and None: from scratch).
+    run's, another optimizer's or model's: its state does not load), is reported and set aside
+    (``RunDir.checkpoints``), so that a rerun does not fail on it again. A trainer a checkpoint
+    failed to load into may be half-loaded: the next one is built afresh. Returns the trainer,
+    whether it is compiled and why not, the checkpoint's state and its path (None and None: from
+    scratch).
     """
-    should_stop = lambda: preemption.requested  # noqa: E731
-    bad = []
-    for path in (run_dir.checkpoint, run_dir.previous_checkpoint):
+    should_stop = lambda: job.preemption.requested  # noqa: E731
+    build = functools.partial(build_trainer, job.c, job.device, job.data, should_stop, job.world)
+    for path, state in run_dir.checkpoints():
+        trainer, compiled, note = build()
         try:
-            state = run_dir.load_checkpoint(path)
-            if state is None:
-                continue
-            if state.get("run_id", run_dir.name) != run_dir.name:
-                raise CheckpointError(
-                    f"checkpoint {shown(path)} belongs to run {state['run_id']}, not to this one"
-                )
-            trainer, compiled, note = build_trainer(c, device, data, should_stop, world)
-            try:
-                trainer.load_state_dict(state["trainer"])
-            except Exception as exc:
-                raise CheckpointError(
+            trainer.load_state_dict(state["trainer"])
+        except Exception as exc:
+            run_dir.set_aside(
+                path,
+                CheckpointError(
                     f"checkpoint {shown(path)} does not fit this run (another optimizer or "
                     f"model?): {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                ) from exc
-        except CheckpointError as exc:
-            aside = path.with_name(path.name.replace(".pt", ".corrupt.pt"))
-            path.replace(aside)  # kept for a post-mortem; never read again
-            log.warning(f"{exc}; moved to {aside.name}")
-            bad.append(path.name)
+                ),
+            )
             continue
-        if bad:
+        if run_dir.aside:
             log.warning(f"resuming from the previous checkpoint {path} (epoch {trainer.epoch})")
         return trainer, compiled, note, state, path
-    if bad:
+    if run_dir.aside:
         log.warning(f"no readable checkpoint left in {run_dir.path}: starting from scratch")
-    return (*build_trainer(c, device, data, should_stop, world), None, None)
+    return (*build(), None, None)
+
+
+def _run_line(job: Job, trainer: Trainer, device_name: str, compiled: bool) -> str:
+    """What trains: optimizer, model, data, steps, processes, device, amp, compilation."""
+    c, data = job.c, job.data
+    millions = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+    return (
+        f"{c['optimizer']['label']} | {c['model']['name']} ({millions:.2f}M parameters) | "
+        f"{c['data']['name']}: {data.num_train} train / {data.num_val} val / {data.num_test} test, "
+        f"{len(data.train)} steps per epoch{_processes(job.world)} | {job.device} "
+        f"({device_name}), "
+        f"amp {'on' if trainer.autocast else 'off'}, compiled {'yes' if compiled else 'no'}"
+    )
 
 
 def _processes(world: World) -> str:

@@ -40,7 +40,6 @@ from hydra.core.override_parser.types import (
 from omegaconf import DictConfig, OmegaConf
 
 from drsom.cfg.experiments import TUNING_SWEEPER
-from drsom.store.state import objective
 
 SWEEPER = TUNING_SWEEPER
 OBJECTIVES = ("final", "best")
@@ -64,6 +63,8 @@ def tuning_objective() -> str | None:
 
 def trial_result(summary: Mapping[str, Any], by: str) -> dict[str, Any]:
     """What a trial's job hands the sweeper: its run's status, score and trained epochs."""
+    from drsom.store.state import objective  # the store's reader imports torch: in the job only
+
     score = objective(summary, by)
     return {
         "status": summary.get("status"),

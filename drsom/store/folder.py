@@ -304,6 +304,7 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
         self.previous_checkpoint = self.path / "checkpoint.prev.pt"
         self.lock_path = self.path / ".lock"
+        self.aside: list[str] = []  # the checkpoints set aside through this object
 
     @property
     def name(self) -> str:
@@ -394,6 +395,34 @@ class RunDir:
                 f"cannot read checkpoint {shown(path)} (not a checkpoint of this suite)"
             )
         return state
+
+    def checkpoints(self) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The checkpoints a rerun may resume from, newest first (``checkpoint.pt``, then
+        ``checkpoint.prev.pt``), each ``(path, state)``. One that cannot be read or belongs to
+        another run is set aside (``set_aside``) and skipped; the caller sets aside one whose
+        state does not load into its trainer."""
+        for path in (self.checkpoint, self.previous_checkpoint):
+            try:
+                state = self.load_checkpoint(path)
+                if state is None:
+                    continue
+                if state.get("run_id", self.name) != self.name:
+                    owner = state["run_id"]
+                    raise CheckpointError(
+                        f"checkpoint {shown(path)} belongs to run {owner}, not to this one"
+                    )
+            except CheckpointError as exc:
+                self.set_aside(path, exc)
+                continue
+            yield path, state
+
+    def set_aside(self, path: Path, why: Exception) -> None:
+        """Move the checkpoint ``path`` to ``*.corrupt.pt`` (kept for a post-mortem, never read
+        again, so that a rerun does not fail on it again), saying ``why`` on one line."""
+        aside = path.with_name(path.name.replace(".pt", ".corrupt.pt"))
+        path.replace(aside)
+        log.warning(f"{why}; moved to {aside.name}")
+        self.aside.append(path.name)
 
     def remove_temporaries(self) -> None:
         """Delete the temporaries of writes cut short by a kill (call while holding the lock)."""

@@ -44,9 +44,9 @@ def _rank(rank: int, overrides: list[str], world: int, tmp: str, signal_at) -> N
     seen: dict = {}
     original_epochs, original_step = runner._epochs, Trainer._optimizer_step
 
-    def spy(c, trainer, *args, **kwargs):
+    def spy(job, trainer, *args, **kwargs):
         seen["trainer"] = trainer
-        return original_epochs(c, trainer, *args, **kwargs)
+        return original_epochs(job, trainer, *args, **kwargs)
 
     def step(self, closure):
         original_step(self, closure)

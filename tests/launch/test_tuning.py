@@ -17,16 +17,17 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from run_helpers import REPO
 
+from drsom.analysis import tuned
 from drsom.analysis.runs import Run, load_store
 from drsom.cfg.compose import suite_config
+from drsom.cfg.experiments import is_tuning
 from drsom.launch.tuning import (
     TuningError,
     check_budget,
     check_search_space,
     check_validation_split,
-    is_tuning,
-    objective,
 )
+from drsom.store.state import objective
 from drsom.tools import curves as curves_tool
 from drsom.tools import select as select_tool
 from drsom.tools import tables as tables_tool
@@ -170,7 +171,7 @@ def test_a_study_is_stored_runs_a_relaunch_skips_and_select_writes_the_winner(tm
     after = load_store(tmp_path / "runs", report=lambda line: None)
     assert {r.run_id: (r.path / "metrics.csv").stat().st_mtime_ns for r in after} == before
 
-    table, configs = select_tool.select(store, "tune_digits_cnn")
+    table, configs = tuned.select(store, "tune_digits_cnn")
     (row,) = table.to_dict("records")
     losses = {r.run_id: r.summary["final"]["val_loss"] for r in store}
     best = min(scores, key=lambda rid: (-scores[rid], losses[rid], rid))
@@ -221,7 +222,7 @@ def test_equal_validation_accuracies_are_ranked_by_validation_loss(tmp_path):
         trial("d", "running", 1.0, 0.001, 4e-3),  # unfinished: counted, never ranked
         trial("e", "diverged", None, None, 5e-3),
     ]
-    table, configs = select_tool.select(runs, "tune_digits_cnn")
+    table, configs = tuned.select(runs, "tune_digits_cnn")
     (row,) = table.to_dict("records")
     assert (row["run_id"], row["score"], row["trials"], row["finished"]) == ("b", 1.0, 5, 3)
     assert row["diverged"] == 1 and yaml.safe_load(configs["adam"])["lr"] == 2e-3
@@ -232,7 +233,7 @@ def test_a_tuned_drsom_keeps_its_own_interpolations(tmp_path):
     folder.mkdir(parents=True)
     row = {"finished": 8, "budget": 8, "diverged": 0, "score": 0.9, "run_id": "r"}
     row["search_space"] = "optimizer.lr=..."
-    text = select_tool.tuned_config("drsom_hvp", {"optimizer.lr": 0.25}, row, "tune_x", "final")
+    text = tuned.tuned_config("drsom_hvp", {"optimizer.lr": 0.25}, row, "tune_x", "final")
     (folder / "drsom_hvp.yaml").write_text(text)
     cfg = suite_config(
         ["optimizer=tune_x/drsom_hvp", "seed=3", f"hydra.searchpath=[file://{tmp_path}]"]
