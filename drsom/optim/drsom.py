@@ -25,13 +25,10 @@ from drsom.cfg.checks import one_of
 
 from . import arguments
 from .arguments import STEP_MEASURES
-from .control import make_controller
-from .curvature import Probe, check_loss, make_curvature, phase
-from .directions import make_directions
+from .curvature import Probe, check_loss, phase
 from .distributed import no_reduce
 from .flat import FlatParams, check_parameters, shares
 from .protocol import ORACLES, STEP_CLOSURE
-from .ratio_test import make_ratio_test
 from .subproblem import ReducedModel
 
 __all__ = ["DRSOM", "PRESETS", "STEP_MEASURES"]
@@ -244,28 +241,9 @@ class DRSOM(FlatParams):
         spike: float = 1.0,
         reduce: Callable[[torch.Tensor], None] | None = None,
     ):
-        # the arguments by name, taken first so that nothing else is among them; checked in two
-        # passes around the parts, the order in which the constructor has always refused them
+        # the arguments by name, taken first so that nothing else is among them
         a = {k: v for k, v in locals().items() if k not in ("self", "params", "__class__")}
-        betas = arguments.check_shared(a)
-        # the three parts; each factory refuses a name it does not know
-        dirs = make_directions(directions, history=history, ema=momentum_ema, betas=betas, eps=eps)
-        curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step, lr_h=lr_h)
-        ctrl = make_controller(
-            subproblem,
-            radius=radius if radius is not None else lr,
-            gamma=gamma,
-            sigma=sigma,
-            radius_rule=radius_rule,
-            follow_schedule=follow_schedule,
-        )
-        arguments.check_step(a)
-        if reduce is not None and not callable(reduce):
-            raise ValueError(
-                f"DRSOM: reduce must be a callable averaging a tensor across processes "
-                f"(drsom.optim.distributed.mean_over()) or None, got {reduce!r}"
-            )
-        test = make_ratio_test(ratio_test, period=test_period, spike=spike, subproblem=subproblem)
+        parts = arguments.check(a)
 
         defaults = dict(
             lr=lr,
@@ -287,29 +265,34 @@ class DRSOM(FlatParams):
             # ignored, with one warning (see step()).
             momentum=None,
         )
-        self._rank_tol = rank_tol
-        self._reduce = reduce or no_reduce
         self._init_flat()
-        self._warned_momentum = False
         super().__init__(params, defaults)
-        self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
-        self.step_measure = step_measure
+        # the parameters are checked here: torch's constructor makes the param groups of them
         live = self._trainable()
         if not live:
             raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
         check_parameters(live)
-        dtype, device = live[0].dtype, live[0].device
+        self._set_up(live, parts, a)
 
-        self._dirs, self._curv, self._ctrl, self._test = dirs, curv, ctrl, test
+    def _set_up(self, live: list[torch.Tensor], parts: arguments.Checked, a: dict) -> None:
+        """The constructor's state: the parts, the guard's undo point, the flat buffer."""
+        self.hessian, self.directions = a["hessian"], a["directions"]
+        self.subproblem, self.step_measure = a["subproblem"], a["step_measure"]
+        self._dirs, self._curv, self._ctrl = parts.directions, parts.curvature, parts.controller
+        self._test = parts.ratio_test
+        self._rank_tol = a["rank_tol"]
+        self._reduce = a["reduce"] or no_reduce
+        self._warned_momentum = False
         self._before: torch.Tensor | None = None  # x before an untested step (guard's undo)
         self._untested_norm = 0.0
         self._undone = False  # this step began by undoing the last (untested) one
+        dtype, device = live[0].dtype, live[0].device
         self._R = torch.zeros(0, 0, dtype=dtype, device=device)  # sized by _repack
         self._generator = torch.Generator(device=device)
-        self._generator.manual_seed(seed)
+        self._generator.manual_seed(a["seed"])
         self._repack(live)
-        self._lr0 = lr
-        self._radius0 = radius if radius is not None else lr
+        self._lr0 = a["lr"]
+        self._radius0 = parts.radius
         self.counts = dict.fromkeys(_COUNTS, 0)
         self.last_step: dict = {}
 
