@@ -1,10 +1,11 @@
 """DRSOM: the Dimension-Reduced Second-Order Method as a ``torch.optim.Optimizer``.
 
-The class docstring states the algorithm; below it are the constructor's wiring of the three parts
-(directions, curvature source, step controller), ``step`` (solve, move, ratio test), the subspace
-model it solves, what the optimizer protocol reads, and the state dict. Elsewhere: the flat
-parameter buffer (``flat``), the argument checks (``arguments``), the parts (``directions``,
-``curvature``, ``control``) and the k x k solver (``subproblem``).
+The class docstring states the algorithm and the arguments (the rest of the user's guide is
+docs/optimizer.md); below it are the constructor's state around the three parts (directions,
+curvature source, step controller), ``step`` (solve, move, ratio test), the subspace model it
+solves, what the optimizer protocol reads, and the state dict. Elsewhere: the flat parameter
+buffer (``flat``), the argument checks that also build the parts (``arguments``), the parts
+(``directions``, ``curvature``, ``control``) and the k x k solver (``subproblem``).
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ from drsom.cfg.checks import one_of
 
 from . import arguments
 from .arguments import STEP_MEASURES
-from .control import make_controller
-from .curvature import Probe, check_loss, make_curvature, phase
-from .directions import make_directions
+from .curvature import Probe, check_loss, phase
 from .distributed import no_reduce
 from .flat import FlatParams, check_parameters, shares
 from .protocol import ORACLES, STEP_CLOSURE
-from .ratio_test import make_ratio_test
 from .subproblem import ReducedModel
 
 __all__ = ["DRSOM", "PRESETS", "STEP_MEASURES"]
@@ -74,133 +72,69 @@ def _as_float(value) -> float:
 class DRSOM(FlatParams):
     r"""Dimension-Reduced Second-Order Method (Zhang, Ge, Jiang, Ye 2022), for mini-batches.
 
-    Every step searches the best update in a k-dimensional subspace of directions ``V``
-    (rows ``v_1 = -g, v_2, ..., v_k``), with a second-order model whose k x k matrices cost a few
-    reductions over the parameters:
-
     .. math::
         \begin{aligned}
-        &g = \nabla f(x) + w x,\quad c_i = \langle g, v_i\rangle,\quad
-          G_{ij} = \langle v_i, v_j\rangle,\quad Q_{ij} = v_i^\top H v_j + w G_{ij}\\
-        &m(\alpha) = c^\top\alpha + \tfrac12\alpha^\top Q\alpha \\
-        &\alpha = \arg\min m(\alpha) \ \text{s.t.}\ \|\alpha\|_G \le \Delta
-          \quad(\text{trust\_region}),\\
-        &\alpha = -(Q + \lambda G)^{-1}c,\ \lambda = \lambda_{lb} + \gamma\,\mathrm{span}
-          \quad(\text{regularized}),\qquad
-          \alpha = \arg\min m(\alpha) + \tfrac{\sigma}{3}\|\alpha\|_G^3 \quad(\text{cubic})\\
-        &\rho = \frac{f(x) - f(x + V^\top\alpha)}{-m(\alpha)}\ \text{(same mini-batch)};\quad
-          \text{accept if } \rho > \eta,\ \text{else shrink and retry (at most max\_trials)}\\
+        &g = \nabla f(x) + w x,\quad V = [v_1 = -g, v_2, \ldots, v_k]\quad(\text{directions})\\
+        &c_i = \langle g, v_i\rangle,\quad G_{ij} = \langle v_i, v_j\rangle,\quad
+          Q_{ij} = v_i^\top H v_j + w G_{ij},\quad
+          m(\alpha) = c^\top\alpha + \tfrac12\alpha^\top Q\alpha \\
+        &\textbf{for}\ \text{trial} = 1, \ldots, \text{max\_trials}: \\
+        &\quad \alpha = \arg\min m(\alpha)\ \text{s.t.}\ \|\alpha\|_G \le \Delta
+          \ (\text{trust\_region}),\ \ -(Q + \lambda G)^{-1}c,\ \lambda = \lambda_{lb}
+          + \gamma\,\mathrm{span}\ (\text{regularized}),
+          \ \ \arg\min m(\alpha) + \tfrac{\sigma}{3}\|\alpha\|_G^3\ (\text{cubic})\\
+        &\quad \rho = \frac{f(x) - f(x + V^\top\alpha)}{-m(\alpha)}\ \text{(same mini-batch)};\quad
+          \textbf{if}\ \rho > \eta:\ x \leftarrow x + V^\top\alpha,\ \textbf{stop};\
+          \text{else shrink and retry} \\
         &\text{if every trial fails: reset the direction memory (restart)}
         \end{aligned}
 
-    with ``f`` the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike) and
-    ``|alpha|_G = |V^T alpha|`` the true length of the step (``step_measure="rms"``:
-    ``|V^T alpha| / sqrt(n)``, i.e. ``G / n``). The radius follows the ratio test:
-    ``rho < zeta1`` shrinks it to ``shrink * min(radius, |step|)``; ``radius_rule`` says when it
-    grows (the seed's rule: ``rho > zeta2`` on the boundary expands it by ``expand``), never
-    beyond the step bound ``lr``.
-
-    ``ratio_test`` decides which steps pay for the test's forward (:mod:`~drsom.optim.ratio_test`
-    gives the rules): ``always`` (the above), ``periodic`` or ``adaptive``, which take the first
-    proposal unseen on the other steps and judge it by the next step's own loss.
-
-    **Closure protocol.** ``loss = opt.step(closure)``: ``closure()`` takes no arguments and
-    returns the mini-batch loss as a scalar tensor; it does **not** call ``backward()``. DRSOM
-    differentiates it itself (with ``create_graph`` only for ``hessian="hvp"``) and evaluates
-    trial, interpolation and finite-difference points under ``torch.no_grad``. Build it with
-    :func:`drsom.optim.make_closure`, which keeps BatchNorm statistics and dropout masks
-    consistent across the evaluations of one step.
+    ``f`` is the closure's loss, ``w`` the group's weight decay (L2, in f, g and Q alike), ``Delta``
+    the trust radius; the k x k matrices cost a few reductions over the parameters, and
+    ``|alpha|_G = |V^T alpha|`` is the true length of the step (``step_measure="rms"``:
+    ``|V^T alpha| / sqrt(n)``, i.e. ``G / n``). ``rho < zeta1`` shrinks the radius to
+    ``shrink * min(radius, |step|)``; ``radius_rule`` says when it grows, never beyond the step
+    bound ``lr``.
 
     Args:
-        params: parameters or param groups. All trainable parameters must share one dtype
-            (float32 or float64) and device. DRSOM packs them into one flat buffer and rebinds
-            each ``p.data`` to a view of it (the layout, e.g. channels-last, is kept), so the
-            k x k reductions are single matrix products. It re-packs, keeping each parameter's
-            direction memory and moving averages, when the trainable set or its storage changes:
-            ``add_param_group``, ``requires_grad_(False/True)`` (frozen parameters get storage of
-            their own and do not move), ``model.to(device)`` / ``model.double()``.
-        lr: the step bound: the largest step length ``|x+ - x|`` (the maximal trust radius;
-            for the radius-free subproblems a cap on the step length, and their gamma/sigma floor
-            is divided by ``lr / lr0``). A ``torch.optim.lr_scheduler`` scheduler decays it like a
-            learning rate. All param groups must share it (DRSOM takes one step for all).
+        params: parameters or param groups; the trainable ones share one dtype (float32 or
+            float64) and device, and are packed into one flat buffer that each ``p.data`` views.
+        lr: the step bound, the largest step length ``|x+ - x|`` (the maximal trust radius; a cap
+            for the radius-free subproblems); schedulers decay it; all param groups share it.
         hessian: where ``H v`` comes from: ``"hvp"`` (exact, double backward), ``"fd"`` (finite
-            differences of gradients), ``"interp"`` (forward-only interpolation), ``"adam"``
-            (``diag(sqrt(v_hat) + eps)``) or ``"adabelief"`` (``diag(sqrt(s_hat) + eps)``).
-        directions: ``"gradient"`` (k = 1), ``"momentum"`` (gradient and last accepted step),
-            ``"history"`` (gradient and the last ``history`` accepted steps), ``"random"``
-            (gradient and a Gaussian direction orthogonal to it, from a generator seeded with
-            ``seed``), ``"preconditioned"`` (gradient, Adam's direction
-            ``m_hat / (sqrt(v_hat) + eps)`` and the last step) or ``"preconditioned_only"`` (the
-            same without the raw gradient). Nearly dependent directions are dropped in the solve.
-        subproblem: ``"trust_region"``, ``"regularized"`` (radius-free, official rule) or
-            ``"cubic"``.
+            differences of gradients), ``"interp"`` (forward-only), ``"adam"`` or ``"adabelief"``.
+        directions: ``v_2, ...``: ``"gradient"`` (none: k = 1), ``"momentum"``, ``"history"``,
+            ``"random"``, ``"preconditioned"`` or ``"preconditioned_only"`` (without ``-g``).
+        subproblem: ``"trust_region"``, ``"regularized"`` (radius-free, official) or ``"cubic"``.
         radius: initial trust radius (default ``lr``).
         history: number of past steps for ``directions="history"``.
         momentum_ema: ``d <- b d + (1 - b) s`` instead of ``d = s`` (official: 0.3).
         max_trials: trial points per step (each costs one forward).
-        ratio_test: which steps are tested: ``"always"`` (every step), ``"periodic"`` (every
-            ``test_period``-th and after a failure) or ``"adaptive"`` (the interval doubles up
-            to ``test_period`` while tests pass at the step bound); trust region only.
-        test_period: the longest interval between tested steps (not ``"always"``).
-        spike: the guard's margin: a loss above ``f_ref + spike * |f_ref|`` after an untested
-            step undoes it (not ``"always"``).
         eta, zeta1, zeta2, shrink, expand: ratio-test acceptance threshold and radius rules.
         gamma, gamma_min, gamma_inc, gamma_dec, gamma_fail_min: the radius-free rule.
         sigma, sigma_min: initial (default: balanced at ``radius``) and least cubic weight.
-        betas, eps: EMA rates and epsilon of the diagonal Hessian sources and of the
-            preconditioned directions.
-        step_measure: ``"euclidean"`` (the seed's: ``lr`` and ``radius`` bound ``|s|``) or
-            ``"rms"`` (they bound ``|s| / sqrt(n)``, a per-coordinate length on the scale of
-            Adam's lr, so one value fits models of any size).
-        radius_rule: when the radius grows: ``"seed"`` (on a boundary step with
-            ``rho > zeta2``), ``"good"`` (on every step with ``rho >= zeta1``) or
-            ``"last_step"`` (to ``expand`` times the last accepted step); trust region only.
-        follow_schedule: scale the radius with ``lr`` when a scheduler changes it, so a decay
-            acts even while the radius sits below the bound; trust region only.
-        lr_h: the diagonal sources' curvature is ``diag(...) / lr_h`` (``1``: the seed's);
-            ``hessian="adam"`` with ``lr_h`` = Adam's lr makes Adam's step the model's
-            minimiser along ``g / (sqrt(v_hat) + eps)`` (the preconditioned direction with
-            ``betas[0] = 0``).
-        weight_decay: L2 coefficient (per param group).
+        betas, eps: EMA rates and epsilon of the diagonal sources and preconditioned directions.
+        weight_decay: L2 coefficient ``w`` (per param group).
         interp_step: distance of the interpolation points from x.
         seed: seed of the random-direction generator.
-        rank_tol: relative Gram eigenvalue below which directions count as dependent
-            (default ``100 * eps`` of the dtype).
-        reduce: data parallelism: a callable that averages a tensor in place across the
-            processes (:func:`drsom.optim.distributed.mean_over`); the step then reduces the
-            gradient, the losses and the curvature measurements its decisions read, so every
-            process takes the same step (:mod:`~drsom.optim.distributed`). None: one process.
+        rank_tol: relative Gram eigenvalue below which directions count as dependent and are
+            dropped in the solve (default ``100 * eps`` of the dtype).
+        step_measure: ``"euclidean"`` (``lr`` and ``radius`` bound ``|s|``) or ``"rms"`` (they
+            bound ``|s| / sqrt(n)``, so one value fits models of any size).
+        radius_rule: when the radius grows: ``"seed"`` (``rho > zeta2`` on the boundary expands
+            it by ``expand``), ``"good"`` or ``"last_step"``; trust region only.
+        follow_schedule: scale the radius with a scheduled ``lr``; trust region only.
+        lr_h: the diagonal sources' curvature is ``diag(...) / lr_h`` (``1``: the seed's).
+        ratio_test: which steps pay for the test's forward: ``"always"``, ``"periodic"`` or
+            ``"adaptive"``; the others take the first proposal unseen, judged by the next step's
+            own loss (:mod:`~drsom.optim.ratio_test`); trust region only.
+        test_period: the longest interval between tested steps (not ``"always"``).
+        spike: the guard's margin: a loss above ``f_ref + spike * |f_ref|`` after an untested
+            step undoes it (not ``"always"``).
+        reduce: a callable averaging a tensor in place across processes, so that every process
+            takes the same step (:func:`drsom.optim.distributed.mean_over`); None: one process.
 
-    Presets: these defaults are the seed's clean form (trust region, eta 0.1, shrink x0.25,
-    expand x2, the radius capped by a scheduled ``lr``); the suite's ``optimizer=drsom`` config
-    sets the scale-free choices (docs/studies.md, "Scale-free steps").
-    ``DRSOM.preset("official", params)`` (or ``build("drsom", params, preset="official")``)
-    reproduces the official code's constants,
-    see :data:`PRESETS`; it differs from that code in using the true step length ``|alpha|_G``
-    where the official default measures ``alpha`` in a unit metric.
-
-    **torch.optim habits.** ``step()`` refuses, in one ``DRSOM:`` line, a closure that calls
-    ``backward()`` itself (the LBFGS style), 16-bit parameters (keep float32 and use autocast)
-    and ``hessian="hvp"`` on a ``torch.compile``'d model (AOTAutograd cannot differentiate its
-    backward again; ``fd``, ``interp``, ``adam`` and ``adabelief`` work compiled). Schedulers
-    act on ``lr``, the step bound. The weight of the momentum direction is chosen by the
-    subproblem, so there is no momentum to schedule: the groups carry ``momentum=None`` only so
-    that ``OneCycleLR``/``CyclicLR`` run with their default ``cycle_momentum=True``; the value
-    they write is ignored, with one warning (pass ``cycle_momentum=False`` to avoid it).
-
-    After a step ``p.grad`` holds the gradient at the step's starting point (L2 term included),
-    as a view of DRSOM's direction buffer (backward accumulates into it, so no second copy of
-    the gradient is made); parameters the loss did not reach have ``p.grad = None``.
-
-    After each step ``opt.last_step`` holds ``accepted, rho, radius, alpha`` (coefficients of
-    ``[-g, v_2, ...]``), ``loss, trials, forward, grad, hvp`` and more; ``opt.counts`` holds the
-    cumulative oracle counts. The optimizer protocol (:mod:`drsom.optim.protocol`) reads the same
-    through ``step_counts()`` and ``step_diagnostics()`` (flat floats), and
-    ``needs_double_backward`` (True for ``hessian="hvp"``).
-
-    The optimizer composes three parts, each owning, saving and reporting its own state: the
-    direction set (:mod:`~drsom.optim.directions`), the curvature source
-    (:mod:`~drsom.optim.curvature`) and the step controller (:mod:`~drsom.optim.control`).
+    Closure protocol, torch.optim habits, presets, ``p.grad``, diagnostics: docs/optimizer.md.
     """
 
     step_protocol = STEP_CLOSURE
@@ -244,28 +178,9 @@ class DRSOM(FlatParams):
         spike: float = 1.0,
         reduce: Callable[[torch.Tensor], None] | None = None,
     ):
-        # the arguments by name, taken first so that nothing else is among them; checked in two
-        # passes around the parts, the order in which the constructor has always refused them
+        # the arguments by name, taken first so that nothing else is among them
         a = {k: v for k, v in locals().items() if k not in ("self", "params", "__class__")}
-        betas = arguments.check_shared(a)
-        # the three parts; each factory refuses a name it does not know
-        dirs = make_directions(directions, history=history, ema=momentum_ema, betas=betas, eps=eps)
-        curv = make_curvature(hessian, betas=betas, eps=eps, interp_step=interp_step, lr_h=lr_h)
-        ctrl = make_controller(
-            subproblem,
-            radius=radius if radius is not None else lr,
-            gamma=gamma,
-            sigma=sigma,
-            radius_rule=radius_rule,
-            follow_schedule=follow_schedule,
-        )
-        arguments.check_step(a)
-        if reduce is not None and not callable(reduce):
-            raise ValueError(
-                f"DRSOM: reduce must be a callable averaging a tensor across processes "
-                f"(drsom.optim.distributed.mean_over()) or None, got {reduce!r}"
-            )
-        test = make_ratio_test(ratio_test, period=test_period, spike=spike, subproblem=subproblem)
+        parts = arguments.check(a)
 
         defaults = dict(
             lr=lr,
@@ -287,29 +202,34 @@ class DRSOM(FlatParams):
             # ignored, with one warning (see step()).
             momentum=None,
         )
-        self._rank_tol = rank_tol
-        self._reduce = reduce or no_reduce
         self._init_flat()
-        self._warned_momentum = False
         super().__init__(params, defaults)
-        self.hessian, self.directions, self.subproblem = hessian, directions, subproblem
-        self.step_measure = step_measure
+        # the parameters are checked here: torch's constructor makes the param groups of them
         live = self._trainable()
         if not live:
             raise ValueError("DRSOM: no trainable parameters (requires_grad=True) were given")
         check_parameters(live)
-        dtype, device = live[0].dtype, live[0].device
+        self._set_up(live, parts, a)
 
-        self._dirs, self._curv, self._ctrl, self._test = dirs, curv, ctrl, test
+    def _set_up(self, live: list[torch.Tensor], parts: arguments.Checked, a: dict) -> None:
+        """The constructor's state: the parts, the guard's undo point, the flat buffer."""
+        self.hessian, self.directions = a["hessian"], a["directions"]
+        self.subproblem, self.step_measure = a["subproblem"], a["step_measure"]
+        self._dirs, self._curv, self._ctrl = parts.directions, parts.curvature, parts.controller
+        self._test = parts.ratio_test
+        self._rank_tol = a["rank_tol"]
+        self._reduce = a["reduce"] or no_reduce
+        self._warned_momentum = False
         self._before: torch.Tensor | None = None  # x before an untested step (guard's undo)
         self._untested_norm = 0.0
         self._undone = False  # this step began by undoing the last (untested) one
+        dtype, device = live[0].dtype, live[0].device
         self._R = torch.zeros(0, 0, dtype=dtype, device=device)  # sized by _repack
         self._generator = torch.Generator(device=device)
-        self._generator.manual_seed(seed)
+        self._generator.manual_seed(a["seed"])
         self._repack(live)
-        self._lr0 = lr
-        self._radius0 = radius if radius is not None else lr
+        self._lr0 = a["lr"]
+        self._radius0 = parts.radius
         self.counts = dict.fromkeys(_COUNTS, 0)
         self.last_step: dict = {}
 
