@@ -1,16 +1,23 @@
 """Each experiment's target test accuracies: the "to reach X%" columns and performance profiles.
 
-A target says when a workload counts as solved, so it belongs to the workload: 93% is a fair bar
-for the digits CNN and out of reach for a 15-epoch CNN on a third of CIFAR-10. The targets of the
-store's experiments are declared in ``targets.json`` beside the run store (``results/targets.json``
-for ``results/runs``, as ``cost_weights.json``), before the final runs are made::
+A target says when a workload counts as solved, so it belongs to the workload (as AlgoPerf keeps
+its targets with each workload): 93% is a fair bar for the digits CNN and out of reach for a
+15-epoch CNN on a third of CIFAR-10. An experiment file, this suite's workload, declares its
+targets in its ``study`` node, before the final runs are made::
 
-    {"cifar10_jpeg_cnn": [0.60, 0.65], "tune_cifar10_jpeg_cnn": [0.50, 0.55]}
+    study:
+      targets: [0.60, 0.65]   # test accuracy: the "to reach" columns and performance profiles
 
-An experiment without an entry gets the tools' ``--targets`` (default 0.90 and 0.93); targets
-given on the command line apply to every experiment. Values follow ``--targets``: fractions in
-(0, 1) or percent in (1, 100). ``Targets.resolve`` is the one place the three sources meet, for
-the tables and the figures alike.
+An experiment without a file of its own (runs exported from wandb under another study name) may
+take them from ``targets.json`` beside the run store (``results/targets.json`` for
+``results/runs``, as ``cost_weights.json``)::
+
+    {"my_study": [0.60, 0.65]}
+
+and one without either gets the tools' default, 0.90 and 0.93; targets given on the command line
+(``--targets``) apply to every experiment. Values follow ``--targets``: fractions in (0, 1) or
+percent in (1, 100). ``Targets.of`` is the one place the sources meet, for the tables and the
+figures alike.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from pathlib import Path
 
 from drsom.analysis.stats import check_targets
 from drsom.analysis.tables import DEFAULT_TARGETS
+from drsom.cfg import experiments
 
 TARGETS_FILE = "targets.json"
 
@@ -48,8 +56,9 @@ def load_targets(path: str | Path) -> dict[str, tuple[float, ...]]:
 
 @dataclass(frozen=True)
 class Targets:
-    """Where each experiment's targets come from: ``forced`` (the command line) over ``declared``
-    (the file at ``path``) over ``default``."""
+    """Where each experiment's targets come from: ``forced`` (the command line) over the
+    experiment file's ``study.targets`` over ``declared`` (the file at ``path``) over
+    ``default``."""
 
     path: Path
     declared: dict[str, tuple[float, ...]]
@@ -70,10 +79,17 @@ class Targets:
         return cls(path=path, declared=load_targets(path), forced=forced)
 
     def of(self, experiment: str) -> tuple[float, ...]:
-        """``experiment``'s targets, as fractions."""
-        return self.forced or self.declared.get(experiment, self.default)
-
-    def options(self) -> list[str]:
-        """The options that resolve to these targets again, for a tool that runs another."""
-        forced = ["--targets", *map(str, self.forced)] if self.forced else []
-        return ["--targets-file", str(self.path), *forced]
+        """``experiment``'s targets, as fractions; ValueError (one line naming the file) for an
+        experiment file whose ``study.targets`` is not a list of accuracies."""
+        if self.forced:
+            return self.forced
+        own = experiments.study_of(experiment).get("targets")
+        if own is None:
+            return self.declared.get(experiment, self.default)
+        try:
+            if not isinstance(own, list) or not own:
+                raise ValueError(f"expected a list of accuracies, got {own!r}")
+            return check_targets(own)
+        except ValueError as exc:
+            where = experiments.EXPERIMENT_DIR / f"{experiment}.yaml"
+            raise ValueError(f"{where}: study.targets: {' '.join(str(exc).split())}") from None

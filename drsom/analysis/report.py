@@ -101,6 +101,8 @@ def open_store(
     names = list(experiments or stored_experiments(store))
     try:
         selections = [experiment_selection(results, name, store) for name in names]
+        for selection in selections:  # an experiment file's own targets, checked up front
+            resolved.of(selection.experiment)
     except ValueError as exc:  # an experiment that is not one, a reuse of another protocol
         raise Refused(f"error: {exc}") from None
     broken = broken_in(selections, left_out)
