@@ -45,7 +45,7 @@ test-slow: $(STAMP)
 # installs the Debian packages when missing), runs the `slurm` tests, stops what it started.
 test-slurm: $(STAMP)
 	@record=$$(mktemp); scripts/slurm/up.sh $$record || { rm -f $$record; exit 1; }; \
-		WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slurm tests/launch/test_slurm.py; \
+		WANDB_MODE=disabled $(BIN)/python -m pytest -q -m slurm tests/launch/test_launch_slurm.py; \
 		rc=$$?; scripts/slurm/down.sh $$record; rm -f $$record; exit $$rc
 
 # Every figure and table from the runs in results/runs (no training), built aside and swapped in

@@ -529,7 +529,7 @@ SHARED_MARGIN = 0.5  # load above the run's own threads by more than this: somet
 def wall_clock_note(runs: Sequence[Run]) -> str:
     """What a training-time axis was measured on: the machine (the CPU and its threads, or the
     GPU's name) and whether the runs had it alone, from the highest 1-minute load average their
-    summaries saw at epoch ends (``load_max``, drsom.store.record.note_load): a load above the
+    summaries saw at epoch ends (``load_max``, drsom.job.record.note_load): a load above the
     run's own CPU threads (1 for a GPU run) by more than ``SHARED_MARGIN`` is a shared machine.
 
     ``wall clock: AMD EPYC (AVX2), 2 threads; shared (load up to 3.1 on 2 cores)``; runs without

@@ -6,7 +6,7 @@ replicates, and only they are ever averaged. ``RunKey`` is the one place a run i
 (``<data>-<model>-<label>-<hash>-s<seed>``) and read back; readers prefer the stored config.
 
 What changes numbers but is not in the config (the device type, the CPU thread count, library
-versions) is recorded with each run (``drsom.store.record``) and shown where runs differ in it.
+versions) is recorded with each run (``drsom.job.record``) and shown where runs differ in it.
 """
 
 from __future__ import annotations

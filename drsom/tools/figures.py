@@ -3,7 +3,7 @@
     drsom figures [--results results/runs] [--figures results/figures]
         [--tables results/tables] [--reference ../shared/reference/adabelief_cifar10_curves.csv]
         [--cost-weights results/cost_weights.json] [--experiment NAME ...] [--targets 90 93]
-        [--targets-file results/targets.json]
+        [--targets-file FILE]
 
 The curves (per epoch, against time, against gradient equivalents), the tables, the performance
 profiles and the tuning studies' plots, from the store read once; the new folders take the place

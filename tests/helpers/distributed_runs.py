@@ -1,4 +1,4 @@
-"""Processes of the data-parallel runner tests (tests/job/test_runner_distributed.py).
+"""Processes of the data-parallel runner tests (tests/job/test_job_runner_distributed.py).
 
 ``launch(overrides, world, tmp)`` runs ``runner.run`` of a composed config on ``world`` gloo
 processes (``file://`` rendezvous in ``tmp``, no port), the way torchrun's processes would, and
