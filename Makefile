@@ -66,7 +66,7 @@ bench: $(STAMP)
 	$(BIN)/python scripts/bench_epoch.py --batch-size 32 --images 512
 
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .

@@ -277,8 +277,8 @@ def _checked_name(raw: str, path: Path) -> str:
 
 
 # What tarfile, zipfile and the decompressors raise on a damaged archive besides their own
-# errors (found by the fuzzer, tests/data/test_data_image_folder_fuzz.py): TypeError for a header cut
-# short, NotImplementedError for an unknown compression method, RuntimeError for an entry
+# errors (found by the fuzzer, tests/data/test_data_image_folder_fuzz.py): TypeError for a header
+# cut short, NotImplementedError for an unknown compression method, RuntimeError for an entry
 # flagged as encrypted, ValueError for fields that do not parse.
 DAMAGED = (
     tarfile.TarError,

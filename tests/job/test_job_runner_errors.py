@@ -3,8 +3,8 @@
 A bad value is one line naming the key and what is accepted, a non-zero exit, and no run folder;
 a checkpoint or summary that does not fit the run is reported and set aside; compiled models
 train and resume. Runs are seconds long on a fake CIFAR-10 under tmp_path; wandb is disabled.
-(A full disk: tests/store/test_store_folder.py; force and requeues: tests/launch/test_launch_jobs.py; wandb's failures:
-tests/training/test_training_tracking.py.)
+(A full disk: tests/store/test_store_folder.py; force and requeues:
+tests/launch/test_launch_jobs.py; wandb's failures: tests/training/test_training_tracking.py.)
 """
 
 from __future__ import annotations
