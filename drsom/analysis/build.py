@@ -23,9 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from drsom.analysis import costs, figures, profiles
+from drsom.analysis.captions import provenance, run_machine
 from drsom.analysis.curves import METRICS, draw_curves, drawable
 from drsom.analysis.report import OpenStore, Refused
-from drsom.analysis.runs import left_out_note, provenance, run_machine
+from drsom.analysis.runs import left_out_note
 from drsom.analysis.studies import draw_studies
 from drsom.analysis.table_files import write_tables
 from drsom.analysis.tables import run_rows, target_name

@@ -159,8 +159,8 @@ def weights_note(
     weights: dict[str, Weights], models: Iterable[str], run_machines: Iterable[str] = ()
 ) -> str:
     """``gradient equivalents = grad + 0.49 x extra forwards + 2.99 x HVPs (cnn, measured:
-    batch 128, ...)``; ``run_machines`` (``runs.run_machine`` of the runs) that are not where the
-    weights were measured are named: the weights are then another machine's."""
+    batch 128, ...)``; ``run_machines`` (``captions.run_machine`` of the runs) that are not where
+    the weights were measured are named: the weights are then another machine's."""
     parts = []
     others = [m for m in dict.fromkeys(run_machines) if m]
     for model in dict.fromkeys(models):

@@ -16,17 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from drsom.analysis import costs, figures
-from drsom.analysis.runs import (
-    Selection,
-    describe,
-    first_readable,
-    found_line,
-    left_out_note,
-    metrics_frame,
-    provenance,
-    run_machine,
-    wall_clock_note,
-)
+from drsom.analysis.captions import describe, provenance, run_machine, wall_clock_note
+from drsom.analysis.runs import Selection, first_readable, found_line, left_out_note, metrics_frame
 from drsom.cfg.experiments import is_tuning
 from drsom.store.identity import config_hash
 from drsom.store.state import UNFINISHED, Status

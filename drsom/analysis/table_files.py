@@ -26,16 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from drsom.analysis import costs, figures
+from drsom.analysis.captions import describe, provenance, run_machine
 from drsom.analysis.interval_tables import interval_table, paired_table
-from drsom.analysis.runs import (
-    Selection,
-    describe,
-    first_readable,
-    found_line,
-    left_out_note,
-    provenance,
-    run_machine,
-)
+from drsom.analysis.runs import Selection, first_readable, found_line, left_out_note
 from drsom.analysis.tables import (
     experiment_table,
     interval_latex,

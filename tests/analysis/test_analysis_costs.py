@@ -9,7 +9,8 @@ import pytest
 from analysis_store import write_weights
 
 from drsom.analysis import costs
-from drsom.analysis.runs import Run, wall_clock_note
+from drsom.analysis.captions import wall_clock_note
+from drsom.analysis.runs import Run
 from drsom.job import record as run_record
 
 

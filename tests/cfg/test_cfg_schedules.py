@@ -8,8 +8,9 @@ import pytest
 import torch
 from run_helpers import compose_config
 
+from drsom.analysis.captions import describe
 from drsom.analysis.figures import protocol_title
-from drsom.analysis.runs import Run, describe
+from drsom.analysis.runs import Run
 from drsom.cfg.schedules import describe_schedule, milestone_epochs
 from drsom.job.validate import ConfigError, validate
 from drsom.store.identity import run_id

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from drsom.analysis.runs import Run, provenance
+from drsom.analysis.captions import provenance
+from drsom.analysis.runs import Run
 from drsom.job import record as run_record
 from drsom.tools import reproduce
 
