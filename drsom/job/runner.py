@@ -58,7 +58,7 @@ from drsom.store.folder import (
     RunDir,
     StorageError,
 )
-from drsom.store.identity import complete, group_name, run_id
+from drsom.store.identity import complete, group_name
 from drsom.store.state import metric_value
 from drsom.training.build import build_trainer, data_parallel, load_data
 from drsom.training.loop import METRIC_COLUMNS, STEP_COLUMNS, Trainer
@@ -418,12 +418,7 @@ def run_folder(cfg: DictConfig | Mapping[str, Any], base_dir: str | Path | None 
     if c["trainer"]["processes"] is None:
         c["trainer"]["processes"] = launched_size()
     base = Path(base_dir) if base_dir is not None else Path.cwd()
-    return RunDir(_absolute(base, c["results_dir"]) / run_id(c))
-
-
-def _absolute(base: Path, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else base / p
+    return RunDir.of(c, base)
 
 
 # -------------------------------------------------------------------------------- display

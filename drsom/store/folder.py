@@ -46,6 +46,7 @@ import torch
 from omegaconf import OmegaConf
 
 from drsom.paths import shown, try_write
+from drsom.store.identity import run_id
 from drsom.store.locks import lock_is_held
 
 try:  # advisory locks; absent on Windows, where concurrent launches are not guarded
@@ -305,6 +306,13 @@ class RunDir:
         self.previous_checkpoint = self.path / "checkpoint.prev.pt"
         self.lock_path = self.path / ".lock"
         self.aside: list[str] = []  # the checkpoints set aside through this object
+
+    @classmethod
+    def of(cls, config: Mapping[str, Any], base: Path) -> RunDir:
+        """The folder of the run of the resolved ``config``: ``<results_dir>/<run_id>``, a
+        relative ``results_dir`` taken from ``base`` (the launch's: docs/usage.md)."""
+        results = Path(config["results_dir"]).expanduser()
+        return cls((results if results.is_absolute() else base / results) / run_id(config))
 
     @property
     def name(self) -> str:

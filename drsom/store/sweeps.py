@@ -25,7 +25,6 @@ from omegaconf import OmegaConf
 
 from drsom import CONFIG_DIR
 from drsom.store.folder import RunDir
-from drsom.store.identity import run_id
 from drsom.store.state import Status, run_state
 
 
@@ -77,10 +76,8 @@ def sweep_runs(
         for point in grid:
             cfg = compose("config", overrides=[*point, *hydra_args])
             c = OmegaConf.to_container(cfg, resolve=True)
-            results = Path(c["results_dir"]).expanduser()
-            results = results if results.is_absolute() else base_dir / results
-            rid = run_id(c)
-            runs.append(SweepRun(tuple(point), rid, RunDir(results / rid), c))
+            folder = RunDir.of(c, base_dir)
+            runs.append(SweepRun(tuple(point), folder.name, folder, c))
     GlobalHydra.instance().clear()
     return runs
 
