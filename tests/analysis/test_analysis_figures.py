@@ -14,10 +14,10 @@ from run_helpers import compose_config
 
 from drsom.analysis import costs, curves, figures
 from drsom.analysis.runs import (
-    experiment_names,
     metrics_frame,
     select_runs,
 )
+from drsom.cfg.experiments import experiment_names
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,12 +11,11 @@ from analysis_store import EXPERIMENT, metric_rows, write_run
 from run_helpers import compose_config, compose_configs
 
 from drsom.analysis.runs import (
-    experiment_names,
     experiment_runs,
     load_store,
     select_runs,
-    study_of,
 )
+from drsom.cfg.experiments import experiment_names, study_of
 from drsom.store.identity import run_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,7 +66,8 @@ def test_a_study_shows_the_runs_it_reuses_under_their_own_ids_and_on_its_protoco
     # a study narrowed to another protocol does not show runs made on the old one
     # the study's paired differences are taken against its own baseline, not Adam
     assert study_of("cifar10_jpeg_variants_cnn")["baseline"] == "drsom_adaptive"
-    assert study_of("cifar10_jpeg_cnn") == {} and study_of("no_such_study") == {}
+    assert study_of("cifar10_jpeg_cnn") == {"targets": [0.60, 0.65]}  # no reuse, no baseline
+    assert study_of("no_such_study") == {}
     with pytest.raises(ValueError, match=r"reuses run cifar10_jpeg-cnn-drsom_adaptive-.*"
                        r"trainer\.epochs is 14 here, 15 there"):  # fmt: skip
         experiment_runs("cifar10_jpeg_variants_cnn", [*SELECTED, "trainer.epochs=14"])

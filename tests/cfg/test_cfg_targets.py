@@ -106,9 +106,7 @@ def test_load_dataset_reports_a_broken_contract_as_a_target_error():
 def test_a_dataset_function_returning_something_else_is_refused():
     with pytest.raises(TargetError, match=r"returned a Tensor, not a drsom.data.ImageDataset"):
         load_dataset({"_target_": f"{__name__}.returns_a_tensor"})
-    with pytest.raises(
-        TargetError, match=r"data.size is not an argument of test_targets.returns_a"
-    ):
+    with pytest.raises(TargetError, match=rf"data.size is not an argument of {__name__}.returns_a"):
         load_dataset({"_target_": f"{__name__}.returns_a_tensor", "size": 3})
 
 
