@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from pathlib import Path
 
 import pytest
 
 import drsom.tools
 from drsom.command import main
+from drsom.launch import cli
 
 TOOL_DIR = Path(drsom.tools.__file__).parent
 
@@ -44,3 +46,11 @@ def test_an_unknown_tool_or_none_is_exit_2(capsys):
     assert main(["plot"]) == 2
     assert "error: no tool 'plot'" in capsys.readouterr().err
     assert main([]) == 2
+
+
+def test_run_hands_its_arguments_to_the_runners_command_line(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(sys, "argv", ["drsom"])
+    monkeypatch.setattr(cli, "main", lambda base_dir=None: seen.update(argv=sys.argv, b=base_dir))
+    assert main(["run", "-m", "optimizer=adam,sgd"], base_dir=tmp_path) == 0
+    assert seen == {"argv": ["drsom run", "-m", "optimizer=adam,sgd"], "b": tmp_path}
