@@ -27,6 +27,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
         print(f"error: no tool {argv[0]!r}\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(f"drsom.tools.{name}")
+    sys.argv[0] = f"drsom {argv[0]}"  # what the tool's usage and error lines call it
     return module.main(rest, base_dir=base_dir)
 
 

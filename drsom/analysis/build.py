@@ -17,8 +17,10 @@ nothing stale survives a success.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,27 +46,45 @@ STUDY_DIR = "studies"  # per stored tuning study: its optimization history and s
 
 def build_all(opened: OpenStore, figures_dir: Path, tables_dir: Path, allow_broken=False) -> None:
     """Every figure and table of ``opened`` drawn, then put in place of ``figures_dir`` and
-    ``tables_dir`` together; ``Refused`` (nothing replaced) for a stored study that cannot be
-    read."""
+    ``tables_dir`` together. ``Refused`` (exit 1; nothing replaced) when drawing fails (a stored
+    study that cannot be read: exit 2), and says which folder was replaced if the second rename
+    fails."""
     from drsom.store.journal import JournalError  # optuna's: imported when drawn
 
-    parent = figures_dir.resolve().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".figures-", dir=parent) as tmp:
-        drawn, tables = Path(tmp) / "figures", Path(tmp) / "tables"
-        shown = drawable(opened)
-        for x, metrics in FIGURE_SETS:
-            weights = opened.weights if x == "grad_equiv" else None
-            draw_curves(shown, drawn, x, metrics or METRICS, opened.reference, weights)
-        write_tables(opened, tables, allow_broken=allow_broken)
-        draw_profiles(opened.selections, opened.targets_of(), opened.weights, drawn / PROFILE_DIR)
+    with _staged(figures_dir) as drawn, _staged(tables_dir) as tables:
         try:
+            shown = drawable(opened)
+            for x, metrics in FIGURE_SETS:
+                weights = opened.weights if x == "grad_equiv" else None
+                draw_curves(shown, drawn, x, metrics or METRICS, opened.reference, weights)
+            write_tables(opened, tables, allow_broken=allow_broken)
+            draw_profiles(
+                opened.selections, opened.targets_of(), opened.weights, drawn / PROFILE_DIR
+            )
             draw_studies(opened.results, drawn / STUDY_DIR)
         except JournalError as exc:
             raise Refused(f"error: {exc}; figures and tables not replaced") from None
+        except (OSError, ValueError) as exc:  # a full disk, a figure that cannot be drawn
+            raise Refused(f"error: {exc}; figures and tables not replaced", 1) from None
         drawn.mkdir(exist_ok=True)  # an empty store still gets (empty) folders
+        tables.mkdir(exist_ok=True)
         _replace(figures_dir, drawn)
-        _replace(tables_dir, tables)
+        try:
+            _replace(tables_dir, tables)
+        except OSError as exc:
+            raise Refused(
+                f"error: {exc}; {figures_dir} was replaced, {tables_dir} was not: rerun", 1
+            ) from None
+
+
+@contextlib.contextmanager
+def _staged(target: Path) -> Iterator[Path]:
+    """A new folder to draw into, beside ``target`` (so that it can take its name by a rename on
+    one filesystem); gone afterwards, whatever happened."""
+    parent = target.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{target.name}-", dir=parent) as tmp:
+        yield Path(tmp) / target.name
 
 
 def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
@@ -103,15 +123,6 @@ def draw_profiles(selections, targets, weights, out: Path) -> list[Path]:
         fig = profiles.profile_figure(costs_to, title, figures.looks(runs), note)
         written += figures.save(fig, out / f"grad_equiv-to-{target_name(t)}")
     return written
-
-
-def _replace(target: Path, new: Path) -> None:
-    """``new`` takes the name ``target``; the old folder is moved away first, then deleted."""
-    old = new.with_name(new.name + ".old")
-    if target.exists():
-        target.replace(old)
-    new.replace(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _replace(target: Path, new: Path) -> None:

@@ -156,16 +156,25 @@ def _reference_for(reference, facts: dict, x: str):
     return ref if len(ref) else None
 
 
-def drawable(opened) -> list[Selection]:
-    """The selections of ``opened`` (``drsom.analysis.report.OpenStore``) that have runs to draw;
-    each grid run the store lacks, and each experiment without runs, said on one line. A tuning
-    study's trials are ranked by its tables, not drawn, unless it was named."""
+def drawn_selections(selections: Sequence[Selection], named: bool) -> list[Selection]:
+    """The selections whose curves are drawn: a tuning study's trials are ranked by its tables
+    instead (each said on one line), unless the study was named."""
     kept = []
-    for selection in opened.selections:
-        if not opened.named and is_tuning(selection.experiment):
+    for selection in selections:
+        if not named and is_tuning(selection.experiment):
             name = selection.experiment
             print(f"{name}: a tuning experiment, not drawn (its tables rank the trials)")
             continue
+        kept.append(selection)
+    return kept
+
+
+def drawable(opened) -> list[Selection]:
+    """The selections of ``opened`` (``drsom.analysis.report.OpenStore``) that have runs to draw
+    (``drawn_selections``); each grid run the store lacks, and each experiment without runs,
+    said on one line."""
+    kept = []
+    for selection in drawn_selections(opened.selections, opened.named):
         if line := missing_line(selection):
             print(line)
         if not selection.runs:

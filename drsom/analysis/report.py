@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drsom.analysis import costs
-from drsom.analysis.accuracy_targets import Targets
+from drsom.analysis.accuracy_targets import Targets, default_path
+from drsom.analysis.curves import drawn_selections
 from drsom.analysis.runs import (
     Run,
     Selection,
@@ -76,14 +77,19 @@ def open_store(
     allow_broken: bool = False,
     need_runs: bool = True,
     need_weights: bool = True,
+    need_targets: bool = True,
+    drawn_only: bool = False,
     broken_then: str = "",
     report: Callable[[str], None] = to_stderr,
 ) -> OpenStore:
     """The store ``results`` read and checked once (see the module's docstring).
 
-    ``experiments``: the names chosen (default: every experiment with runs). ``need_runs``: a
-    store without a readable run is refused. ``need_weights``: the cost weights are read (a file
-    that is not one is refused). ``broken_then``: what the refusal of broken runs adds."""
+        ``experiments``: the names chosen (default: every experiment with runs). ``need_runs``: a
+        store without a readable run is refused. ``need_weights``: the cost weights are read (a file
+        that is not one is refused). ``need_targets``: the targets are read and checked (a tool
+    without targets does not read them). ``drawn_only``: only the selections a figure draws
+    (``drsom.analysis.curves.drawn_selections``) are kept, checked and weighed. ``broken_then``:
+    what the refusal of broken runs adds."""
     curves = None
     if reference is not None:  # a wrong path costs nothing: checked first
         try:
@@ -91,7 +97,11 @@ def open_store(
         except (OSError, ValueError) as exc:
             raise Refused(f"error: --reference {reference}: {exc}") from None
     try:
-        resolved = Targets.resolve(results, targets, targets_file)
+        resolved = (
+            Targets.resolve(results, targets, targets_file)
+            if need_targets
+            else Targets(default_path(results), {})  # never read: the tool has no targets
+        )
     except ValueError as exc:
         raise Refused(f"error: {exc}") from None
     left_out: list[str] = []
@@ -101,10 +111,12 @@ def open_store(
     names = list(experiments or stored_experiments(store))
     try:
         selections = [experiment_selection(results, name, store) for name in names]
-        for selection in selections:  # an experiment file's own targets, checked up front
+        for selection in selections if need_targets else ():  # an experiment file's own
             resolved.of(selection.experiment)
     except ValueError as exc:  # an experiment that is not one, a reuse of another protocol
         raise Refused(f"error: {exc}") from None
+    if drawn_only:  # only what is drawn is checked and weighed
+        selections = drawn_selections(selections, named=bool(experiments))
     broken = broken_in(selections, left_out)
     if broken and not allow_broken:
         raise Refused(refusal(broken) + broken_then)

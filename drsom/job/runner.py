@@ -102,8 +102,8 @@ def run(
     validate(c)
     device = resolve_device(c["trainer"]["device"])
     world = World.join(c["trainer"]["backend"], device.type)
-    base = Path(base_dir) if base_dir is not None else Path.cwd()
     with _telling_errors(world):
+        base = Path(base_dir) if base_dir is not None else Path.cwd()
         job = Job(c, world, world.device(device), base, prune)
         # Every process checks what it can itself, in the same order (the same errors
         # everywhere); only what rank 0 alone sees (the folder's lock and contents) is told to
@@ -118,9 +118,12 @@ def run(
         if (done := attempt.result(job.data.fingerprint, _commit)) is not None:
             return _told_done(world, done)
         _warn_amp_on_cpu(c, job.device)
-        with PreemptionGuard() as job.preemption, attempt.held():
-            if (done := attempt.result(job.data.fingerprint, _commit)) is not None:
-                return _told_done(world, done)  # finished by another process meanwhile
+        with (
+            PreemptionGuard() as job.preemption,
+            attempt.held(job.data.fingerprint, _commit) as done,
+        ):
+            if done is not None:  # finished by another process meanwhile
+                return _told_done(world, done)
             attempt.begin()
             status = _train(job, attempt)
         return _ended(job, status)

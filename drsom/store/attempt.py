@@ -1,12 +1,12 @@
 """One launch's attempt at a run, as the store sees it: the run folder's life cycle in one place.
 
-``Attempt(run_dir, force, launch)`` refuses a path that holds no folder; ``result`` says whether
-the run is a result already (then it is not trained again); ``held()`` locks the folder for the
-attempt, and within it ``begin()`` clears what earlier attempts left (temporaries of writes a kill
-cut short; everything, for ``force=true``, once per launch) and ``started`` records the attempt's
-first summary and config. A config check that fails inside ``held()`` removes the folders this
-launch made (a refused run leaves none); a write the filesystem refuses is one ``StorageError``
-line.
+``Attempt(run_dir, force, launch)`` refuses a path that holds no folder; ``result`` says whether the
+run is a result already (then it is not trained again); ``held()`` locks the folder for the attempt
+and says it again under the lock, and within it ``begin()`` clears what earlier attempts left
+(temporaries of writes a kill cut short; everything, for ``force=true``, once per launch) and
+``started`` records the attempt's first summary and config. A config check that fails inside
+``held()`` removes the folders this launch made (a refused run leaves none); a write the filesystem
+refuses is one ``StorageError`` line.
 
 ``force=true`` discards what the folder held when the run was launched, once per launch: the
 launch that cleared it is recorded in the summary (``forced_by``), and its requeued job (the same
@@ -86,9 +86,10 @@ class Attempt:
         return summary["status"]
 
     @contextlib.contextmanager
-    def held(self) -> Iterator[Attempt]:
-        """The folder locked for this attempt (one process per run; see the module docstring
-        for what a failure inside does)."""
+    def held(self, fingerprint: str, commit: Callable[[], str | None]) -> Iterator[str | None]:
+        """The folder locked for this attempt (one process per run); yields ``result`` read
+        again under the lock (another process may have finished the run meanwhile). See the
+        module docstring for what a failure inside does."""
         run_dir = self.run_dir
         # the folders this launch would make (the run's, and results_dir's own when it is new)
         fresh = [p for p in (run_dir.path, *run_dir.path.parents) if not p.exists()]
@@ -98,8 +99,9 @@ class Attempt:
                 log.info(
                     f"force=true was applied by this launch already ({self.launch}): not clearing"
                 )
+            done = self.result(fingerprint, commit)
             try:
-                yield self
+                yield done
             except ConfigError:
                 # a check that needs the folder's lock (the model's shape check) failed before
                 # anything was written: the folder this launch made goes again (docs/store.md: a

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
     grad_equiv = args.x == "grad_equiv"
     try:
-        store = opened(args, need_weights=grad_equiv)
+        store = opened(args, need_weights=grad_equiv, need_targets=False, drawn_only=True)
     except Refused as refused:
         print(refused, file=sys.stderr)
         return refused.status
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="drsom curves", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     store_options(
         p,
         base,

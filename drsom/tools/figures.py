@@ -21,6 +21,7 @@ from pathlib import Path
 
 from drsom.analysis.build import build_all
 from drsom.analysis.report import Refused
+from drsom.analysis.runs import readable
 from drsom.tools.options import REFERENCE_HELP, opened, store_options, target_options
 
 
@@ -28,19 +29,20 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
     try:
         store = opened(args, need_runs=False, broken_then="; nothing replaced")
+        if not readable(store.store):  # an empty or unreadable store never empties the folders
+            print(f"error: no readable runs in {args.results}", file=sys.stderr)
+            print("error: figures not replaced (see above)", file=sys.stderr)
+            return 1
         build_all(store, args.figures, args.tables, args.allow_broken)
     except Refused as refused:
         print(refused, file=sys.stderr)
         return refused.status
-    except (OSError, ValueError) as exc:  # a full disk, a figure that cannot be drawn
-        print(f"error: {exc}; figures and tables not replaced", file=sys.stderr)
-        return 1
     print(f"replaced {args.figures} and {args.tables}")
     return 0
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="drsom figures", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     store_options(
         p,
         base,

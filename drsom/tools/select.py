@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="drsom select", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", required=True, help="the tuning experiment's name")
     p.add_argument("--results", type=Path, default=base / "results" / "runs", help="run store")
     p.add_argument("--out", type=Path, default=base / "results" / "selected")

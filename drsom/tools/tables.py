@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="drsom tables", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     store_options(
         p,
         base,

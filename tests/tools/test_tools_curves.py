@@ -1,4 +1,5 @@
-"""drsom-plot-curves (drsom/tools/curves.py): one file per model and metric, references."""
+"""drsom curves (drsom/tools/curves.py, drsom/analysis/curves.py): one file per model and metric,
+references, and only what is drawn is checked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from analysis_store import EXPERIMENT, SHOWN, synthetic_run
+from analysis_store import (
+    EXPERIMENT,
+    SHOWN,
+    merged_store,
+    metric_rows,
+    synthetic_run,
+    write_run,
+)
+from run_helpers import compose_configs
 
 from drsom.analysis import curves, figures
 from drsom.analysis.runs import (
@@ -155,3 +164,21 @@ def test_presets_draw_at_the_papers_width(preset, width, panels):
     )
     plt.close(fig)
     assert curves_tool.parse_args(["--preset", preset], Path(".")).preset == preset
+
+
+def test_curves_check_only_what_they_draw(store, tmp_path, capsys):
+    """A broken trial of a tuning study they do not draw, and a targets file they never read,
+    stop nothing; named, the tuning study's broken trial is refused as any broken run is."""
+    runs = merged_store(tmp_path, store)
+    (cfg,) = compose_configs(["experiment=tune_digits_cnn", "optimizer=adam", "seed=0"])
+    trial = write_run(runs, cfg, metric_rows("adam", 0, [0.5, 0.6]), "finished")
+    trial.metrics.write_text(trial.metrics.read_text() + "3,garbage\n")  # no longer as sealed
+    (runs.parent / "targets.json").write_text('{"x": 5}')  # not a targets file
+    out = tmp_path / "figures"
+    assert curves_tool.main(["--results", str(runs), "--out", str(out)]) == 0
+    said = capsys.readouterr()
+    assert "tune_digits_cnn: a tuning experiment, not drawn" in said.out
+    assert f"broken run {trial.path}" in said.err and "repair or remove" not in said.err
+    argv = ["--results", str(runs), "--out", str(out), "--experiment", "tune_digits_cnn"]
+    assert curves_tool.main(argv) == 2
+    assert trial.name in capsys.readouterr().err.splitlines()[-1]

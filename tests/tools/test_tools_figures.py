@@ -52,6 +52,46 @@ def test_build_figures_with_a_wrong_reference_leaves_everything_as_it_was(store,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures", "tables"]
 
 
+@pytest.mark.parametrize("store_is", ["missing", "empty"])
+def test_build_figures_from_a_store_without_runs_leaves_everything_as_it_was(
+    tmp_path, capsys, store_is
+):
+    for folder in ("figures", "tables"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "kept.txt").write_text(folder)
+    runs = tmp_path / "runs"
+    if store_is == "empty":
+        runs.mkdir()
+    assert _build_figures(runs, tmp_path) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: no readable runs in {runs}",
+        "error: figures not replaced (see above)",
+    ]
+    assert (tmp_path / "figures" / "kept.txt").read_text() == "figures"
+    assert (tmp_path / "tables" / "kept.txt").read_text() == "tables"
+
+
+def test_build_figures_says_which_folder_was_replaced_when_the_second_rename_fails(
+    store, tmp_path, monkeypatch, capsys
+):
+    renames = []
+
+    def rename(target, new):
+        renames.append(target.name)
+        if target.name == "tables":
+            raise OSError(18, "Invalid cross-device link")
+        return original(target, new)
+
+    original = build._replace
+    monkeypatch.setattr(build, "_replace", rename)
+    assert _build_figures(store, tmp_path) == 1
+    assert renames == ["figures", "tables"]
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(
+        f"{tmp_path / 'figures'} was replaced, {tmp_path / 'tables'} was not: rerun"
+    )
+
+
 def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_path, monkeypatch):
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "kept.txt").write_text("figures")
