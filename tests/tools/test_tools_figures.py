@@ -84,6 +84,8 @@ def test_build_figures_says_which_folder_was_replaced_when_the_second_rename_fai
 
     original = build._replace
     monkeypatch.setattr(build, "_replace", rename)
+    monkeypatch.setattr(build, "draw_curves", lambda *args, **kwargs: [])  # seconds: not tested
+    monkeypatch.setattr(build, "draw_profiles", lambda *args, **kwargs: [])
     assert _build_figures(store, tmp_path) == 1
     assert renames == ["figures", "tables"]
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -100,6 +102,7 @@ def test_build_figures_failing_midway_leaves_everything_as_it_was(store, tmp_pat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(build, "write_tables", full_disk)  # after the curves, before profiles
+    monkeypatch.setattr(build, "draw_curves", lambda *args, **kwargs: [])  # seconds: not tested
     assert _build_figures(store, tmp_path) == 1
     assert [p.name for p in (tmp_path / "figures").iterdir()] == ["kept.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["figures"]
