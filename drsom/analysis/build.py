@@ -26,7 +26,7 @@ from pathlib import Path
 
 from drsom.analysis import costs, figures, profiles
 from drsom.analysis.captions import provenance, run_machine
-from drsom.analysis.curves import METRICS, draw_curves, drawable
+from drsom.analysis.curves import METRICS, draw_curves, drawable, drawn_selections
 from drsom.analysis.report import OpenStore, Refused
 from drsom.analysis.runs import left_out_note
 from drsom.analysis.studies import draw_studies
@@ -44,7 +44,7 @@ PROFILE_DIR = "profiles"
 STUDY_DIR = "studies"  # per stored tuning study: its optimization history and slice plot
 
 
-def build_all(opened: OpenStore, figures_dir: Path, tables_dir: Path, allow_broken=False) -> None:
+def build_all(opened: OpenStore, figures_dir: Path, tables_dir: Path) -> None:
     """Every figure and table of ``opened`` drawn, then put in place of ``figures_dir`` and
     ``tables_dir`` together. ``Refused`` (exit 1; nothing replaced) when drawing fails (a stored
     study that cannot be read: exit 2), and says which folder was replaced if the second rename
@@ -53,11 +53,11 @@ def build_all(opened: OpenStore, figures_dir: Path, tables_dir: Path, allow_brok
 
     with _staged(figures_dir) as drawn, _staged(tables_dir) as tables:
         try:
-            shown = drawable(opened)
+            shown = drawable(opened, drawn_selections(opened.selections, opened.named))
             for x, metrics in FIGURE_SETS:
                 weights = opened.weights if x == "grad_equiv" else None
                 draw_curves(shown, drawn, x, metrics or METRICS, opened.reference, weights)
-            write_tables(opened, tables, allow_broken=allow_broken)
+            write_tables(opened, tables)
             draw_profiles(
                 opened.selections, opened.targets_of(), opened.weights, drawn / PROFILE_DIR
             )

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from drsom.analysis import costs, figures
 from drsom.analysis.captions import describe, provenance, run_machine, wall_clock_note
-from drsom.analysis.runs import Selection, first_readable, found_line, left_out_note, metrics_frame
+from drsom.analysis.runs import Selection, first_readable, left_out_note, metrics_frame
 from drsom.cfg.experiments import is_tuning
 from drsom.store.identity import config_hash
 from drsom.store.state import UNFINISHED, Status
@@ -169,18 +169,16 @@ def drawn_selections(selections: Sequence[Selection], named: bool) -> list[Selec
     return kept
 
 
-def drawable(opened) -> list[Selection]:
-    """The selections of ``opened`` (``drsom.analysis.report.OpenStore``) that have runs to draw
-    (``drawn_selections``); each grid run the store lacks, and each experiment without runs,
-    said on one line."""
+def drawable(opened, selections: Sequence[Selection]) -> list[Selection]:
+    """Those of ``selections`` (of ``opened``, a ``drsom.analysis.report.OpenStore``) that have
+    runs to draw; each grid run the store lacks, and each experiment without runs, said on one
+    line."""
     kept = []
-    for selection in drawn_selections(opened.selections, opened.named):
+    for selection in selections:
         if line := missing_line(selection):
             print(line)
         if not selection.runs:
-            print(
-                f"{selection.experiment}: no runs in {opened.results}; {found_line(opened.store)}"
-            )
+            print(opened.no_runs_line(selection))
             continue
         kept.append(selection)
     return kept

@@ -23,6 +23,7 @@ from drsom.analysis.runs import (
     Selection,
     broken_in,
     experiment_selection,
+    found_line,
     load_reference,
     load_store,
     readable,
@@ -61,6 +62,11 @@ class OpenStore:
     unweighed: list[str] = field(default_factory=list)
     reference: object = None  # the published curves (a DataFrame), when asked for
     named: bool = False  # the experiments were chosen by name (else: every one with runs)
+    allow_broken: bool = False  # broken runs are left out and named, not refused
+
+    def no_runs_line(self, selection: Selection) -> str:
+        """What is said of an experiment without runs in the store."""
+        return f"{selection.experiment}: no runs in {self.results}; {found_line(self.store)}"
 
     def targets_of(self) -> dict[str, tuple[float, ...]]:
         return {s.experiment: self.targets.of(s.experiment) for s in self.selections}
@@ -122,7 +128,7 @@ def open_store(
         raise Refused(refusal(broken) + broken_then)
     path = cost_weights or costs.default_path(results)
     opened = OpenStore(results, store, left_out, selections, resolved, path)
-    opened.reference, opened.named = curves, bool(experiments)
+    opened.reference, opened.named, opened.allow_broken = curves, bool(experiments), allow_broken
     if need_weights:
         try:  # every model's weights, before anything is drawn
             models = [r.key()[2] for s in selections for r in s.runs]

@@ -28,7 +28,7 @@ import pandas as pd
 from drsom.analysis import costs, figures
 from drsom.analysis.captions import describe, provenance, run_machine
 from drsom.analysis.interval_tables import interval_table, paired_table
-from drsom.analysis.runs import Selection, first_readable, found_line, left_out_note
+from drsom.analysis.runs import Selection, first_readable, left_out_note
 from drsom.analysis.tables import (
     experiment_table,
     interval_latex,
@@ -43,7 +43,7 @@ from drsom.cfg.experiments import experiment_names, is_tuning, study_of
 from drsom.store.study import STUDIES
 
 
-def write_tables(opened, out: Path, baseline: str | None = None, allow_broken: bool = False):
+def write_tables(opened, out: Path, baseline: str | None = None):
     """The tables of every selection of ``opened`` (``drsom.analysis.report.OpenStore``) under
     ``out``, each printed as it is written; ``baseline``: the optimizer label of the paired
     differences (default: the experiment file's ``study.baseline``, else adam)."""
@@ -52,18 +52,14 @@ def write_tables(opened, out: Path, baseline: str | None = None, allow_broken: b
     out.mkdir(parents=True, exist_ok=True)
     for selection in opened.selections:
         if not selection.runs:
-            print(
-                f"{selection.experiment}: no runs in {opened.results}; {found_line(opened.store)}"
-            )
+            print(opened.no_runs_line(selection))
             continue
         md = out / f"{selection.experiment}.md"
-        text = experiment_tables(opened, selection, out, baseline, allow_broken)
+        text = experiment_tables(opened, selection, out, baseline)
         print(f"{md}:\n{text}")
 
 
-def experiment_tables(
-    opened, selection: Selection, out: Path, baseline: str | None, allow_broken: bool
-) -> str:
+def experiment_tables(opened, selection: Selection, out: Path, baseline: str | None) -> str:
     """One experiment's files; its Markdown text."""
     name = selection.experiment
     targets = opened.targets.of(name)
@@ -77,7 +73,7 @@ def experiment_tables(
     text = markdown(table, targets, name, about, grad_equiv=weighed)
     text += "\n" + interval_files(rows, stem, targets, baseline, weighed)
     for tuning in tuned_by(name, opened.store):  # the budget, space and choice behind the settings
-        text += selection_file(opened, tuning, out, allow_broken, name)
+        text += selection_file(opened, tuning, out, name)
     stem.with_suffix(".md").write_text(text)
     return text
 
@@ -101,7 +97,7 @@ def interval_files(rows: pd.DataFrame, stem: Path, targets, baseline: str | None
     return interval_markdown(ci, paired, targets, base_name, grad_equiv=weighed)
 
 
-def selection_file(opened, tuning: str, out: Path, allow_broken: bool, name: str) -> str:
+def selection_file(opened, tuning: str, out: Path, name: str) -> str:
     """The selection table of the tuning study ``tuning`` (``<out>/<tuning>.selection.csv``); its
     Markdown, or "" (said on stderr) where it has no finished trial or disagrees with its study."""
     try:
@@ -109,7 +105,7 @@ def selection_file(opened, tuning: str, out: Path, allow_broken: bool, name: str
             opened.store,
             tuning,
             studies_dir=opened.results.parent / STUDIES,
-            allow_broken=allow_broken,
+            allow_broken=opened.allow_broken,
         )
     except ValueError as exc:
         print(f"{name}: no selection table: {exc}", file=sys.stderr)

@@ -51,8 +51,10 @@ class Attempt:
         else None. A result made on other data than ``fingerprint`` (a smoke test on a small copy
         of the dataset, then the real one) is refused in one line, never taken for this run's;
         one made at another commit than ``commit()`` is kept, with a warning."""
-        if self.forced_now():
-            return None
+        return None if self.forced_now() else self._stored_result(fingerprint, commit)
+
+    def _stored_result(self, fingerprint: str, commit: Callable[[], str | None]) -> str | None:
+        """``result`` of a folder that force=true does not clear now."""
         run_dir = self.run_dir
         state = run_state(run_dir)
         if state.status == Status.BROKEN:
@@ -99,7 +101,7 @@ class Attempt:
                 log.info(
                     f"force=true was applied by this launch already ({self.launch}): not clearing"
                 )
-            done = self.result(fingerprint, commit)
+            done = None if self.force else self._stored_result(fingerprint, commit)
             try:
                 yield done
             except ConfigError:

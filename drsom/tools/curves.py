@@ -27,22 +27,18 @@ from pathlib import Path
 
 from drsom.analysis import costs, figures, paper
 from drsom.analysis.curves import METRICS, draw_curves, drawable
-from drsom.analysis.report import Refused
-from drsom.tools.options import REFERENCE_HELP, opened, store_options
+from drsom.tools.options import REFERENCE_HELP, opened, refusals, store_parser
 
 
+@refusals
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
     grad_equiv = args.x == "grad_equiv"
-    try:
-        store = opened(args, need_weights=grad_equiv, need_targets=False, drawn_only=True)
-    except Refused as refused:
-        print(refused, file=sys.stderr)
-        return refused.status
+    store = opened(args, need_weights=grad_equiv, need_targets=False, drawn_only=True)
     if store.unweighed:  # their figures have no axis to be drawn on: left out, said once
         print(costs.missing_line(store.unweighed, store.weights_path), file=sys.stderr)
     weights = store.weights if grad_equiv else None
-    shown = drawable(store)
+    shown = drawable(store, store.selections)  # already the drawn ones (drawn_only)
     for path in draw_curves(
         shown, args.out, args.x, args.metrics, store.reference, weights, args.preset
     ):
@@ -51,9 +47,8 @@ def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    store_options(
-        p,
+    p = store_parser(
+        __doc__,
         base,
         broken="draw when runs of the selection are broken: they are left out, and the legend "
         "and caption name them",

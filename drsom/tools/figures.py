@@ -20,31 +20,26 @@ import sys
 from pathlib import Path
 
 from drsom.analysis.build import build_all
-from drsom.analysis.report import Refused
 from drsom.analysis.runs import readable
-from drsom.tools.options import REFERENCE_HELP, opened, store_options, target_options
+from drsom.tools.options import REFERENCE_HELP, opened, refusals, store_parser, target_options
 
 
+@refusals
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
-    try:
-        store = opened(args, need_runs=False, broken_then="; nothing replaced")
-        if not readable(store.store):  # an empty or unreadable store never empties the folders
-            print(f"error: no readable runs in {args.results}", file=sys.stderr)
-            print("error: figures not replaced (see above)", file=sys.stderr)
-            return 1
-        build_all(store, args.figures, args.tables, args.allow_broken)
-    except Refused as refused:
-        print(refused, file=sys.stderr)
-        return refused.status
+    store = opened(args, need_runs=False, broken_then="; nothing replaced")
+    if not readable(store.store):  # an empty or unreadable store never empties the folders
+        print(f"error: no readable runs in {args.results}", file=sys.stderr)
+        print("error: figures not replaced (see above)", file=sys.stderr)
+        return 1
+    build_all(store, args.figures, args.tables)
     print(f"replaced {args.figures} and {args.tables}")
     return 0
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    store_options(
-        p,
+    p = store_parser(
+        __doc__,
         base,
         broken="build when runs of the selection are broken: they are left out and named in "
         "the tables and captions",

@@ -5,9 +5,12 @@ are, which experiments, their targets and cost weights, and whether broken runs 
 from __future__ import annotations
 
 import argparse
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from drsom.analysis.report import OpenStore, open_store
+from drsom.analysis.report import OpenStore, Refused, open_store
 
 COST_WEIGHTS_HELP = (
     "oracle weights per model (default: cost_weights.json beside --results; measured by "
@@ -16,6 +19,28 @@ COST_WEIGHTS_HELP = (
 REFERENCE_HELP = (
     "published curves, long format (model, optimizer, epoch, train_acc, test_acc in %%)"
 )
+
+
+def refusals(main: Callable[..., int]) -> Callable[..., int]:
+    """A tool's ``main`` whose ``Refused`` (``drsom.analysis.report``) is its line on stderr and
+    its exit status."""
+
+    @functools.wraps(main)
+    def wrapped(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
+        try:
+            return main(argv, base_dir=base_dir)
+        except Refused as refused:
+            print(refused, file=sys.stderr)
+            return refused.status
+
+    return wrapped
+
+
+def store_parser(doc: str, base: Path, *, broken: str) -> argparse.ArgumentParser:
+    """A tool's parser (described by the first paragraph of its ``doc``) with ``store_options``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    store_options(p, base, broken=broken)
+    return p
 
 
 def store_options(p: argparse.ArgumentParser, base: Path, *, broken: str) -> None:

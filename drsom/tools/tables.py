@@ -15,26 +15,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from drsom.analysis.report import Refused
 from drsom.analysis.table_files import write_tables
-from drsom.tools.options import opened, store_options, target_options
+from drsom.tools.options import opened, refusals, store_parser, target_options
 
 
+@refusals
 def main(argv: list[str] | None = None, *, base_dir: Path | None = None) -> int:
     args = parse_args(argv, base_dir or Path.cwd())
-    try:
-        store = opened(args)
-    except Refused as refused:
-        print(refused, file=sys.stderr)
-        return refused.status
-    write_tables(store, args.out, args.baseline, args.allow_broken)
+    write_tables(opened(args), args.out, args.baseline)
     return 0
 
 
 def parse_args(argv: list[str] | None, base: Path) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    store_options(
-        p,
+    p = store_parser(
+        __doc__,
         base,
         broken="make the tables when runs of the selection are broken: they are left out, "
         "counted as unfinished and named in each table's notes",

@@ -258,8 +258,8 @@ class Trainer:
         correct = torch.tensor(carried.get("correct", 0), dtype=torch.int64, device=self.device)
         seen = int(carried.get("seen", 0))
 
-        def totals() -> torch.Tensor:  # (loss sum, correct, seen) of every process, float64
-            return world.sum_(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]))
+        def totals() -> torch.Tensor:
+            return _totals(world, loss_sum, correct, seen)
 
         # per diagnostic key: [sum, steps that defined it] over this epoch's steps
         sums: dict[str, list] = {k: list(v) for k, v in done.get("diagnostic_sums", {}).items()}
@@ -382,9 +382,7 @@ class Trainer:
             loss_sum += F.cross_entropy(outputs.float(), targets, reduction="sum").double()
             correct += (outputs.argmax(1) == targets).sum()
             seen += len(targets)
-        return _means(
-            self.world.sum_(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]))
-        )
+        return _means(_totals(self.world, loss_sum, correct, seen))
 
     # --------------------------------------------------------------------------- helpers
     def _cumulative(self) -> dict[str, float]:
@@ -410,6 +408,11 @@ class Trainer:
 def _shard_loss(outputs: torch.Tensor, targets: torch.Tensor, per: float) -> torch.Tensor:
     """A shard's cross-entropies summed, over the global batch's mean count per process."""
     return F.cross_entropy(outputs, targets, reduction="sum") / per
+
+
+def _totals(world: World, loss_sum: torch.Tensor, correct: torch.Tensor, seen: int) -> torch.Tensor:
+    """(loss sum, correct, seen) summed over every process, stacked in float64."""
+    return world.sum_(torch.stack([loss_sum, correct.double(), loss_sum.new_tensor(seen)]))
 
 
 def _means(totals: torch.Tensor) -> tuple[float, float]:
