@@ -10,7 +10,8 @@ taken from ``base_dir``: for a console script the current directory, as for ``dr
 checkout's ``scripts/<tool>.py`` and ``run.py`` the repository root (``checkout_root``, the one
 place that rule is written), wherever they are launched.
 
-The top floor, beside ``launch``: may import every room but ``launch``; nothing imports it.
+Floor 5, beside ``drsom.launch``: may import every room below it, never ``launch``; only the
+``drsom`` command (``drsom.command``, floor 6) imports it.
 """
 
 from __future__ import annotations

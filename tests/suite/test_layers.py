@@ -48,3 +48,16 @@ def test_no_room_imports_upward(capsys):
     # no cache: nothing is written into the repository
     status = lint_imports(str(REPO / "pyproject.toml"), no_cache=True, no_logo=True)
     assert status == 0, capsys.readouterr().out[-3000:]
+
+
+def test_each_room_says_the_floor_it_stands_on():
+    package = Path(drsom.__file__).parent
+    floor_of = {room: n for n, floor in enumerate(contract_floors(), 1) for room in floor}
+    rooms = [p.parent.name for p in package.glob("*/__init__.py") if p.parent.name != "configs"]
+    said = {
+        room: re.search(r"^Floor (\d)", (package / room / "__init__.py").read_text(), re.M)
+        for room in rooms
+    }
+    assert {room: int(m.group(1)) if m else None for room, m in said.items()} == {
+        room: floor_of[room] for room in rooms
+    }
